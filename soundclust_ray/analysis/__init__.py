@@ -1,0 +1,1 @@
+"""Driver-side analysis on the gathered matrix: scaling, clustering, projection, metrics, search."""

@@ -1,0 +1,122 @@
+"""Decode any supported audio file to a mono float32 signal at a requested rate.
+
+soundfile (libsndfile) is tried first because it is fast and exact for wav/flac/ogg/aiff;
+PyAV (ffmpeg) handles mp3, m4a, opus and anything libsndfile refuses. Both paths stop
+reading after ``max_duration_s`` so a two-hour file never lands whole in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from soundclust_ray.audio.errors import AudioDecodeError
+
+
+def _mono(frames: np.ndarray) -> np.ndarray:
+    """Average channels (frames × channels → frames), the way librosa's ``to_mono`` does."""
+    if frames.ndim == 1:
+        return frames
+    return frames.mean(axis=1, dtype=np.float32)
+
+
+def _read_soundfile(path: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    with sf.SoundFile(path) as f:
+        sr = f.samplerate
+        n = f.frames if max_duration_s is None else min(f.frames, int(max_duration_s * sr))
+        data = f.read(frames=n, dtype="float32", always_2d=True)
+    return _mono(data), sr
+
+
+def _read_pyav(path: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as exc:  # PyAV raises many InvalidDataError subclasses
+        raise AudioDecodeError(f"not a decodable audio file ({exc.__class__.__name__}: {exc})") from exc
+    with container:
+        if not container.streams.audio:
+            raise AudioDecodeError("file has no audio stream")
+        stream = container.streams.audio[0]
+        sr = stream.codec_context.sample_rate or stream.rate
+        if not sr:
+            raise AudioDecodeError("audio stream has no sample rate")
+        limit = None if max_duration_s is None else int(max_duration_s * sr)
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=sr)
+        chunks: list[np.ndarray] = []
+        total = 0
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                arr = out.to_ndarray()[0]
+                chunks.append(arr)
+                total += arr.shape[0]
+            if limit is not None and total >= limit:
+                break
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray()[0])
+    if not chunks:
+        raise AudioDecodeError("no audio frames could be decoded")
+    y = np.concatenate(chunks).astype(np.float32, copy=False)
+    if limit is not None:
+        y = y[:limit]
+    return y, int(sr)
+
+
+def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and the file's native sample rate.
+
+    Raises:
+        AudioDecodeError: the file is missing, empty, a directory, or not decodable audio.
+    """
+    path = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise AudioDecodeError(f"file not found: {path}")
+    if p.is_dir():
+        raise AudioDecodeError(f"is a directory, not an audio file: {path}")
+    if not os.access(path, os.R_OK):
+        raise AudioDecodeError(f"permission denied: {path}")
+    if p.stat().st_size == 0:
+        raise AudioDecodeError(f"empty file (0 bytes): {path}")
+    try:
+        y, sr = _read_soundfile(path, max_duration_s)
+    except AudioDecodeError:
+        raise
+    except Exception:
+        y, sr = _read_pyav(path, max_duration_s)
+    if y.size == 0:
+        raise AudioDecodeError("decoded to zero samples")
+    return y, sr
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """High-quality resampling with soxr (librosa's default 'soxr_hq' method)."""
+    if orig_sr == target_sr:
+        return y.astype(np.float32, copy=False)
+    return soxr.resample(y, orig_sr, target_sr, quality="soxr_hq").astype(np.float32, copy=False)
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int,
+    max_duration_s: float | None = None,
+    min_duration_s: float = 0.0,
+) -> np.ndarray:
+    """Decode, downmix and resample one track; the one entry point every stage uses.
+
+    Raises:
+        AudioDecodeError: unreadable file, non-finite samples, or shorter than ``min_duration_s``.
+    """
+    y, sr = read_audio(path, max_duration_s)
+    if not np.isfinite(y).all():
+        raise AudioDecodeError("audio contains NaN or infinite samples")
+    duration = y.shape[0] / sr
+    if duration < min_duration_s:
+        raise AudioDecodeError(f"too short: {duration:.2f} s < {min_duration_s:.2f} s")
+    return resample(y, sr, sample_rate)

@@ -1,0 +1,232 @@
+"""Every default parameter of the job, named once, with the seed it comes from.
+
+Seeds (in ``../shared/seeds/``):
+- 000: soundspace notebook (rhythm/spectral/tonal features, CLAP, centering + L2 sanity checks)
+- 001: classic 5 s chunk features and CLAP chunk strategies
+- 002: timbre notebook (180-d mel/MFCC/spectral stats, k-means, HDBSCAN, UMAP, PCA)
+- 003: Spotify-style tabular embedding (weights, key/mode/explicit, year)
+- 004: Million Song Dataset HDF5 statistics and out-of-fold MiniBatchKMeans
+
+Component configs are frozen dataclasses so that a run's config can be hashed (resume) and
+shipped to Ray workers unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+
+RANDOM_STATE = 42
+"""Seed for every random step (k-means, UMAP, KFold, samples); seeds 002 and 004 use 42."""
+
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aiff", ".aif")
+"""Extensions found by a folder scan, compared case-insensitively (seed 002 plus opus/aiff)."""
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """How tracks are decoded before any feature family sees them."""
+
+    max_duration_s: float | None = 600.0
+    """Decode at most this many seconds of each track (bounded memory for very long files)."""
+    min_duration_s: float = 0.5
+    """Tracks shorter than this are an error row (seed 002 falls back below 0.5 s of audio)."""
+
+
+@dataclass(frozen=True)
+class TimbreConfig:
+    """The 180-d acoustic embedding of seed 002."""
+
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 64
+    n_mfcc: int = 20
+    trim_top_db: float = 30.0
+    min_trimmed_s: float = 0.5
+    """Keep the untrimmed signal when trimming leaves less than this (seed 002)."""
+    rolloff_percent: float = 0.85
+
+
+@dataclass(frozen=True)
+class ClassicConfig:
+    """The ~33-d per-chunk features of seed 001."""
+
+    sample_rate: int = 22050
+    chunk_s: float = 5.0
+    padding_threshold: float = 0.5
+    """Zero-pad the last chunk when at least this fraction of it is present (seed 001)."""
+    chunk_quantile: float = 0.25
+    """Cap chunks per track at this lower quantile of the corpus's durations (seed 001)."""
+    n_mfcc: int = 13
+    rolloff_percent: float = 0.85
+
+
+@dataclass(frozen=True)
+class SoundspaceConfig:
+    """The 56 rhythm/spectral/tonal features of seed 000 (librosa + essentia)."""
+
+    sample_rate: int = 22050
+    essentia_sample_rate: int = 44100
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Which signal feature families run and their parameters."""
+
+    families: tuple[str, ...] = ("timbre",)
+    timbre: TimbreConfig = field(default_factory=TimbreConfig)
+    classic: ClassicConfig = field(default_factory=ClassicConfig)
+    soundspace: SoundspaceConfig = field(default_factory=SoundspaceConfig)
+    chunk_level: bool = False
+    """Also write one row per classic chunk (seed 001 chunk-level clustering)."""
+
+
+@dataclass(frozen=True)
+class ClapEmbedConfig:
+    """CLAP audio embeddings (seeds 000 and 001)."""
+
+    model: str = "laion/larger_clap_music"
+    """Hub id or local directory of a transformers ClapModel (seed 000)."""
+    sample_rate: int = 48000
+    window_s: float = 10.0
+    """Window length; 10 s is the model's native input length."""
+    max_windows: int = 30
+    batch_size: int = 8
+    """Windows per forward pass (seed 000's CLAP_BATCH_SIZE)."""
+    strategy: str = "chunk_average"
+    """chunk_average (mean per track) or chunk_level (one row per window, majority vote)."""
+    fp16: bool = True
+    """fp16 autocast on CUDA; CPU always runs fp32."""
+
+
+@dataclass(frozen=True)
+class MusicnnConfig:
+    """The musicnn pretrained tagger ported to torch (see shared/notes/musicnn.md)."""
+
+    model: str = "MSD_musicnn"
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    n_mels: int = 96
+    patch_frames: int = 187
+    pool: str = "mean"
+    """How patch penultimates become one track vector: mean or max."""
+    batch_size: int = 32
+    """Patches per forward pass."""
+    max_patches: int = 200
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Which embedding backends run."""
+
+    backends: tuple[str, ...] = ()
+    clap: ClapEmbedConfig = field(default_factory=ClapEmbedConfig)
+    musicnn: MusicnnConfig = field(default_factory=MusicnnConfig)
+
+
+@dataclass(frozen=True)
+class MsdConfig:
+    """Million Song Dataset HDF5 statistics (seed 004)."""
+
+    fields: tuple[str, ...] = (
+        "bars_start",
+        "beats_start",
+        "sections_start",
+        "segments_loudness_max",
+        "segments_loudness_max_time",
+        "segments_loudness_start",
+        "segments_start",
+        "tatums_start",
+    )
+    hist_bins: int = 20
+    oof_k: int = 32
+    oof_batch_size: int = 2048
+    oof_splits: int = 5
+
+
+@dataclass(frozen=True)
+class TabularConfig:
+    """Spotify-style audio-feature vectors (seed 003)."""
+
+    audio_features: tuple[str, ...] = (
+        "danceability",
+        "energy",
+        "valence",
+        "tempo",
+        "acousticness",
+        "instrumentalness",
+        "liveness",
+        "speechiness",
+        "loudness",
+        "popularity",
+    )
+    weights: tuple[float, ...] = (1.2, 1.2, 1.0, 1.0, 0.8, 0.8, 0.7, 0.6, 0.5, 1.0)
+    categorical: tuple[str, ...] = ("key", "mode", "explicit")
+    year_column: str = "year"
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Driver-side scaling, clustering and projection (seeds 002 and 004)."""
+
+    matrix: str = "auto"
+    """features, embeddings, both, tabular, or auto (embeddings when present, else features)."""
+    k: int = 8
+    k_auto_range: tuple[int, int] = (2, 16)
+    kmeans_n_init: int = 10
+    """KMeans restarts (seed 002)."""
+    oof_splits: int = 5
+    """KFold splits for out-of-fold k-means (seed 004)."""
+    minibatch_above: int = 20000
+    """Use MiniBatchKMeans (batch 2048, seed 004) above this many rows."""
+    minibatch_size: int = 2048
+    hdbscan_min_cluster_size: int = 4
+    hdbscan_min_samples: int = 2
+    umap_n_neighbors: int = 10
+    umap_min_dist: float = 0.1
+    pca: float | None = None
+    """PCA before clustering: int components or a variance fraction; None keeps all."""
+    fit_sample: int = 50000
+    """Above this many rows HDBSCAN and UMAP are fitted on a seeded sample."""
+    silhouette_sample: int = 10000
+    random_state: int = RANDOM_STATE
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; hashed into the shards so a resume never mixes configs."""
+
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    msd: MsdConfig = field(default_factory=MsdConfig)
+    tabular: TabularConfig = field(default_factory=TabularConfig)
+    source: str = "audio"
+    """audio, msd or tabular."""
+    batch_size: int = 4
+    """Tracks per Ray Data batch in CPU stages (small: one track is seconds of work)."""
+    max_error_rate: float = 0.5
+    """Exit non-zero when more than this fraction of tracks failed."""
+    random_state: int = RANDOM_STATE
+
+
+def to_dict(cfg: object) -> dict:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    if not is_dataclass(cfg):
+        raise TypeError(f"not a config dataclass: {type(cfg).__name__}")
+    return asdict(cfg)
+
+
+def config_hash(cfg: object) -> str:
+    """Stable short hash of a config's values; two runs with equal configs share it."""
+    payload = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def field_docs(cls: type) -> dict[str, object]:
+    """Field name → default, used by the CLI to print defaults in --help."""
+    return {f.name: f.default for f in fields(cls)}

@@ -1,0 +1,1 @@
+"""Embedding models (CLAP, musicnn) and their batched, device-side front ends."""

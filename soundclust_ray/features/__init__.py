@@ -1,0 +1,1 @@
+"""Signal feature families: pure functions of (samples, sample rate); nothing here imports ray."""

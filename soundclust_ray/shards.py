@@ -1,0 +1,125 @@
+"""The on-disk format between the pipeline and the driver: Parquet shards under OUT.
+
+Layout of an output folder::
+
+    OUT/run.json                       config, config hash, inputs, counts, timings
+    OUT/manifest.parquet               every input row: track_id, path, metadata columns
+    OUT/features/part-*.parquet        track_id + flat float32 ``family__name`` columns
+    OUT/embeddings/<backend>/part-*.parquet   track_id [+ window_index] + ``embedding``
+                                       fixed_size_list<float32> [+ ``tag__*`` float32]
+    OUT/errors/<product>-*.parquet     one row per failed track and stage (while running)
+    OUT/errors.parquet                 all of them, consolidated at the end of a run
+
+Shards are written under a temporary name and renamed, so a killed run never leaves a half
+file that a rerun would trust; each carries the producing config hash in its metadata.
+Writing and reading go through pyarrow filesystems, so OUT may be a local path or a URI.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+CONFIG_HASH_KEY = b"soundclust.config_hash"
+ERROR_COLUMNS = ("track_id", "path", "stage", "error_type", "message")
+ERROR_SCHEMA = pa.schema([(name, pa.string()) for name in ERROR_COLUMNS])
+EMBEDDING_COLUMN = "embedding"
+
+
+def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it, for a local path or an s3://, gs://, file:// URI."""
+    if "://" in uri_or_path:
+        return pafs.FileSystem.from_uri(uri_or_path)
+    import os
+
+    return pafs.LocalFileSystem(), os.path.abspath(uri_or_path)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with '/', which every pyarrow filesystem accepts."""
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def write_table_atomic(
+    fs: pafs.FileSystem, path: str, table: pa.Table, config_hash: str | None = None
+) -> None:
+    """Write a Parquet file under a temporary name, then move it into place."""
+    if config_hash is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[CONFIG_HASH_KEY] = config_hash.encode()
+        table = table.replace_schema_metadata(meta)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}.parquet"
+    pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+    fs.move(tmp, path)
+
+
+def new_shard_path(out: str, product: str) -> str:
+    """A fresh, unique shard path for a product ('features' or 'embeddings/<backend>')."""
+    return join(out, product, f"part-{uuid.uuid4().hex}.parquet")
+
+
+def list_shards(out: str, product: str) -> list[str]:
+    """Committed shard files of a product (temporary files are skipped), sorted."""
+    fs, base = resolve(out)
+    folder = join(base, product)
+    info = fs.get_file_info(folder)
+    if info.type == pafs.FileType.NotFound:
+        return []
+    sel = pafs.FileSelector(folder, recursive=False)
+    return sorted(
+        f.path
+        for f in fs.get_file_info(sel)
+        if f.type == pafs.FileType.File and f.base_name.startswith("part-")
+    )
+
+
+def read_column(out: str, product: str, column: str = "track_id") -> pa.Array:
+    """One column of every shard of a product, read without the rest (resume, counting)."""
+    fs, _ = resolve(out)
+    paths = list_shards(out, product)
+    if not paths:
+        return pa.array([], type=pa.string())
+    dataset = pads.dataset(paths, filesystem=fs, format="parquet")
+    return dataset.to_table(columns=[column]).column(column).combine_chunks()
+
+
+def iter_shard_tables(out: str, product: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """Stream a product's shards one file at a time, so memory holds one shard plus the result."""
+    fs, _ = resolve(out)
+    for path in list_shards(out, product):
+        yield pq.read_table(path, filesystem=fs, columns=columns)
+
+
+def shard_config_hashes(out: str, product: str) -> set[str]:
+    """Config hashes recorded in a product's shards (a resume refuses to mix them)."""
+    fs, _ = resolve(out)
+    hashes = set()
+    for path in list_shards(out, product):
+        with fs.open_input_file(path) as f:
+            meta = pq.read_schema(f).metadata or {}
+        if CONFIG_HASH_KEY in meta:
+            hashes.add(meta[CONFIG_HASH_KEY].decode())
+    return hashes
+
+
+def embedding_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """A (n, d) float32 matrix as a fixed_size_list<float32>[d] Arrow array, without copying rows."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    n, d = matrix.shape
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), d)
+
+
+def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A fixed_size_list<float32> column back to an (n, d) float32 matrix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    d = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32, copy=False)

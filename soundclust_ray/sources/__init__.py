@@ -1,0 +1,1 @@
+"""Non-audio inputs: Million Song Dataset HDF5 files and tabular audio-feature tables."""
