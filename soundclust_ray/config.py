@@ -90,9 +90,14 @@ class ClapEmbedConfig:
     model: str = "laion/larger_clap_music"
     """Hub id or local directory of a transformers ClapModel (seed 000)."""
     sample_rate: int = 48000
+    """Decode rate; must equal the model's feature extractor rate (48 kHz for LAION CLAP)."""
     window_s: float = 10.0
-    """Window length; 10 s is the model's native input length."""
+    """Window length; 10 s is the model's native input length (shorter windows are repeat-padded)."""
     max_windows: int = 30
+    """Cap on windows per track; longer tracks keep this many, evenly spaced."""
+    min_last_window: float = 0.5
+    """Keep a partial last window when at least this fraction of it is present (seed 001's
+    padding_threshold); a track shorter than one window always keeps its single window."""
     batch_size: int = 8
     """Windows per forward pass (seed 000's CLAP_BATCH_SIZE)."""
     strategy: str = "chunk_average"
@@ -125,6 +130,12 @@ class EmbedConfig:
     backends: tuple[str, ...] = ()
     clap: ClapEmbedConfig = field(default_factory=ClapEmbedConfig)
     musicnn: MusicnnConfig = field(default_factory=MusicnnConfig)
+    gpus_per_actor: float = 1.0
+    """GPUs per embedding actor where the cluster has GPUs (one actor per GPU)."""
+    cpus_per_actor: int = 4
+    """CPU threads per embedding actor on hosts without a GPU (capped at the cluster's CPUs)."""
+    sanity_max_rows: int = 5000
+    """Rows (seeded sample) the pairwise-cosine sanity statistics use (seed 000 used all 2,577)."""
 
 
 @dataclass(frozen=True)
@@ -142,9 +153,15 @@ class MsdConfig:
         "tatums_start",
     )
     hist_bins: int = 20
+    """Density-histogram bins of the normalised positive differences (seed 004)."""
     oof_k: int = 32
+    """Clusters of the per-field out-of-fold MiniBatchKMeans (seed 004)."""
     oof_batch_size: int = 2048
+    """MiniBatchKMeans batch size (seed 004)."""
     oof_splits: int = 5
+    """KFold splits of the out-of-fold clustering (seed 004); clamped to the row count."""
+    batch_size: int = 64
+    """Files per Ray Data batch: one file is milliseconds of work, unlike an audio track."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +191,20 @@ class AnalysisConfig:
 
     matrix: str = "auto"
     """features, embeddings, both, tabular, or auto (embeddings when present, else features)."""
-    k: int = 8
+    backend: str | None = None
+    """Embedding backend (OUT/embeddings/<backend>) when several exist; None takes the first."""
+    weights: tuple[tuple[str, float], ...] = ()
+    """Per-family weights after scaling, e.g. (("timbre", 1.0), ("classic", 0.5)); default 1."""
+    embedding_postprocess: bool = True
+    """Center + L2-normalize embeddings before scaling (seed 000)."""
+    k: int | str = 8
+    """k-means clusters (seed 002 lets the user choose); "auto" picks by silhouette."""
     k_auto_range: tuple[int, int] = (2, 16)
+    """Inclusive range of k tried by k="auto"."""
     kmeans_n_init: int = 10
     """KMeans restarts (seed 002)."""
+    oof: bool = True
+    """Write OUT/oof.parquet: out-of-fold k-means distances and labels (seed 004)."""
     oof_splits: int = 5
     """KFold splits for out-of-fold k-means (seed 004)."""
     minibatch_above: int = 20000
@@ -191,7 +218,16 @@ class AnalysisConfig:
     """PCA before clustering: int components or a variance fraction; None keeps all."""
     fit_sample: int = 50000
     """Above this many rows HDBSCAN and UMAP are fitted on a seeded sample."""
+    predict_batch: int = 50000
+    """Rows per out-of-sample assignment batch (bounds temporary memory)."""
     silhouette_sample: int = 10000
+    """Rows of the seeded sample that silhouette (and k="auto") is computed on."""
+    summary_nearest: int = 5
+    """Tracks nearest each cluster centre listed in the summaries (seed 002 interpretation)."""
+    summary_top_values: int = 3
+    """Top values listed per categorical metadata column and top tags per cluster."""
+    report: bool = True
+    """Write OUT/report.html."""
     random_state: int = RANDOM_STATE
 
 
@@ -209,6 +245,8 @@ class RunConfig:
     """audio, msd or tabular."""
     batch_size: int = 4
     """Tracks per Ray Data batch in CPU stages (small: one track is seconds of work)."""
+    shard_rows: int = 64
+    """Tracks per Parquet shard: at most this much work is redone after a crash."""
     max_error_rate: float = 0.5
     """Exit non-zero when more than this fraction of tracks failed."""
     random_state: int = RANDOM_STATE

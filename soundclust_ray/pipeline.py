@@ -1,0 +1,402 @@
+"""Assemble and execute the Ray Data pipeline of a run: manifest → stages → shards (+ errors).
+
+Each *product* (``features``, ``embeddings/<backend>``) is one streaming Ray Data pipeline:
+read the manifest rows still to do → compute stage(s) → shard writer. The writer is a task
+that writes each batch as one Parquet shard atomically and returns a tiny summary row per
+track, so the driver holds summaries, never features. Resume is a set difference on the
+``track_id`` column of committed shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from soundclust_ray import shards
+from soundclust_ray.config import RunConfig, config_hash, to_dict
+from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD, Resources
+
+log = logging.getLogger("soundclust_ray")
+
+FEATURES = "features"
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.parquet"
+ERRORS_FILE = "errors.parquet"
+ERRORS_DIR = "errors"
+
+
+class ConfigMismatchError(RuntimeError):
+    """OUT holds shards of another configuration; refusing to mix them."""
+
+
+@dataclass
+class ProductResult:
+    """What one product's pipeline did in this run."""
+
+    product: str
+    n_todo: int = 0
+    n_skipped: int = 0
+    n_ok: int = 0
+    n_failed: int = 0
+    seconds: float = 0.0
+    nodes: Counter = field(default_factory=Counter)
+
+
+def init_ray(num_cpus: int | None = None, quiet: bool = False) -> None:
+    """Connect to RAY_ADDRESS when set, else start an embedded local Ray using all cores."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict = {"log_to_driver": not quiet, "logging_level": logging.WARNING}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    configure_data_context(quiet)
+
+
+def configure_data_context(quiet: bool) -> None:
+    """Progress bars on unless quiet; a bounded object store budget for streaming."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = not quiet
+    ctx.enable_operator_progress_bars = not quiet
+    ctx.print_on_execution_start = not quiet
+    ctx.execution_options.preserve_order = False
+
+
+def cluster_cpus() -> int:
+    """Whole CPUs of the connected cluster (at least 1)."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def block_rows(n_rows: int, batch_size: int, workers: int) -> int:
+    """Rows per input block: small enough that every worker gets work, big enough to stay cheap."""
+    return max(batch_size, min(256, math.ceil(n_rows / max(1, 4 * workers))))
+
+
+def product_hash(cfg: RunConfig, product: str) -> str:
+    """Hash of the config parts that determine a product's values (analysis options excluded)."""
+    if product == FEATURES:
+        parts = {"features": to_dict(cfg.features), "audio": to_dict(cfg.audio), "source": cfg.source}
+    else:
+        backend = product.split("/", 1)[1]
+        embed = to_dict(cfg.embed)
+        parts = {"backend": backend, "cfg": embed.get(backend, {}), "audio": to_dict(cfg.audio)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_out_dir(out: str, cfg: RunConfig, products: list[str], overwrite: bool) -> None:
+    """Refuse to extend OUT whose shards were made by another config, unless overwriting."""
+    fs, base = shards.resolve(out)
+    for product in products:
+        expected = product_hash(cfg, product)
+        found = shards.shard_config_hashes(out, product)
+        if found and found != {expected}:
+            if not overwrite:
+                raise ConfigMismatchError(
+                    f"{shards.join(out, product)} holds shards of another configuration "
+                    f"({', '.join(sorted(found))} ≠ {expected}); rerun with --overwrite or use a new --out"
+                )
+            fs.delete_dir_contents(shards.join(base, product), missing_dir_ok=True)
+            for info in fs.get_file_info(pafs_selector(shards.join(base, ERRORS_DIR))):
+                if info.base_name.startswith(product.replace("/", "-") + "-"):
+                    fs.delete_file(info.path)
+
+
+def pafs_selector(path: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSelector(path, allow_not_found=True)
+
+
+class ShardWriter:
+    """Write one batch of stage output as a feature/embedding shard plus an error shard.
+
+    Returns one summary row per input track (track_id, ok, node_id) so the driver can count
+    without holding any feature values.
+    """
+
+    def __init__(self, out: str, product: str, config_hash: str, meta_columns: tuple[str, ...] = ()):
+        self.out = out
+        self.product = product
+        self.config_hash = config_hash
+        self.meta_columns = meta_columns
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        fs, base = shards.resolve(self.out)
+        error_type = np.asarray(batch["error_type"]).astype(str)
+        failed = error_type != ""
+        value_columns = [c for c in batch if c not in (*ERROR_FIELDS, NODE_FIELD, "path")]
+        ok_tracks = set(np.asarray(batch["track_id"])[~failed].tolist())
+        if (~failed).any():
+            table = pa.table({c: column_array(c, np.asarray(batch[c])[~failed]) for c in value_columns})
+            shards.write_table_atomic(fs, shards.new_shard_path(base, self.product), table, self.config_hash)
+        if failed.any():
+            paths = np.asarray(batch["path"])[failed] if "path" in batch else np.full(failed.sum(), "")
+            errors = pa.table(
+                {
+                    "track_id": pa.array(np.asarray(batch["track_id"])[failed].astype(str)),
+                    "path": pa.array(np.asarray(paths).astype(str)),
+                    "stage": pa.array(np.asarray(batch["error_stage"])[failed].astype(str)),
+                    "error_type": pa.array(error_type[failed]),
+                    "message": pa.array(np.asarray(batch["error_message"])[failed].astype(str)),
+                }
+            )
+            name = f"{self.product.replace('/', '-')}-{os.urandom(8).hex()}.parquet"
+            shards.write_table_atomic(fs, shards.join(base, ERRORS_DIR, name), errors, self.config_hash)
+        track_ids = np.asarray(batch["track_id"]).astype(str)
+        first = ~pd.Series(track_ids).duplicated().to_numpy()
+        return {
+            "track_id": track_ids[first],
+            "ok": np.array([t in ok_tracks for t in track_ids[first]]),
+            NODE_FIELD: np.asarray(batch[NODE_FIELD]).astype(str)[first],
+        }
+
+
+def column_array(name: str, values: np.ndarray) -> pa.Array:
+    """Arrow array of a shard column: strings, int32 indices, float32 values, fixed-size embeddings."""
+    if values.ndim == 2:
+        return shards.embedding_array(values)
+    if name == "track_id" or values.dtype == object or values.dtype.kind in "US":
+        return pa.array(values.astype(str))
+    if values.dtype.kind in "iu":
+        return pa.array(values.astype(np.int32))
+    return pa.array(values.astype(np.float32))
+
+
+def run_product(
+    product: str,
+    todo: pd.DataFrame,
+    out: str,
+    cfg: RunConfig,
+    build: Callable,
+    progress: Callable[[str], None] = print,
+) -> ProductResult:
+    """Stream ``todo`` rows (track_id, path) through ``build(ds) -> ds`` stages and the shard writer."""
+    import ray.data
+
+    result = ProductResult(product=product, n_todo=len(todo))
+    if todo.empty:
+        return result
+    start = time.perf_counter()
+    workers = cluster_cpus()
+    rows = block_rows(len(todo), cfg.batch_size, workers)
+    frames = [todo.iloc[i : i + rows][["track_id", "path"]] for i in range(0, len(todo), rows)]
+    ds = ray.data.from_pandas(frames)
+    ds = build(ds)
+    writer_args = (out, product, product_hash(cfg, product))
+    writers = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers // 4))
+    ds = ds.map_batches(ShardWriter, fn_constructor_args=writer_args, batch_size=cfg.shard_rows,
+                        batch_format="numpy", num_cpus=0.25, compute=writers)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        ok = np.asarray(batch["ok"], dtype=bool)
+        result.n_ok += int(ok.sum())
+        result.n_failed += int((~ok).sum())
+        result.nodes.update(np.asarray(batch[NODE_FIELD]).astype(str).tolist())
+    result.seconds = time.perf_counter() - start
+    progress(f"{product}: {result.n_ok} tracks written, {result.n_failed} failed "
+             f"in {result.seconds:.1f} s")
+    return result
+
+
+def map_stage(ds, stage_cls, cfg: RunConfig, resources: Resources, pool_size: int, args: tuple = ()):
+    """``map_batches`` of a callable-class stage on an actor pool, resources as the stage declares.
+
+    Ray Data restarts dead actors and retries their tasks without limit by default
+    (``max_restarts=-1, max_task_retries=-1``); we rely on that on purpose: a killed worker's
+    batch is recomputed, and the writer never sees a partial batch.
+    """
+    import ray.data
+
+    size = resources.concurrency or pool_size
+    compute = (ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1])
+               if isinstance(size, tuple) else ray.data.ActorPoolStrategy(size=size))
+    return ds.map_batches(
+        stage_cls,
+        fn_constructor_args=(cfg, *args),
+        batch_size=resources.batch_size,
+        batch_format="numpy",
+        num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus or None,
+        compute=compute,
+    )
+
+
+def features_pipeline(cfg: RunConfig):
+    """The feature product's stages: one actor per CPU, decode + families."""
+    from soundclust_ray.stages.features import FeatureStage, feature_resources
+
+    def build(ds):
+        resources = feature_resources(cfg)
+        pool = max(1, int(cluster_cpus() / resources.num_cpus))
+        return map_stage(ds, FeatureStage, cfg, resources, pool)
+
+    return build
+
+
+def consolidate_errors(out: str, manifest: pd.DataFrame, products: list[str]) -> pd.DataFrame:
+    """OUT/errors.parquet: invalid manifest rows + each product's latest error per still-missing track."""
+    fs, base = shards.resolve(out)
+    frames = []
+    invalid = manifest[manifest["invalid_reason"] != ""]
+    if len(invalid):
+        frames.append(pd.DataFrame({
+            "track_id": invalid["track_id"], "path": invalid["path"], "stage": "manifest",
+            "error_type": "InvalidManifestRow", "message": invalid["invalid_reason"],
+        }))
+    error_files = [i.path for i in fs.get_file_info(pafs_selector(shards.join(base, ERRORS_DIR)))
+                   if i.base_name.endswith(".parquet") and not i.base_name.startswith(".tmp")]
+    import pyarrow.parquet as pq
+
+    wanted = set(manifest["track_id"])
+    for product in products:
+        prefix = product.replace("/", "-") + "-"
+        done = set(shards.read_column(out, product).to_pylist())
+        tables = [pq.read_table(p, filesystem=fs) for p in sorted(error_files)
+                  if p.rsplit("/", 1)[-1].startswith(prefix)]
+        if not tables:
+            continue
+        errs = pa.concat_tables(tables).to_pandas()
+        errs = errs[~errs["track_id"].isin(done) & errs["track_id"].isin(wanted)]
+        frames.append(errs.drop_duplicates("track_id", keep="last"))
+    columns = list(shards.ERROR_COLUMNS)
+    table = (pd.concat(frames, ignore_index=True)[columns] if frames
+             else pd.DataFrame({c: pd.Series(dtype=str) for c in columns}))
+    table = table.sort_values(["track_id", "stage"]).reset_index(drop=True)
+    shards.write_table_atomic(fs, shards.join(base, ERRORS_FILE),
+                              pa.Table.from_pandas(table, schema=shards.ERROR_SCHEMA, preserve_index=False))
+    return table
+
+
+def write_manifest(out: str, manifest: pd.DataFrame) -> None:
+    """OUT/manifest.parquet: every input row with its metadata, the driver's join table."""
+    fs, base = shards.resolve(out)
+    table = pa.Table.from_pandas(manifest.drop(columns=["invalid_reason"]), preserve_index=False)
+    shards.write_table_atomic(fs, shards.join(base, MANIFEST_FILE), table)
+
+
+def write_run_info(out: str, info: dict) -> None:
+    """OUT/run.json: config, hashes, inputs, counts and timings of the latest run."""
+    fs, base = shards.resolve(out)
+    fs.create_dir(base, recursive=True)
+    with fs.open_output_stream(shards.join(base, RUN_FILE)) as f:
+        f.write(json.dumps(info, indent=2, sort_keys=True, default=str).encode())
+
+
+def read_run_info(out: str) -> dict:
+    """OUT/run.json as a dict ({} when absent)."""
+    fs, base = shards.resolve(out)
+    path = shards.join(base, RUN_FILE)
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return {}
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read().decode())
+
+
+def node_names() -> dict[str, str]:
+    """Ray node id → 'hostname (ip)' for run.json's per-node counts."""
+    import ray
+
+    return {n["NodeID"]: f"{n.get('NodeManagerHostname', '?')} ({n.get('NodeManagerAddress', '?')})"
+            for n in ray.nodes()}
+
+
+def run_pipeline(
+    manifest: pd.DataFrame,
+    out: str,
+    cfg: RunConfig,
+    overwrite: bool = False,
+    input_desc: str = "",
+    progress: Callable[[str], None] = print,
+) -> dict:
+    """Run every requested product over the manifest and consolidate errors; returns run info."""
+    products = [FEATURES] if cfg.features.families else []
+    products += [f"embeddings/{b}" for b in cfg.embed.backends]
+    if not products:
+        raise ValueError("nothing to compute: give --features and/or --embed")
+    fs, base = shards.resolve(out)
+    if overwrite:
+        fs.delete_dir_contents(base, missing_dir_ok=True)
+    check_out_dir(out, cfg, products, overwrite)
+    fs.create_dir(base, recursive=True)
+    t0 = time.perf_counter()
+    write_manifest(out, manifest)
+    valid = manifest[manifest["invalid_reason"] == ""]
+    timings = {"manifest": time.perf_counter() - t0}
+    results = []
+    for product in products:
+        done = set(shards.read_column(out, product).to_pylist())
+        todo = valid[~valid["track_id"].isin(done)]
+        skipped = len(valid) - len(todo)
+        if skipped:
+            progress(f"{product}: {skipped} tracks already in {shards.join(out, product)}, skipped")
+        build = features_pipeline(cfg) if product == FEATURES else embedding_pipeline(cfg, product)
+        result = run_product(product, todo, out, cfg, build, progress)
+        result.n_skipped = skipped
+        results.append(result)
+        timings[product] = result.seconds
+    errors = consolidate_errors(out, manifest, products)
+    names = node_names()
+    info = {
+        "input": input_desc,
+        "config": to_dict(cfg),
+        "config_hash": config_hash(cfg),
+        "product_hashes": {p: product_hash(cfg, p) for p in products},
+        "products": {
+            r.product: {
+                "todo": r.n_todo, "skipped": r.n_skipped, "written": r.n_ok, "failed": r.n_failed,
+                "seconds": round(r.seconds, 3),
+                "tracks_per_node": {names.get(k, k): v for k, v in r.nodes.items()},
+            } for r in results
+        },
+        "n_input_rows": len(manifest),
+        "n_failed": int(errors["track_id"].nunique()),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    write_run_info(out, info)
+    return info
+
+
+def embedding_pipeline(cfg: RunConfig, product: str):
+    """An embedding product's stages: CPU prepare tasks, then model actors (GPU when present)."""
+    import ray.data
+
+    from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage, embed_resources
+
+    backend = product.split("/", 1)[1]
+
+    def build(ds):
+        prepare = Resources(num_cpus=1.0, batch_size=cfg.batch_size)
+        ds = ds.map_batches(EmbedPrepareStage, fn_constructor_args=(cfg, backend),
+                            batch_size=prepare.batch_size, batch_format="numpy",
+                            num_cpus=prepare.num_cpus,
+                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cluster_cpus()))
+        resources = embed_resources(cfg, backend)
+        return map_stage(ds, EmbedStage, cfg, resources, resources.concurrency or 1, args=(backend,))
+
+    return build
+
+
+def remove_out(out: str) -> None:
+    """Delete a local OUT folder (tests and --overwrite on local paths)."""
+    if "://" not in out:
+        shutil.rmtree(out, ignore_errors=True)

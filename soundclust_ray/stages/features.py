@@ -1,0 +1,60 @@
+"""CPU actor stage: decode each track once per sample rate and compute the requested feature families.
+
+Reads ``track_id, path``; writes ``track_id`` + every ``family__name`` column (float32) + the
+error fields. An actor (not a task) because essentia algorithm graphs and librosa's filter-bank
+caches are built once per worker and reused across tracks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from soundclust_ray.audio import load_audio
+from soundclust_ray.audio.errors import TrackError
+from soundclust_ray.config import RunConfig
+from soundclust_ray.features.registry import feature_columns, get_families
+from soundclust_ray.stages.base import Resources, map_tracks
+
+STAGE_NAME = "features"
+
+
+class NonFiniteFeatureError(TrackError):
+    """A feature came out NaN or infinite; the track is reported instead of poisoning the matrix."""
+
+
+def feature_resources(cfg: RunConfig) -> Resources:
+    """One CPU per actor; the pipeline sizes the pool to the cluster's CPUs."""
+    return Resources(num_cpus=1.0, batch_size=cfg.batch_size)
+
+
+class FeatureStage:
+    """Decode + signal features for a batch of tracks (the Ray Data callable-class pattern)."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.families = get_families(cfg.features.families)
+        self.columns = feature_columns(cfg.features)
+        by_rate: dict[int, list] = defaultdict(list)
+        for family in self.families:
+            by_rate[family.sample_rate(cfg.features)].append(family)
+        self.by_rate = dict(by_rate)
+
+    def compute_track(self, track_id: str, path: str) -> list[dict[str, float]]:
+        """All requested feature columns of one track; raises on any per-track problem."""
+        row: dict[str, float] = {}
+        for rate, families in self.by_rate.items():
+            y = load_audio(path, rate, self.cfg.audio.max_duration_s, self.cfg.audio.min_duration_s)
+            for family in families:
+                row.update(family.compute(y, rate, self.cfg.features))
+        values = np.array([row[c] for c in self.columns], dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            names = [c for c, b in zip(self.columns, bad, strict=True) if b]
+            raise NonFiniteFeatureError(f"non-finite values in {', '.join(names[:5])}")
+        return [row]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        fill = dict.fromkeys(self.columns, float("nan"))
+        return map_tracks(batch, self.compute_track, STAGE_NAME, fill)
