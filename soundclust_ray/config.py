@@ -108,19 +108,28 @@ class ClapEmbedConfig:
 
 @dataclass(frozen=True)
 class MusicnnConfig:
-    """The musicnn pretrained tagger ported to torch (see shared/notes/musicnn.md)."""
+    """The musicnn pretrained tagger ported to torch (see shared/notes/musicnn.md).
+
+    The audio parameters are those the models were trained with (musicnn's configuration.py
+    and config.json); they are named here, not meant to be changed.
+    """
 
     model: str = "MSD_musicnn"
+    """MSD_musicnn (Million Song Dataset tags), MTT_musicnn (MagnaTagATune), or a .safetensors."""
     sample_rate: int = 16000
     n_fft: int = 512
     hop_length: int = 256
     n_mels: int = 96
     patch_frames: int = 187
+    """Frames per model input (≈ 3 s), hop 187: no overlap, the last partial patch dropped."""
     pool: str = "mean"
-    """How patch penultimates become one track vector: mean or max."""
+    """How patch penultimates (and tags) become one track vector: mean or max."""
     batch_size: int = 32
     """Patches per forward pass."""
     max_patches: int = 200
+    """Patches per track at most (≈ 10 min); later audio is not embedded."""
+    frontend_batch_samples: int = 2**24
+    """Padded samples per batched log-mel front-end call (≈ 17 min of 16 kHz audio)."""
 
 
 @dataclass(frozen=True)
