@@ -7,14 +7,21 @@ centroids and its predicted labels. The result can feed a downstream model witho
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
 
-from soundclust_ray.config import RANDOM_STATE, MsdConfig
+from soundclust_ray import shards
+from soundclust_ray.config import RANDOM_STATE, MsdConfig, RunConfig
 
 _MSD = MsdConfig()
+OOF_DIR = "oof"
+FEATURES = "features"
 
 
 def fit_oof_kmeans(
@@ -63,3 +70,72 @@ def fit_oof_kmeans(
         dist[va] = km.transform(z_va)
         labels[va] = km.predict(z_va)
     return dist, labels
+
+
+def msd_oof_tables(features: pd.DataFrame, cfg: RunConfig) -> dict[str, pd.DataFrame]:
+    """Seed 004's per-field out-of-fold clustering of MSD statistics.
+
+    ``features`` holds ``track_id`` and the ``msd_<field>__*`` columns (error rows, i.e. rows with
+    a NaN statistic, are dropped). Rows are ordered by ``track_id`` so two runs agree. Returns
+    {field: DataFrame(track_id, dist_00…, label)}. With fewer rows than the seed's 5 splits or
+    k=32 clusters, splits and k are clamped (recorded in each frame's ``attrs``); fewer than 2
+    rows give an empty dict, since no fold can be held out.
+    """
+    from soundclust_ray.sources.msd import field_columns
+
+    msd = cfg.msd
+    tables: dict[str, pd.DataFrame] = {}
+    for name in msd.fields:
+        cols = field_columns(name, msd.hist_bins)
+        missing = [c for c in cols if c not in features.columns]
+        if missing:
+            raise ValueError(f"features lack the MSD columns of field {name!r} ({missing[0]}, …)")
+        frame = features[["track_id", *cols]].dropna().sort_values("track_id", kind="stable")
+        n = len(frame)
+        if n < 2:
+            return {}
+        n_splits = min(msd.oof_splits, n)
+        k = min(msd.oof_k, n - -(-n // n_splits))
+        dist, labels = fit_oof_kmeans(
+            frame[cols].to_numpy(dtype=np.float64),
+            k=k,
+            n_splits=n_splits,
+            random_state=cfg.random_state,
+            batch_size=msd.oof_batch_size,
+        )
+        table = pd.DataFrame(dist, columns=[f"dist_{i:02d}" for i in range(k)])
+        table.insert(0, "track_id", frame["track_id"].astype(str).to_numpy())
+        table["label"] = labels
+        table.attrs.update(k=k, n_splits=n_splits)
+        tables[name] = table
+    return tables
+
+
+def write_msd_oof(
+    out: str, tables: dict[str, pd.DataFrame], config_hash: str | None = None
+) -> list[str]:
+    """Write each field's table atomically to ``OUT/oof/<field>.parquet``; returns the paths."""
+    fs, base = shards.resolve(out)
+    paths = []
+    for name, table in tables.items():
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        meta = {b"soundclust.oof": json.dumps(table.attrs).encode()}
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **meta})
+        path = shards.join(base, OOF_DIR, f"{name}.parquet")
+        shards.write_table_atomic(fs, path, arrow, config_hash)
+        paths.append(path)
+    return paths
+
+
+def run_msd_oof(out: str, cfg: RunConfig, config_hash: str | None = None) -> list[str]:
+    """Read the MSD statistics from ``OUT/features`` shards and write ``OUT/oof/<field>.parquet``.
+
+    Reads only ``track_id`` and the ``msd_*`` columns, shard by shard.
+    """
+    from soundclust_ray.sources.msd import msd_columns
+
+    columns = ["track_id", *msd_columns(cfg.msd)]
+    parts = [t.to_pandas() for t in shards.iter_shard_tables(out, FEATURES, columns)]
+    if not parts:
+        raise ValueError(f"no feature shards under {shards.join(out, FEATURES)}")
+    return write_msd_oof(out, msd_oof_tables(pd.concat(parts, ignore_index=True), cfg), config_hash)
