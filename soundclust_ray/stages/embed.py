@@ -1,0 +1,274 @@
+"""Embedding stages: CPU decode + windowing, then batched model inference on GPU (or CPU) actors.
+
+``EmbedPrepareStage`` reads ``track_id, path`` and writes ``track_id, path, prepared`` (one
+ragged float32 array per track: CLAP windows, musicnn padded signal) + the error fields.
+``EmbedStage`` reads that and writes ``track_id, path`` [+ ``window_index`` for chunk_level]
++ ``embedding`` (n, dim) float32 + ``tag__<name>`` float32 (backends with tags) + the error
+fields + ``node_id``. Rows that failed in prepare pass through with their error. Works for any
+backend in ``embed.registry``; the model is loaded once per actor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from soundclust_ray.audio import load_audio
+from soundclust_ray.config import RunConfig
+from soundclust_ray.embed.base import WindowOutputs
+from soundclust_ray.embed.pooling import check_strategy, pool_windows
+from soundclust_ray.embed.registry import load_embedder, load_preparer
+from soundclust_ray.stages.base import (
+    ERROR_FIELDS,
+    NODE_FIELD,
+    Resources,
+    current_node_id,
+    error_message,
+)
+
+PREPARED = "prepared"
+EMBEDDING = "embedding"
+WINDOW_INDEX = "window_index"
+TAG_PREFIX = "tag__"
+
+
+def prepare_stage_name(backend: str) -> str:
+    """Error-row stage name of the CPU half (decode + windowing)."""
+    return f"embed_prepare:{backend}"
+
+
+def embed_stage_name(backend: str) -> str:
+    """Error-row stage name of the model half."""
+    return f"embed:{backend}"
+
+
+def strategy_and_pool(cfg: RunConfig, backend: str) -> tuple[str, str]:
+    """A backend's strategy (chunk_average | chunk_level) and window pooling (mean | max).
+
+    Read from the backend's own config section when it has the field (CLAP has ``strategy``,
+    musicnn has ``pool``); defaults are chunk_average and mean (seed 001).
+    """
+    section = getattr(cfg.embed, backend, None)
+    strategy = check_strategy(getattr(section, "strategy", "chunk_average"))
+    return strategy, getattr(section, "pool", "mean")
+
+
+def _cluster_gpus() -> float:
+    """GPUs Ray sees on the cluster, or torch's count outside Ray."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return float(ray.cluster_resources().get("GPU", 0.0))
+    except Exception:  # noqa: BLE001 - no Ray runtime: fall back to the local view
+        pass
+    import torch
+
+    return float(torch.cuda.device_count())
+
+
+def _cluster_cpus() -> int:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    except Exception:  # noqa: BLE001
+        pass
+    import os
+
+    return os.cpu_count() or 1
+
+
+def embed_resources(cfg: RunConfig, backend: str) -> Resources:
+    """One model actor per GPU where the cluster has GPUs, else a CPU pool of threaded actors."""
+    gpus = _cluster_gpus()
+    if gpus >= cfg.embed.gpus_per_actor > 0:
+        n = max(1, int(gpus // cfg.embed.gpus_per_actor))
+        return Resources(
+            num_cpus=1.0,
+            num_gpus=cfg.embed.gpus_per_actor,
+            batch_size=cfg.batch_size,
+            concurrency=n,
+        )
+    cpus = _cluster_cpus()
+    per_actor = max(1, min(cfg.embed.cpus_per_actor, cpus))
+    return Resources(
+        num_cpus=float(per_actor),
+        batch_size=cfg.batch_size,
+        concurrency=(1, max(1, cpus // per_actor)),
+    )
+
+
+def embed_prepare_resources(cfg: RunConfig, backend: str) -> Resources:
+    """Decode + windowing: one CPU per worker, Ray batches of ``cfg.batch_size`` tracks."""
+    return Resources(num_cpus=1.0, batch_size=cfg.batch_size)
+
+
+class EmbedPrepareStage:
+    """CPU: decode at the backend's rate and cut into model input (no model weights loaded)."""
+
+    def __init__(self, cfg: RunConfig, backend: str):
+        self.cfg = cfg
+        self.backend = backend
+        self.preparer = load_preparer(backend, cfg.embed)
+        probe = self.preparer.prepare(np.zeros(self.preparer.sample_rate, dtype=np.float32))
+        self.fill = np.zeros((0,) * probe.ndim, dtype=np.float32)
+
+    def prepare_track(self, path: str) -> np.ndarray:
+        """Decoded and windowed input of one track; raises on any per-track problem."""
+        audio = self.cfg.audio
+        y = load_audio(path, self.preparer.sample_rate, audio.max_duration_s, audio.min_duration_s)
+        return np.ascontiguousarray(self.preparer.prepare(y), dtype=np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        node = current_node_id()
+        stage = prepare_stage_name(self.backend)
+        out: dict[str, list] = {
+            k: [] for k in ("track_id", "path", PREPARED, *ERROR_FIELDS, NODE_FIELD)
+        }
+        for track_id, path in zip(batch["track_id"], batch["path"], strict=True):
+            track_id, path = str(track_id), str(path)
+            try:
+                prepared, error = self.prepare_track(path), ("", "", "")
+            except Exception as exc:  # noqa: BLE001 - failures are data, see stages/base.py
+                prepared, error = self.fill, (stage, exc.__class__.__name__, error_message(exc))
+            out["track_id"].append(track_id)
+            out["path"].append(path)
+            out[PREPARED].append(prepared)
+            for name, value in zip(ERROR_FIELDS, error, strict=True):
+                out[name].append(value)
+            out[NODE_FIELD].append(node)
+        return {
+            k: _ragged(v) if k == PREPARED else np.asarray(v, dtype=object) for k, v in out.items()
+        }
+
+
+def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    """An object array of per-track arrays (np.stack would fail or pad when shapes differ)."""
+    column = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        column[i] = a
+    return column
+
+
+class EmbedStage:
+    """Model actor: batched inference over the prepared windows of a Ray batch of tracks."""
+
+    def __init__(self, cfg: RunConfig, backend: str, device: str | None = None):
+        self.cfg = cfg
+        self.backend = backend
+        self.strategy, self.pool = strategy_and_pool(cfg, backend)
+        self.embedder = load_embedder(backend, cfg.embed, device)
+        self.tag_columns = [f"{TAG_PREFIX}{name}" for name in self.embedder.tag_names]
+
+    def _rows(self, outputs: WindowOutputs) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(embeddings, tags, window_index) rows of one track under the strategy."""
+        n = outputs.embeddings.shape[0]
+        if n == 0:
+            raise ValueError("no windows to embed")
+        if not np.isfinite(outputs.embeddings).all():
+            raise FloatingPointError("model returned non-finite embedding values")
+        if self.strategy == "chunk_level":
+            return outputs.embeddings, outputs.tags, np.arange(n, dtype=np.int32)
+        pooled = pool_windows(outputs, self.pool)
+        return pooled.embeddings, pooled.tags, np.zeros(1, dtype=np.int32)
+
+    def _embed(self, prepared: list[np.ndarray]) -> list[WindowOutputs | BaseException]:
+        """All tracks at once; if the batch fails, track by track so one bad track is one error."""
+        try:
+            return list(self.embedder.embed_tracks(prepared))
+        except Exception:  # noqa: BLE001 - retried per track below to isolate the culprit
+            results: list[WindowOutputs | BaseException] = []
+            for p in prepared:
+                try:
+                    results.append(self.embedder.embed_tracks([p])[0])
+                except Exception as exc:  # noqa: BLE001 - failures are data
+                    results.append(exc)
+            return results
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        node = current_node_id()
+        stage = embed_stage_name(self.backend)
+        track_ids = [str(t) for t in batch["track_id"]]
+        paths = [str(p) for p in batch["path"]] if "path" in batch else [""] * len(track_ids)
+        n = len(track_ids)
+        errors = [
+            tuple(str(batch[f][i]) for f in ERROR_FIELDS)
+            if all(f in batch for f in ERROR_FIELDS)
+            else ("", "", "")
+            for i in range(n)
+        ]
+        todo = [i for i in range(n) if not errors[i][1]]
+        results = dict(
+            zip(todo, self._embed([np.asarray(batch[PREPARED][i]) for i in todo]), strict=True)
+        )
+
+        cols: dict[str, list] = {
+            k: []
+            for k in (
+                "track_id",
+                "path",
+                WINDOW_INDEX,
+                EMBEDDING,
+                "tags",
+                *ERROR_FIELDS,
+                NODE_FIELD,
+            )
+        }
+        for i in range(n):
+            emb = tags = None
+            index = np.full(1, -1, dtype=np.int32)
+            error = errors[i]
+            if i in results:
+                try:
+                    result = results[i]
+                    if isinstance(result, BaseException):
+                        raise result
+                    emb, tags, index = self._rows(result)
+                except Exception as exc:  # noqa: BLE001 - failures are data
+                    error, emb, tags = (
+                        (stage, exc.__class__.__name__, error_message(exc)),
+                        None,
+                        None,
+                    )
+                    index = np.full(1, -1, dtype=np.int32)
+            if emb is None:
+                emb = np.full((1, self.embedder.dim), np.nan, dtype=np.float32)
+            if tags is None and self.tag_columns:
+                tags = np.full((emb.shape[0], len(self.tag_columns)), np.nan, dtype=np.float32)
+            rows = emb.shape[0]
+            cols["track_id"] += [track_ids[i]] * rows
+            cols["path"] += [paths[i]] * rows
+            cols[WINDOW_INDEX].append(index)
+            cols[EMBEDDING].append(emb.astype(np.float32, copy=False))
+            if self.tag_columns:
+                cols["tags"].append(tags.astype(np.float32, copy=False))
+            for name, value in zip(ERROR_FIELDS, error, strict=True):
+                cols[name] += [value] * rows
+            cols[NODE_FIELD] += [node] * rows
+        return self._assemble(cols)
+
+    def _assemble(self, cols: dict[str, list]) -> dict[str, np.ndarray]:
+        dim = self.embedder.dim
+        out: dict[str, np.ndarray] = {
+            "track_id": np.asarray(cols["track_id"], dtype=object),
+            "path": np.asarray(cols["path"], dtype=object),
+        }
+        if self.strategy == "chunk_level":
+            out[WINDOW_INDEX] = (
+                np.concatenate(cols[WINDOW_INDEX]) if cols[WINDOW_INDEX] else np.zeros(0, np.int32)
+            )
+        out[EMBEDDING] = (
+            np.concatenate(cols[EMBEDDING]) if cols[EMBEDDING] else np.zeros((0, dim), np.float32)
+        )
+        if self.tag_columns:
+            tags = (
+                np.concatenate(cols["tags"])
+                if cols["tags"]
+                else np.zeros((0, len(self.tag_columns)), np.float32)
+            )
+            for j, name in enumerate(self.tag_columns):
+                out[name] = np.ascontiguousarray(tags[:, j])
+        for name in (*ERROR_FIELDS, NODE_FIELD):
+            out[name] = np.asarray(cols[name], dtype=object)
+        return out
