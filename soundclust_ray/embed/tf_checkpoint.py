@@ -210,7 +210,9 @@ def read_tensors(
     return out
 
 
-def load_checkpoint(prefix: str | Path, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def load_checkpoint(
+    prefix: str | Path, names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """Tensors of the bundle at ``prefix`` (``prefix.index`` and ``prefix.data-*-of-*``).
 
     A prefix that is a folder ending in ``/`` means files named ``.index`` inside it, as in the
