@@ -189,9 +189,22 @@ class TabularConfig:
         "loudness",
         "popularity",
     )
+    """Standardized, then weighted; each is optional (reported and skipped when absent)."""
     weights: tuple[float, ...] = (1.2, 1.2, 1.0, 1.0, 0.8, 0.8, 0.7, 0.6, 0.5, 1.0)
+    """One weight per audio feature, emphasising rhythm and energy (seed 003)."""
     categorical: tuple[str, ...] = ("key", "mode", "explicit")
+    """Appended as raw floats (seed 003); each optional."""
     year_column: str = "year"
+    """Standardized and appended last (seed 003); optional."""
+    release_date_column: str = "release_date"
+    """Where the year comes from (its first 4 characters) when the year column is absent."""
+    id_columns: tuple[str, ...] = ("id", "track_id", "artists", "artist_name", "artist")
+    """The first of these present is the track id (seed 003 uses ``id``; the artists table has
+    only ``artists``); one of them is required."""
+    required_columns: tuple[str, ...] = ()
+    """Columns that must be present beyond an id and at least one audio feature."""
+    shard_rows: int = 262144
+    """Rows per OUT/embeddings/tabular part file."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,122 @@
+"""Per-cluster summaries (seed 002's interpretation step, extended to any metadata).
+
+For each cluster: its size, the mean of every numeric metadata column, the top values of every
+categorical column, the tracks nearest its centre, and (when the embedding backend wrote tag
+probabilities) the tags with the highest mean probability.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from soundclust_ray.config import AnalysisConfig
+
+_CFG = AnalysisConfig()
+SKIP_COLUMNS = {"track_id", "path"}
+BLOCK_ROWS = 65536
+
+
+def cluster_centres(X: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Mean row of each non-noise cluster, accumulated in row blocks (float64)."""
+    labels = np.asarray(labels)
+    ids = [int(c) for c in np.unique(labels) if c >= 0]
+    if not ids:
+        return {}
+    pos = {c: i for i, c in enumerate(ids)}
+    sums = np.zeros((len(ids), X.shape[1]), dtype=np.float64)
+    counts = np.zeros(len(ids), dtype=np.int64)
+    for start in range(0, X.shape[0], BLOCK_ROWS):
+        lb = labels[start : start + BLOCK_ROWS]
+        keep = lb >= 0
+        rows = np.array([pos[int(c)] for c in lb[keep]], dtype=np.int64)
+        np.add.at(sums, rows, X[start : start + BLOCK_ROWS][keep].astype(np.float64))
+        counts += np.bincount(rows, minlength=len(ids))
+    return {c: (sums[pos[c]] / max(counts[pos[c]], 1)).astype(np.float32) for c in ids}
+
+
+def nearest_to_centres(
+    X: np.ndarray, labels: np.ndarray, centres: dict[int, np.ndarray], n: int
+) -> dict[int, list[tuple[int, float]]]:
+    """Cluster → [(row, distance)] of its ``n`` members nearest its centre, closest first."""
+    labels = np.asarray(labels)
+    if not centres:
+        return {}
+    ids = sorted(centres)
+    C = np.stack([centres[c] for c in ids]).astype(np.float32)
+    pos = np.full(int(max(ids)) + 1, -1, dtype=np.int64)
+    pos[ids] = np.arange(len(ids))
+    dist = np.full(X.shape[0], np.inf, dtype=np.float32)
+    for start in range(0, X.shape[0], BLOCK_ROWS):
+        lb = labels[start : start + BLOCK_ROWS]
+        keep = np.flatnonzero(lb >= 0)
+        diff = X[start : start + BLOCK_ROWS][keep] - C[pos[lb[keep]]]
+        dist[start + keep] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    out = {}
+    for c in ids:
+        members = np.flatnonzero(labels == c)
+        best = members[np.argsort(dist[members], kind="stable")[:n]]
+        out[c] = [(int(r), float(dist[r])) for r in best]
+    return out
+
+
+def _metadata_kinds(meta: pd.DataFrame) -> tuple[list[str], list[str]]:
+    numeric, categorical = [], []
+    for col in meta.columns:
+        if col in SKIP_COLUMNS:
+            continue
+        s = meta[col]
+        if pd.api.types.is_bool_dtype(s):
+            categorical.append(col)
+        elif pd.api.types.is_numeric_dtype(s):
+            numeric.append(col)
+        else:
+            categorical.append(col)
+    return numeric, categorical
+
+
+def summarize_clusters(
+    X: np.ndarray,
+    labels: np.ndarray,
+    meta: pd.DataFrame,
+    centres: dict[int, np.ndarray] | None = None,
+    tags: pd.DataFrame | None = None,
+    nearest: int = _CFG.summary_nearest,
+    top: int = _CFG.summary_top_values,
+) -> list[dict]:
+    """One dict per cluster (noise -1 last, without nearest tracks), rows of ``meta`` aligned to X.
+
+    ``centres`` defaults to each cluster's mean row (k-means passes its fitted centres).
+    """
+    labels = np.asarray(labels)
+    meta = meta.reset_index(drop=True)
+    if centres is None:
+        centres = cluster_centres(X, labels)
+    near = nearest_to_centres(X, labels, centres, nearest)
+    numeric, categorical = _metadata_kinds(meta)
+    track_ids = meta["track_id"].astype(str).to_numpy() if "track_id" in meta else None
+    summaries = []
+    order = sorted(int(c) for c in np.unique(labels) if c >= 0)
+    if (labels < 0).any():
+        order.append(-1)
+    for c in order:
+        mask = labels == c
+        part = meta[mask]
+        entry: dict = {"cluster": c, "size": int(mask.sum())}
+        entry["numeric_means"] = {
+            col: (float(part[col].mean()) if part[col].notna().any() else None) for col in numeric
+        }
+        entry["top_values"] = {}
+        for col in categorical:
+            counts = part[col].dropna().astype(str).value_counts().head(top)
+            entry["top_values"][col] = [[str(v), int(n)] for v, n in counts.items()]
+        if c >= 0 and track_ids is not None:
+            entry["nearest_tracks"] = [
+                {"track_id": str(track_ids[r]), "distance": d} for r, d in near.get(c, [])
+            ]
+        if tags is not None and len(tags.columns):
+            means = tags.reset_index(drop=True)[mask].mean(axis=0, skipna=True)
+            means = means.dropna().sort_values(ascending=False).head(top)
+            entry["top_tags"] = [[str(t), float(v)] for t, v in means.items()]
+        summaries.append(entry)
+    return summaries
