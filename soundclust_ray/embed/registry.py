@@ -12,13 +12,16 @@ from collections.abc import Callable
 from soundclust_ray.config import EmbedConfig
 from soundclust_ray.embed.base import AudioEmbedder, Preparer
 from soundclust_ray.embed.clap import load_clap, load_clap_preparer
+from soundclust_ray.embed.musicnn import load_musicnn, load_musicnn_preparer
 
 EMBEDDERS: dict[str, Callable[[EmbedConfig, str], AudioEmbedder]] = {
     "clap": load_clap,
+    "musicnn": load_musicnn,
 }
 
 PREPARERS: dict[str, Callable[[EmbedConfig], Preparer]] = {
     "clap": load_clap_preparer,
+    "musicnn": load_musicnn_preparer,
 }
 
 
