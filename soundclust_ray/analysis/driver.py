@@ -31,7 +31,8 @@ from soundclust_ray.analysis import clustering, gather, metrics, projection, sca
 from soundclust_ray.config import AnalysisConfig, to_dict
 
 MATRICES = ("features", "embeddings", "both", "tabular", "auto")
-TABULAR_PREFIX = "tabular__"
+TABULAR_BACKEND = "tabular"
+"""Backend name the tabular source (seed 003) writes its vectors under."""
 
 
 class _NoRows(Exception):
@@ -129,19 +130,25 @@ def gather_matrix(
     if cfg.matrix not in MATRICES:
         raise ValueError(f"unknown matrix '{cfg.matrix}'; choose one of {', '.join(MATRICES)}")
     backends = gather.embedding_backends(out)
+    audio_backends = [b for b in backends if b != TABULAR_BACKEND]
     has_features = bool(shards.list_shards(out, "features"))
     matrix = cfg.matrix
     if matrix == "auto":
-        if not backends and not has_features:
+        if audio_backends:
+            matrix = "embeddings"
+        elif has_features:
+            matrix = "features"
+        elif TABULAR_BACKEND in backends:
+            matrix = "tabular"
+        else:
             raise _NoRows("no feature or embedding shards under OUT (every track failed?)")
-        matrix = "embeddings" if backends else "features"
     info: dict = {"matrix": matrix, "requested": cfg.matrix}
     if matrix in ("embeddings", "both"):
         if not backends:
             raise ValueError(
                 f"matrix '{matrix}' needs embeddings, but OUT/embeddings/ has no shards"
             )
-        backend = cfg.backend or backends[0]
+        backend = cfg.backend or (audio_backends or backends)[0]
         if backend not in backends:
             raise ValueError(
                 f"embedding backend '{backend}' not found; present: {', '.join(backends)}"
@@ -149,22 +156,21 @@ def gather_matrix(
         info["backend"] = backend
         if cfg.backend is None and len(backends) > 1:
             info["note"] = f"several backends ({', '.join(backends)}); used '{backend}'"
-    if (
-        matrix in ("features", "both", "tabular")
-        and not has_features
-        and not (matrix == "tabular" and shards.list_shards(out, "tabular"))
-    ):
+    if matrix in ("features", "both") and not has_features:
         raise ValueError(f"matrix '{matrix}' needs feature shards, but OUT/features/ has none")
+    if matrix == "tabular" and TABULAR_BACKEND not in backends:
+        raise ValueError(
+            f"matrix 'tabular' needs OUT/embeddings/{TABULAR_BACKEND}/ shards (--source tabular)"
+        )
 
     if matrix == "tabular":
-        if shards.list_shards(out, "tabular"):
-            raise ValueError("OUT/tabular/ shards are not a known layout; write them to features/")
-        g = gather.gather_features(out, prefixes=(TABULAR_PREFIX,), progress=progress)
+        g = gather.gather_embeddings(out, TABULAR_BACKEND, progress=progress)
+        info["scaling"] = "none (standardized and weighted by the tabular source, seed 003)"
     elif matrix == "features":
         g = gather.gather_features(out, progress=progress)
     else:
         g = gather.gather_embeddings(out, info["backend"], progress=progress)
-        if cfg.embedding_postprocess:
+        if cfg.embedding_postprocess and info["backend"] != TABULAR_BACKEND:
             g.X, info["embedding_sanity"] = scaling.postprocess_embeddings(g.X)
             info["embeddings"] = "centered + L2-normalized"
         if matrix == "both":
@@ -173,7 +179,7 @@ def gather_matrix(
 
     if matrix == "embeddings":
         info["scaling"] = "none (embeddings are compared by direction)"
-    else:
+    elif matrix in ("features", "both"):
         stats = scaling.standardize_inplace(g.X)
         info["scaling"] = "standard"
         info["n_nonfinite_imputed"] = stats["n_nonfinite"]
@@ -501,7 +507,7 @@ def _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start
             from soundclust_ray.report import write_report
 
             t0 = time.perf_counter()
-            write_report(out, metrics.json_safe(result), clusters, cluster_summaries, run)
+            write_report(out, metrics.json_safe(result), clusters, cluster_summaries, run, cfg)
             result["seconds_per_stage"]["report"] = round(time.perf_counter() - t0, 4)
             outputs.append("report.html")
         except Exception as exc:  # noqa: BLE001 - a broken report must not lose the metrics
