@@ -112,7 +112,8 @@ class ClapLogMel(torch.nn.Module):
 
     Same steps as transformers' numpy ``spectrogram``: reflect-padded centred frames, periodic
     Hann window, |STFT|², the extractor's own mel filters (HTK for fusion, Slaney otherwise),
-    floor 1e-10, 10·log10. Runs in float32 on whatever device the module is on.
+    floor 1e-10, 10·log10. Computed in float64 like the extractor (in float32, bins 80 dB below
+    the peak drift by up to ~2 dB); the output is float32, on whatever device the module is on.
     """
 
     def __init__(self, extractor):
@@ -121,16 +122,15 @@ class ClapLogMel(torch.nn.Module):
         self.hop_length = int(extractor.hop_length)
         self.fusion = extractor.truncation == "fusion"
         filters = extractor.mel_filters if self.fusion else extractor.mel_filters_slaney
+        window = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64)
+        self.register_buffer("window", window)
         self.register_buffer(
-            "window", torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64).float()
-        )
-        self.register_buffer(
-            "mel_t", torch.as_tensor(np.asarray(filters).T, dtype=torch.float32).contiguous()
+            "mel_t", torch.as_tensor(np.asarray(filters, np.float64).T).contiguous()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(
-            x.float(),
+            x.to(torch.float64),
             n_fft=self.n_fft,
             hop_length=self.hop_length,
             window=self.window,
@@ -140,7 +140,7 @@ class ClapLogMel(torch.nn.Module):
         )
         power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(self.mel_t, power).clamp_min(MEL_FLOOR)
-        logmel = (10.0 * torch.log10(mel)).transpose(1, 2).unsqueeze(1)
+        logmel = (10.0 * torch.log10(mel)).float().transpose(1, 2).unsqueeze(1)
         if self.fusion:
             logmel = logmel.expand(-1, FUSION_CHANNELS, -1, -1)
         return logmel.contiguous()
