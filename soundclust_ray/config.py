@@ -250,6 +250,10 @@ class AnalysisConfig:
     """Top values listed per categorical metadata column and top tags per cluster."""
     report: bool = True
     """Write OUT/report.html."""
+    report_max_points: int = 20000
+    """Points drawn per map in the report (a seeded sample above this keeps the file small)."""
+    report_max_categories: int = 40
+    """Metadata columns with at most this many distinct values get a "colour by" choice."""
     random_state: int = RANDOM_STATE
 
 
