@@ -59,7 +59,14 @@ class ClassicConfig:
     """Zero-pad the last chunk when at least this fraction of it is present (seed 001)."""
     chunk_quantile: float = 0.25
     """Cap chunks per track at this lower quantile of the corpus's durations (seed 001)."""
+    max_chunks: int | None = None
+    """Chunks kept per track; the pipeline fills it from ``classic_chunk_cap`` (None: all)."""
     n_mfcc: int = 13
+    """MFCCs per chunk, each as mean and variance (seed 001)."""
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    """librosa's defaults, which seed 001's feature calls use."""
     rolloff_percent: float = 0.85
 
 

@@ -1,8 +1,9 @@
 """The 180-d timbre family of seed 002: mel, MFCC and spectral statistics of a trimmed track.
 
-One STFT magnitude is computed and shared by the mel spectrogram, centroid, bandwidth,
-rolloff and flatness (the seed recomputes it five times); each librosa call given ``S=``
-computes exactly what it computes from ``y=``, so values match the seed to float rounding.
+The seed computes the STFT five times (mel spectrogram, centroid, bandwidth, rolloff,
+flatness); here one magnitude spectrogram is shared by all of them and every statistic is a
+vectorized reduction over frames (see ``features.dsp``). ``features.reference.timbre_reference``
+is the seed's own sequence of librosa calls, which the tests compare against column by column.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import librosa
 import numpy as np
 
 from soundclust_ray.config import TimbreConfig
+from soundclust_ray.features import dsp
 
 FAMILY = "timbre"
 SPECTRAL_NAMES = ("centroid", "bandwidth", "rolloff", "flatness", "rms", "zcr")
@@ -29,34 +31,39 @@ def timbre_columns(cfg: TimbreConfig) -> list[str]:
 
 def trim_silence(y: np.ndarray, sr: int, cfg: TimbreConfig) -> np.ndarray:
     """Trim leading/trailing silence; keep the whole signal if too little would remain."""
-    trimmed, _ = librosa.effects.trim(y, top_db=cfg.trim_top_db)
+    trimmed, _ = librosa.effects.trim(
+        y, top_db=cfg.trim_top_db, frame_length=cfg.n_fft, hop_length=cfg.hop_length
+    )
     if len(trimmed) < int(cfg.min_trimmed_s * sr):
         return y
     return trimmed
 
 
 def compute_timbre(y: np.ndarray, sr: int, cfg: TimbreConfig) -> dict[str, float]:
-    """180 timbre statistics of one mono signal at ``cfg.sample_rate``."""
-    y = trim_silence(y, sr, cfg)
-    mag = np.abs(librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length))
-    mel = librosa.feature.melspectrogram(S=mag**2, sr=sr, n_mels=cfg.n_mels)
-    mel_db = librosa.power_to_db(mel, ref=np.max)
-    mfcc = librosa.feature.mfcc(S=mel_db, sr=sr, n_mfcc=cfg.n_mfcc)
-    spectral = [
-        librosa.feature.spectral_centroid(S=mag, sr=sr)[0],
-        librosa.feature.spectral_bandwidth(S=mag, sr=sr)[0],
-        librosa.feature.spectral_rolloff(S=mag, sr=sr, roll_percent=cfg.rolloff_percent)[0],
-        librosa.feature.spectral_flatness(S=mag)[0],
-        librosa.feature.rms(y=y, frame_length=cfg.n_fft, hop_length=cfg.hop_length)[0],
-        librosa.feature.zero_crossing_rate(y, frame_length=cfg.n_fft, hop_length=cfg.hop_length)[0],
-    ]
-    values = np.concatenate(
+    """180 timbre statistics of one mono signal at ``cfg.sample_rate``.
+
+    Raises:
+        FeatureError: the signal is empty, not mono, or holds non-finite samples.
+    """
+    y = trim_silence(dsp.check_signal(y, FAMILY), sr, cfg)
+    mag = dsp.stft_magnitude(y, cfg.n_fft, cfg.hop_length)
+    mel_db = dsp.power_to_db(dsp.mel_power(mag**2, sr, cfg.n_mels), ref_max=True)
+    mfcc = dsp.mfcc_from_db(mel_db, cfg.n_mfcc)
+    centroid, bandwidth = dsp.centroid_bandwidth(mag, sr)
+    spectral = np.stack(
         [
-            mel_db.mean(axis=1),
-            mel_db.std(axis=1),
-            mfcc.mean(axis=1),
-            mfcc.std(axis=1),
-            np.array([stat for s in spectral for stat in (s.mean(), s.std())]),
+            centroid,
+            bandwidth,
+            dsp.rolloff(mag, sr, cfg.rolloff_percent),
+            dsp.flatness(mag),
+            dsp.rms(y, cfg.n_fft, cfg.hop_length),
+            dsp.zero_crossing_rate(y, cfg.n_fft, cfg.hop_length),
         ]
     )
-    return dict(zip(timbre_columns(cfg), values.astype(np.float32).tolist(), strict=True))
+    spectral_stats = np.stack([spectral.mean(axis=1), spectral.std(axis=1)], axis=1).ravel()
+    values = np.concatenate(
+        [mel_db.mean(axis=1), mel_db.std(axis=1), mfcc.mean(axis=1), mfcc.std(axis=1),
+         spectral_stats]
+    )
+    out = dict(zip(timbre_columns(cfg), values.astype(np.float32).tolist(), strict=True))
+    return dsp.finite_or_raise(out, FAMILY)
