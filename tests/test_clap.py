@@ -223,7 +223,9 @@ class TestLoadErrors:
     def test_hub_id_offline(self, monkeypatch):
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         cfg = EmbedConfig(clap=ClapEmbedConfig(model="laion/no-such-clap-model-here"))
-        with pytest.raises(EmbedderLoadError, match=r"hub id 'laion/no-such.*offline.*--clap-model"):
+        with pytest.raises(
+            EmbedderLoadError, match=r"hub id 'laion/no-such.*offline.*--clap-model"
+        ):
             load_embedder("clap", cfg, "cpu")
 
     def test_sample_rate_mismatch(self, tiny_dir):
