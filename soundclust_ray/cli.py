@@ -200,16 +200,11 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
 
         lines.append(f"  tracks clustered: {metrics.get('n_tracks')}   k = {metrics.get('k')}   "
                      f"silhouette = {fmt(metrics.get('silhouette'))}")
-        hd = metrics.get("hdbscan", {}) if isinstance(metrics.get("hdbscan"), dict) else {}
-        if hd:
-            lines.append(f"  HDBSCAN clusters: {fmt(hd.get('n_clusters'))}   "
-                         f"noise fraction = {fmt(hd.get('noise_fraction'))}")
-        lab = metrics.get("labels") or {}
-        for algo in ("kmeans", "hdbscan"):
-            if isinstance(lab.get(algo), dict):
-                m = lab[algo]
-                lines.append(f"  vs {metrics.get('label_col', 'labels')} ({algo}): "
-                             f"NMI = {fmt(m.get('nmi'))}   ARI = {fmt(m.get('ari'))}")
+        lines.append(f"  HDBSCAN clusters: {fmt(metrics.get('n_hdbscan_clusters'))}   "
+                     f"noise fraction = {fmt(metrics.get('noise_fraction'))}")
+        if metrics.get("label_col"):
+            lines.append(f"  vs labels '{metrics['label_col']}' (k-means): NMI = {fmt(metrics.get('nmi'))}"
+                         f"   ARI = {fmt(metrics.get('ari'))}")
     lines.append(f"  total time {seconds:.1f} s")
     lines.append(f"  outputs in {out}/:")
     for name in ("clusters.parquet", "metrics.json", "report.html", "errors.parquet",

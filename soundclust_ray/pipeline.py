@@ -58,6 +58,8 @@ def init_ray(num_cpus: int | None = None, quiet: bool = False) -> None:
     """Connect to RAY_ADDRESS when set, else start an embedded local Ray using all cores."""
     import ray
 
+    if quiet:
+        logging.getLogger("ray").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
     kwargs: dict = {"log_to_driver": not quiet, "logging_level": logging.WARNING}

@@ -2,18 +2,25 @@
 
 soundfile (libsndfile) is tried first because it is fast and exact for wav/flac/ogg/aiff;
 PyAV (ffmpeg) handles mp3, m4a, opus and anything libsndfile refuses. Both paths stop
-reading after ``max_duration_s`` so a two-hour file never lands whole in memory.
+reading after ``max_duration_s`` so a two-hour file never lands whole in memory. A path may be
+an s3:// or gs:// URI (read through ranged block reads, see ``storage``) or a file:// URI.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import soxr
 
+from soundclust_ray import storage
 from soundclust_ray.audio.errors import AudioDecodeError
+
+Source = str | IO[bytes]
+"""A local path or an open, seekable binary file object (remote audio)."""
 
 
 def _mono(frames: np.ndarray) -> np.ndarray:
@@ -23,7 +30,7 @@ def _mono(frames: np.ndarray) -> np.ndarray:
     return frames.mean(axis=1, dtype=np.float32)
 
 
-def _read_soundfile(path: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+def _read_soundfile(path: Source, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     with sf.SoundFile(path) as f:
@@ -33,16 +40,22 @@ def _read_soundfile(path: str, max_duration_s: float | None) -> tuple[np.ndarray
     return _mono(data), sr
 
 
-def _read_pyav(path: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+def _read_pyav(path: Source, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    try:
+        return _decode_pyav(path, max_duration_s)
+    except AudioDecodeError as exc:
+        raise AudioDecodeError(f"not a decodable audio file ({exc})") from exc
+    except Exception as exc:  # PyAV raises many FFmpegError/InvalidDataError subclasses
+        detail = f"{exc.__class__.__name__}: {exc}"
+        raise AudioDecodeError(f"not a decodable audio file ({detail})") from exc
+
+
+def _decode_pyav(path: Source, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     import av
 
-    try:
-        container = av.open(path)
-    except Exception as exc:  # PyAV raises many InvalidDataError subclasses
-        raise AudioDecodeError(f"not a decodable audio file ({exc.__class__.__name__}: {exc})") from exc
-    with container:
+    with av.open(path) as container:
         if not container.streams.audio:
-            raise AudioDecodeError("file has no audio stream")
+            raise AudioDecodeError("no audio stream")
         stream = container.streams.audio[0]
         sr = stream.codec_context.sample_rate or stream.rate
         if not sr:
@@ -68,13 +81,17 @@ def _read_pyav(path: str, max_duration_s: float | None) -> tuple[np.ndarray, int
     return y, int(sr)
 
 
-def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and the file's native sample rate.
+def read_audio(
+    path: str | os.PathLike, max_duration_s: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and the file's native sample rate; ``path`` may be a URI.
 
     Raises:
         AudioDecodeError: the file is missing, empty, a directory, or not decodable audio.
     """
-    path = str(path)
+    path = storage.local_path(path)
+    if storage.is_remote(path):
+        return _read_remote(path, max_duration_s)
     p = Path(path)
     if not p.exists():
         raise AudioDecodeError(f"file not found: {path}")
@@ -84,12 +101,46 @@ def read_audio(path: str | os.PathLike, max_duration_s: float | None = None) -> 
         raise AudioDecodeError(f"permission denied: {path}")
     if p.stat().st_size == 0:
         raise AudioDecodeError(f"empty file (0 bytes): {path}")
+    return _decode(lambda: path, max_duration_s)
+
+
+def _read_remote(uri: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    """Object-store audio: the same checks and decoders as a local file, over ranged reads."""
+    import pyarrow.fs as pafs
+
     try:
-        y, sr = _read_soundfile(path, max_duration_s)
+        info = storage.file_info(uri)
+    except Exception as exc:  # noqa: BLE001 - credentials, network, bad bucket: one error row
+        raise AudioDecodeError(f"cannot access {uri} ({exc.__class__.__name__}: {exc})") from exc
+    if info.type == pafs.FileType.NotFound:
+        raise AudioDecodeError(f"file not found: {uri}")
+    if info.type == pafs.FileType.Directory:
+        raise AudioDecodeError(f"is a directory, not an audio file: {uri}")
+    if info.size == 0:
+        raise AudioDecodeError(f"empty file (0 bytes): {uri}")
+    try:
+        reader = storage.RangeReader(uri)
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise AudioDecodeError(f"cannot open {uri} ({exc.__class__.__name__}: {exc})") from exc
+    with reader:
+
+        def rewound() -> storage.RangeReader:
+            reader.seek(0)
+            return reader
+
+        return _decode(rewound, max_duration_s)
+
+
+def _decode(
+    open_source: Callable[[], Source], max_duration_s: float | None
+) -> tuple[np.ndarray, int]:
+    """soundfile first, PyAV when libsndfile refuses; each decoder reads from the start."""
+    try:
+        y, sr = _read_soundfile(open_source(), max_duration_s)
     except AudioDecodeError:
         raise
     except Exception:
-        y, sr = _read_pyav(path, max_duration_s)
+        y, sr = _read_pyav(open_source(), max_duration_s)
     if y.size == 0:
         raise AudioDecodeError("decoded to zero samples")
     return y, sr

@@ -1,0 +1,52 @@
+"""The command line: help texts with defaults, and one clear line + exit 2 for user errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from soundclust_ray.cli import build_parser, main
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "analyze", "similar"])
+def test_every_command_has_help_with_defaults(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "(default:" in text
+
+
+def test_run_help_documents_the_main_options(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--features", "--k", "--label-col", "--limit", "--embed", "--quiet", "--overwrite"):
+        assert option in text
+
+
+def test_missing_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: input not found")
+
+
+def test_manifest_without_path_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "m.csv").write_text("file,genre\na.wav,rock\n")
+    assert main(["run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no 'path' column" in err[0]
+
+
+def test_unknown_family_and_label_column_are_user_errors(tmp_path, capsys):
+    (tmp_path / "m.csv").write_text("path,genre\na.wav,rock\n")
+    assert main(["run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--features", "bogus"]) == 2
+    assert "unknown feature family bogus" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--label-col", "mood"]) == 2
+    assert "--label-col 'mood' is not a manifest column" in capsys.readouterr().err
+
+
+def test_k_must_be_an_integer_or_auto():
+    parser = build_parser()
+    assert parser.parse_args(["run", "x", "--out", "o", "--k", "auto"]).k == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "x", "--out", "o", "--k", "1"])

@@ -1,0 +1,111 @@
+"""End-to-end runs of the real pipeline on a local Ray: synthesized clips, bad files, GTZAN clips."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import BAD, GTZAN
+
+from soundclust_ray import shards
+from soundclust_ray.cli import main
+
+pytestmark = pytest.mark.ray
+
+
+def read_features(out) -> pd.DataFrame:
+    tables = list(shards.iter_shard_tables(str(out), "features"))
+    return pd.concat([t.to_pandas() for t in tables]).sort_values("track_id").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def corpus_with_bad_files(synth_corpus, tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("corpus")
+    shutil.copytree(synth_corpus, root, dirs_exist_ok=True)
+    shutil.copy(BAD / "empty.wav", root / "empty.wav")
+    shutil.copy(BAD / "random_bytes.mp3", root / "random_bytes.mp3")
+    return root
+
+
+@pytest.fixture(scope="module")
+def synth_run(corpus_with_bad_files, tmp_path_factory, ray_local):
+    out = tmp_path_factory.mktemp("out") / "run"
+    code = main(["run", str(corpus_with_bad_files), "--out", str(out), "--k", "3", "--quiet"])
+    return code, out
+
+
+def test_folder_run_writes_every_output_and_accounts_for_every_track(synth_run):
+    code, out = synth_run
+    assert code == 0
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    errors = pd.read_parquet(out / "errors.parquet")
+    assert len(clusters) == 12 and clusters["track_id"].is_unique
+    assert sorted(errors["track_id"]) == ["empty.wav", "random_bytes.mp3"]
+    assert set(clusters["track_id"]).isdisjoint(errors["track_id"])
+    assert {"kmeans", "hdbscan", "umap_x", "umap_y"} <= set(clusters.columns)
+    assert clusters["kmeans"].between(0, 2).all()
+    assert (errors["stage"] == "features").all()
+    assert errors.set_index("track_id").loc["empty.wav", "message"].startswith("empty file")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_tracks"] == 12 and metrics["n_failed"] == 2 and metrics["k"] == 3
+    assert metrics["silhouette"] is not None
+
+
+def test_shards_are_flat_float32_with_config_hash(synth_run):
+    _, out = synth_run
+    paths = shards.list_shards(str(out), "features")
+    assert paths
+    schema = pq.read_schema(paths[0])
+    assert schema.field("track_id").type == "string"
+    value_fields = [f for f in schema if f.name != "track_id"]
+    assert len(value_fields) == 180
+    assert all(f.name.startswith("timbre__") and str(f.type) == "float" for f in value_fields)
+    assert shards.CONFIG_HASH_KEY in schema.metadata
+    features = read_features(out)
+    assert np.isfinite(features.drop(columns="track_id").to_numpy()).all()
+
+
+def test_rerun_resumes_and_different_config_is_refused(synth_run, capsys):
+    _, out = synth_run
+    before = read_features(out)
+    code = main(["run", str(before_input(out)), "--out", str(out), "--no-analysis"])
+    assert code == 0
+    assert "12 tracks already in" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(read_features(out), before)
+    code = main(["run", str(before_input(out)), "--out", str(out), "--no-analysis", "--quiet",
+                 "--features", "timbre", "--max-duration", "2"])
+    assert code == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+def before_input(out) -> str:
+    return json.loads((out / "run.json").read_text())["input"]
+
+
+def test_error_rate_above_limit_exits_3(corpus_with_bad_files, tmp_path, ray_local):
+    code = main(["run", str(corpus_with_bad_files), "--out", str(tmp_path / "o"), "--quiet",
+                 "--no-analysis", "--max-error-rate", "0.1"])
+    assert code == 3
+
+
+def test_gtzan_manifest_with_labels(tmp_path, ray_local, shared_data):
+    out = tmp_path / "gtzan"
+    code = main(["run", str(GTZAN / "labels.csv"), "--out", str(out), "--label-col", "genre", "--quiet"])
+    assert code == 0
+    labels = pd.read_csv(GTZAN / "labels.csv")
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    errors = pd.read_parquet(out / "errors.parquet")
+    assert len(clusters) + len(errors) == len(labels)
+    assert set(clusters["track_id"]) == set(labels["path"])
+    assert (clusters.set_index("track_id").loc[labels["path"], "genre"].to_numpy()
+            == labels["genre"].to_numpy()).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("n_tracks", "n_failed", "k", "silhouette", "seconds_per_stage", "nmi", "ari"):
+        assert key in metrics, key
+    assert metrics["n_tracks"] == len(labels)
+    assert {"features", "kmeans", "hdbscan", "umap"} <= set(metrics["seconds_per_stage"])
+    assert 0.0 <= metrics["nmi"] <= 1.0 and -1.0 <= metrics["ari"] <= 1.0
