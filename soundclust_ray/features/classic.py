@@ -144,8 +144,7 @@ def compute_classic_chunks(y: np.ndarray, sr: int, cfg: ClassicConfig) -> list[d
     matrix = _chunk_matrix(chunks, sr, cfg).astype(np.float32)
     columns = classic_columns(cfg)
     return [
-        dsp.finite_or_raise(dict(zip(columns, row.tolist(), strict=True)), FAMILY)
-        for row in matrix
+        dsp.finite_or_raise(dict(zip(columns, row.tolist(), strict=True)), FAMILY) for row in matrix
     ]
 
 

@@ -164,8 +164,10 @@ def zero_crossing_rate(y: np.ndarray, frame_length: int, hop_length: int) -> np.
     padded = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(half, half)], mode="edge")
     signs = np.signbit(np.where(np.abs(padded) <= ZCR_THRESHOLD, 0.0, padded))
     counts = np.concatenate(
-        [np.zeros((*signs.shape[:-1], 1), dtype=np.int64),
-         np.cumsum(signs[..., 1:] != signs[..., :-1], axis=-1)],
+        [
+            np.zeros((*signs.shape[:-1], 1), dtype=np.int64),
+            np.cumsum(signs[..., 1:] != signs[..., :-1], axis=-1),
+        ],
         axis=-1,
     )
     n_frames = 1 + (padded.shape[-1] - frame_length) // hop_length
@@ -202,7 +204,7 @@ def _piptrack_band(power: np.ndarray, sr: int, fmin: float = 150.0, fmax: float 
     b = (S[..., 2:, :] - S[..., :-2, :]) / 2
     shift = np.zeros_like(S)
     shift[..., 1:-1, :] = np.where(np.abs(b) >= np.abs(a), 0, -b / np.where(a == 0, 1, a))
-    thresholded = S * (S > ref)
+    thresholded = S * (ref < S)
     local = np.zeros(S.shape, dtype=bool)
     local[..., 1:-1, :] = (thresholded[..., 1:-1, :] > thresholded[..., :-2, :]) & (
         thresholded[..., 1:-1, :] >= thresholded[..., 2:, :]

@@ -49,8 +49,13 @@ def timbre_reference(y: np.ndarray, sr: int, cfg: TimbreConfig) -> dict[str, flo
     ]
     stats = np.concatenate([[np.mean(x), np.std(x)] for x in spectral])
     values = np.concatenate(
-        [np.mean(S_db, axis=1), np.std(S_db, axis=1), np.mean(mfcc, axis=1),
-         np.std(mfcc, axis=1), stats]
+        [
+            np.mean(S_db, axis=1),
+            np.std(S_db, axis=1),
+            np.mean(mfcc, axis=1),
+            np.std(mfcc, axis=1),
+            stats,
+        ]
     )
     return dict(zip(timbre_columns(cfg), values.astype(np.float32).tolist(), strict=True))
 
@@ -145,14 +150,23 @@ def rhythm_reference(y44: np.ndarray, sr44: int) -> dict[str, float]:
     intervals = np.asarray(intervals, dtype=np.float32)
     if intervals.size >= 2:
         mean, std = float(np.mean(intervals)), float(np.std(intervals))
-        out |= {"beat_interval_mean": mean, "beat_interval_std": std,
-                "beat_interval_cv": std / mean if mean > 0 else 0.0}
+        out |= {
+            "beat_interval_mean": mean,
+            "beat_interval_std": std,
+            "beat_interval_cv": std / mean if mean > 0 else 0.0,
+        }
     else:
         out |= dict.fromkeys(("beat_interval_mean", "beat_interval_std", "beat_interval_cv"), 0.0)
 
     _, _, _, _, intervals = rhythm()
-    bpm_keys = ("bpm_first_peak", "bpm_first_weight", "bpm_first_spread", "bpm_second_peak",
-                "bpm_second_weight", "bpm_second_spread")
+    bpm_keys = (
+        "bpm_first_peak",
+        "bpm_first_weight",
+        "bpm_first_spread",
+        "bpm_second_peak",
+        "bpm_second_weight",
+        "bpm_second_spread",
+    )
     if len(intervals) >= 2:
         *peaks, histogram = es.BpmHistogramDescriptors()(np.asarray(intervals, dtype=np.float32))
         out |= {k: float(v) for k, v in zip(bpm_keys, peaks, strict=True)}
@@ -164,31 +178,46 @@ def rhythm_reference(y44: np.ndarray, sr44: int) -> dict[str, float]:
 
     windowing = es.Windowing(type="hann", size=2048)
     spectrum = es.Spectrum(size=2048)
-    mel_bands = es.MelBands(sampleRate=sr44, numberBands=40, lowFrequencyBound=0,
-                            highFrequencyBound=sr44 / 2)
-    mel_frames = [mel_bands(spectrum(windowing(audio[i : i + 2048])))
-                  for i in range(0, len(audio) - 2048, 1024)]
-    rt_keys = ("rhythm_transform_mean", "rhythm_transform_std", "rhythm_transform_max",
-               "rhythm_transform_entropy")
+    mel_bands = es.MelBands(
+        sampleRate=sr44, numberBands=40, lowFrequencyBound=0, highFrequencyBound=sr44 / 2
+    )
+    mel_frames = [
+        mel_bands(spectrum(windowing(audio[i : i + 2048])))
+        for i in range(0, len(audio) - 2048, 1024)
+    ]
+    rt_keys = (
+        "rhythm_transform_mean",
+        "rhythm_transform_std",
+        "rhythm_transform_max",
+        "rhythm_transform_entropy",
+    )
     rt = np.zeros(0)
     if len(mel_frames) >= 8:
         rt = es.RhythmTransform(frameSize=8, hopSize=4)(np.array(mel_frames, dtype=np.float32))
     if rt.size:
         flat = rt.flatten()
-        out |= {"rhythm_transform_mean": float(np.mean(flat)),
-                "rhythm_transform_std": float(np.std(flat)),
-                "rhythm_transform_max": float(np.max(flat)),
-                "rhythm_transform_entropy": entropy_bits(np.abs(flat))}
+        out |= {
+            "rhythm_transform_mean": float(np.mean(flat)),
+            "rhythm_transform_std": float(np.std(flat)),
+            "rhythm_transform_max": float(np.max(flat)),
+            "rhythm_transform_entropy": entropy_bits(np.abs(flat)),
+        }
     else:
         out |= dict.fromkeys(rt_keys, 0.0)
 
     _, beats, _, _, _ = rhythm()
-    bl_keys = ("beats_loudness_mean", "beats_loudness_std", "beats_low_ratio", "beats_mid_ratio",
-               "beats_high_ratio")
+    bl_keys = (
+        "beats_loudness_mean",
+        "beats_loudness_std",
+        "beats_low_ratio",
+        "beats_mid_ratio",
+        "beats_high_ratio",
+    )
     out |= dict.fromkeys(bl_keys, 0.0)
     if len(beats) >= 2:
         loudness, ratios = es.BeatsLoudness(
-            sampleRate=sr44, beats=np.asarray(beats, dtype=np.float32),
+            sampleRate=sr44,
+            beats=np.asarray(beats, dtype=np.float32),
             frequencyBands=[20, 150, 400, 3200, 7000, sr44 / 2],
         )(audio)
         ratios = np.asarray(ratios, dtype=np.float32)
@@ -205,8 +234,10 @@ def spectral_reference(y22: np.ndarray, sr22: int) -> dict[str, float]:
     """The 10 spectral features of seed 000 (librosa calls from ``y``, essentia frame loop)."""
     es = _es()
     mfcc = librosa.feature.mfcc(y=y22, sr=sr22, n_mfcc=5)
-    out = {f"mfcc_{i + 1}_mean": float(v)
-           for i, v in enumerate(np.asarray(np.mean(mfcc, axis=1), dtype=np.float32))}
+    out = {
+        f"mfcc_{i + 1}_mean": float(v)
+        for i, v in enumerate(np.asarray(np.mean(mfcc, axis=1), dtype=np.float32))
+    }
     out["spectral_centroid_mean"], out["spectral_centroid_std"] = _stats32(
         librosa.feature.spectral_centroid(y=y22, sr=sr22)
     )
@@ -214,8 +245,14 @@ def spectral_reference(y22: np.ndarray, sr22: int) -> dict[str, float]:
     out["spectral_contrast_mean"] = float(np.mean(contrast))
     windowing = es.Windowing(type="blackmanharris62", size=2048)
     spectrum = es.Spectrum(size=2048)
-    peaks = es.SpectralPeaks(sampleRate=sr22, maxPeaks=100, minFrequency=20,
-                             maxFrequency=5000, magnitudeThreshold=1e-5, orderBy="frequency")
+    peaks = es.SpectralPeaks(
+        sampleRate=sr22,
+        maxPeaks=100,
+        minFrequency=20,
+        maxFrequency=5000,
+        magnitudeThreshold=1e-5,
+        orderBy="frequency",
+    )
     pitch_yin = es.PitchYinFFT(frameSize=2048, sampleRate=sr22)
     harmonic = es.HarmonicPeaks()
     inharmonicity = es.Inharmonicity()
@@ -245,12 +282,21 @@ def tonal_reference(y44: np.ndarray, sr44: int) -> dict[str, float]:
     audio = np.asarray(y44, dtype=np.float32)
     windowing = es.Windowing(type="blackmanharris62", size=4096)
     spectrum = es.Spectrum(size=4096)
-    peaks = es.SpectralPeaks(sampleRate=sr44, maxPeaks=100, minFrequency=20, maxFrequency=5000,
-                             magnitudeThreshold=1e-5, orderBy="magnitude")
-    hpcp = es.HPCP(size=12, sampleRate=sr44, minFrequency=20, maxFrequency=5000,
-                   normalized="unitSum")
-    frames = [hpcp(*peaks(spectrum(windowing(audio[i : i + 4096]))))
-              for i in range(0, len(audio) - 4096 + 1, 2048)]
+    peaks = es.SpectralPeaks(
+        sampleRate=sr44,
+        maxPeaks=100,
+        minFrequency=20,
+        maxFrequency=5000,
+        magnitudeThreshold=1e-5,
+        orderBy="magnitude",
+    )
+    hpcp = es.HPCP(
+        size=12, sampleRate=sr44, minFrequency=20, maxFrequency=5000, normalized="unitSum"
+    )
+    frames = [
+        hpcp(*peaks(spectrum(windowing(audio[i : i + 4096]))))
+        for i in range(0, len(audio) - 4096 + 1, 2048)
+    ]
     matrix = np.asarray(frames, dtype=np.float32).reshape(-1, 12)
     mean = matrix.mean(axis=0) if len(frames) else np.zeros(12, dtype=np.float32)
     out |= {f"hpcp_{i}": float(mean[i]) for i in range(12)}
@@ -263,8 +309,12 @@ def tonal_reference(y44: np.ndarray, sr44: int) -> dict[str, float]:
     except RuntimeError:
         key, scale, strength = "C", "major", 0.0
     angle = KEY_INDEX.get(key, 0) / 12.0 * 2 * np.pi
-    out |= {"key_strength": float(strength), "is_minor": 1.0 if scale == "minor" else 0.0,
-            "key_cos": float(np.cos(angle)), "key_sin": float(np.sin(angle))}
+    out |= {
+        "key_strength": float(strength),
+        "is_minor": 1.0 if scale == "minor" else 0.0,
+        "key_cos": float(np.cos(angle)),
+        "key_sin": float(np.sin(angle)),
+    }
     return out
 
 
@@ -272,9 +322,11 @@ def soundspace_reference(
     y22: np.ndarray, y44: np.ndarray, cfg: SoundspaceConfig
 ) -> dict[str, float]:
     """All 56 seed-000 features from the two decodes the seed makes (22.05 and 44.1 kHz)."""
-    raw = (rhythm_reference(y44, cfg.essentia_sample_rate)
-           | spectral_reference(y22, cfg.sample_rate)
-           | tonal_reference(y44, cfg.essentia_sample_rate))
+    raw = (
+        rhythm_reference(y44, cfg.essentia_sample_rate)
+        | spectral_reference(y22, cfg.sample_rate)
+        | tonal_reference(y44, cfg.essentia_sample_rate)
+    )
     columns = soundspace_columns()
     return {c: float(np.float32(raw[c.split("__", 1)[1]])) for c in columns}
 
@@ -284,12 +336,39 @@ def soundspace_from_path(path: str | Path, cfg: SoundspaceConfig) -> dict[str, f
     y_rhythm, _ = librosa.load(str(path), sr=cfg.essentia_sample_rate, mono=True)
     y_spectral, _ = librosa.load(str(path), sr=cfg.sample_rate, mono=True)
     y_tonal, _ = librosa.load(str(path), sr=cfg.essentia_sample_rate, mono=True)
-    raw = (rhythm_reference(y_rhythm, cfg.essentia_sample_rate)
-           | spectral_reference(y_spectral, cfg.sample_rate)
-           | tonal_reference(y_tonal, cfg.essentia_sample_rate))
+    raw = (
+        rhythm_reference(y_rhythm, cfg.essentia_sample_rate)
+        | spectral_reference(y_spectral, cfg.sample_rate)
+        | tonal_reference(y_tonal, cfg.essentia_sample_rate)
+    )
     return {c: float(np.float32(raw[c.split("__", 1)[1]])) for c in soundspace_columns()}
 
 
 def upsample_like_seed(y: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
     """What ``librosa.load(sr=target_sr)`` gives for a file whose native rate is ``sr``."""
     return resample(y, sr, target_sr)
+
+
+def mismatches(
+    fast: dict[str, float],
+    ref: dict[str, float],
+    rtol: float,
+    atol: float = 0.0,
+    exact: tuple[str, ...] = (),
+    rtol_for: dict[str, float] | None = None,
+) -> list[str]:
+    """Columns where ``fast`` and ``ref`` differ beyond ``atol + rtol * |ref|``, one line each.
+
+    ``exact`` names (without the family prefix) must be equal; ``rtol_for`` overrides ``rtol``
+    for some names. An empty list means the two agree.
+    """
+    problems = []
+    if fast.keys() != ref.keys():
+        problems.append(f"missing or extra columns: {sorted(set(fast) ^ set(ref))}")
+    for name in sorted(set(fast) & set(ref)):
+        short = name.split("__", 1)[-1]
+        a, b = fast[name], ref[name]
+        tol = 0.0 if short in exact else atol + (rtol_for or {}).get(short, rtol) * abs(b)
+        if not abs(a - b) <= tol:
+            problems.append(f"{name}: fast {a!r} vs reference {b!r} (tolerance {tol:.3g})")
+    return problems

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from soundclust_ray.config import FeaturesConfig
+from soundclust_ray.features.classic import classic_columns, compute_classic
+from soundclust_ray.features.soundspace import compute_soundspace, soundspace_columns
 from soundclust_ray.features.timbre import compute_timbre, timbre_columns
 
 
@@ -33,6 +35,27 @@ FAMILIES: dict[str, FeatureFamily] = {
         sample_rate=lambda cfg: cfg.timbre.sample_rate,
         columns=lambda cfg: timbre_columns(cfg.timbre),
         compute=lambda y, sr, cfg: compute_timbre(y, sr, cfg.timbre),
+    ),
+    "classic": FeatureFamily(
+        name="classic",
+        description=(
+            "seed 001: 13 MFCC mean+var, centroid, bandwidth, rolloff, ZCR, tempo, energy, "
+            "chroma per 5 s chunk, averaged over chunks (33)"
+        ),
+        sample_rate=lambda cfg: cfg.classic.sample_rate,
+        columns=lambda cfg: classic_columns(cfg.classic),
+        compute=lambda y, sr, cfg: compute_classic(y, sr, cfg.classic),
+    ),
+    "soundspace": FeatureFamily(
+        name="soundspace",
+        description=(
+            "seed 000: rhythm 23 (tempo, beats, BPM histogram, rhythm transform, beats "
+            "loudness), spectral 10 (MFCC, centroid, contrast, inharmonicity), tonal 23 "
+            "(chroma, HPCP, key) via librosa + essentia (56)"
+        ),
+        sample_rate=lambda cfg: cfg.soundspace.sample_rate,
+        columns=lambda cfg: soundspace_columns(),
+        compute=lambda y, sr, cfg: compute_soundspace(y, sr, cfg.soundspace),
     ),
 }
 

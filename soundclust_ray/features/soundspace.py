@@ -49,8 +49,9 @@ EPS = 1e-12
 """Probability floor of the seed's entropies."""
 MAJOR_DEGREES = (0, 2, 4, 5, 7, 9, 11)
 MINOR_DEGREES = (0, 2, 3, 5, 7, 8, 10)
-KEY_INDEX = {k: i for i, k in enumerate(
-    ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"))}
+KEY_INDEX = {
+    k: i for i, k in enumerate(("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"))
+}
 N_FFT = 2048
 HOP = 512
 """librosa defaults used by the seed's librosa calls."""
@@ -62,26 +63,55 @@ BEAT_BANDS = (20.0, 150.0, 400.0, 3200.0, 7000.0)
 """Seed 000's BeatsLoudness band edges (the last edge is Nyquist)."""
 
 RHYTHM = (
-    "tempo_bpm", "onset_strength_mean", "onset_strength_std",
-    "beat_interval_mean", "beat_interval_std", "beat_interval_cv",
-    "bpm_first_peak", "bpm_first_weight", "bpm_first_spread",
-    "bpm_second_peak", "bpm_second_weight", "bpm_second_spread",
-    "bpm_peak_ratio", "bpm_histogram_entropy",
-    "rhythm_transform_mean", "rhythm_transform_std", "rhythm_transform_max",
+    "tempo_bpm",
+    "onset_strength_mean",
+    "onset_strength_std",
+    "beat_interval_mean",
+    "beat_interval_std",
+    "beat_interval_cv",
+    "bpm_first_peak",
+    "bpm_first_weight",
+    "bpm_first_spread",
+    "bpm_second_peak",
+    "bpm_second_weight",
+    "bpm_second_spread",
+    "bpm_peak_ratio",
+    "bpm_histogram_entropy",
+    "rhythm_transform_mean",
+    "rhythm_transform_std",
+    "rhythm_transform_max",
     "rhythm_transform_entropy",
-    "beats_loudness_mean", "beats_loudness_std", "beats_low_ratio", "beats_mid_ratio",
+    "beats_loudness_mean",
+    "beats_loudness_std",
+    "beats_low_ratio",
+    "beats_mid_ratio",
     "beats_high_ratio",
 )
 SPECTRAL = (
-    "mfcc_1_mean", "mfcc_2_mean", "mfcc_3_mean", "mfcc_4_mean", "mfcc_5_mean",
-    "spectral_centroid_mean", "spectral_centroid_std", "spectral_contrast_mean",
-    "inharmonicity_mean", "inharmonicity_std",
+    "mfcc_1_mean",
+    "mfcc_2_mean",
+    "mfcc_3_mean",
+    "mfcc_4_mean",
+    "mfcc_5_mean",
+    "spectral_centroid_mean",
+    "spectral_centroid_std",
+    "spectral_contrast_mean",
+    "inharmonicity_mean",
+    "inharmonicity_std",
 )
 TONAL = (
-    "chroma_entropy", "major_alignment", "minor_alignment",
+    "chroma_entropy",
+    "major_alignment",
+    "minor_alignment",
     *(f"hpcp_{i}" for i in range(12)),
-    "hpcp_entropy", "hpcp_std", "hpcp_max", "hpcp_temporal_std",
-    "key_strength", "is_minor", "key_cos", "key_sin",
+    "hpcp_entropy",
+    "hpcp_std",
+    "hpcp_max",
+    "hpcp_temporal_std",
+    "key_strength",
+    "is_minor",
+    "key_cos",
+    "key_sin",
 )
 GROUPS = {"rhythm": RHYTHM, "spectral": SPECTRAL, "tonal": TONAL}
 
@@ -146,8 +176,9 @@ def _essentia(sr44: int, sr22: int) -> _Essentia:
 
     essentia.log.warningActive = False
     essentia.log.infoActive = False
-    mel = es.MelBands(sampleRate=sr44, numberBands=RT_BANDS, lowFrequencyBound=0,
-                      highFrequencyBound=sr44 / 2)
+    mel = es.MelBands(
+        sampleRate=sr44, numberBands=RT_BANDS, lowFrequencyBound=0, highFrequencyBound=sr44 / 2
+    )
     n_bins = RT_FRAME // 2 + 1
     # MelBands is linear in the power spectrum: probing it with unit spectra reads back its
     # exact filterbank, so the per-frame calls become one matrix product.
@@ -165,16 +196,27 @@ def _essentia(sr44: int, sr22: int) -> _Essentia:
         mel_matrix=np.stack(columns, axis=1).astype(np.float32),
         rt_window=_essentia_window(es, "hann", RT_FRAME),
         hpcp_window=_essentia_window(es, "blackmanharris62", HPCP_FRAME),
-        hpcp_peaks=es.SpectralPeaks(sampleRate=sr44, maxPeaks=100, minFrequency=20,
-                                    maxFrequency=5000, magnitudeThreshold=1e-5,
-                                    orderBy="magnitude"),
-        hpcp=es.HPCP(size=12, sampleRate=sr44, minFrequency=20, maxFrequency=5000,
-                     normalized="unitSum"),
+        hpcp_peaks=es.SpectralPeaks(
+            sampleRate=sr44,
+            maxPeaks=100,
+            minFrequency=20,
+            maxFrequency=5000,
+            magnitudeThreshold=1e-5,
+            orderBy="magnitude",
+        ),
+        hpcp=es.HPCP(
+            size=12, sampleRate=sr44, minFrequency=20, maxFrequency=5000, normalized="unitSum"
+        ),
         key=es.KeyExtractor(sampleRate=sr44),
         inharm_window=_essentia_window(es, "blackmanharris62", INHARM_FRAME),
-        inharm_peaks=es.SpectralPeaks(sampleRate=sr22, maxPeaks=100, minFrequency=20,
-                                      maxFrequency=5000, magnitudeThreshold=1e-5,
-                                      orderBy="frequency"),
+        inharm_peaks=es.SpectralPeaks(
+            sampleRate=sr22,
+            maxPeaks=100,
+            minFrequency=20,
+            maxFrequency=5000,
+            magnitudeThreshold=1e-5,
+            orderBy="frequency",
+        ),
         pitch=es.PitchYinFFT(frameSize=INHARM_FRAME, sampleRate=sr22),
         harmonic_peaks=es.HarmonicPeaks(),
         inharmonicity=es.Inharmonicity(),
@@ -212,8 +254,11 @@ def _rhythm(y44, sr44, mel_db44, kit: _Essentia) -> dict[str, float]:
     out |= dict.fromkeys(RHYTHM[3:14], 0.0)
     if intervals.size >= 2:
         mean, std = float(np.mean(intervals)), float(np.std(intervals))
-        out |= {"beat_interval_mean": mean, "beat_interval_std": std,
-                "beat_interval_cv": std / mean if mean > 0 else 0.0}
+        out |= {
+            "beat_interval_mean": mean,
+            "beat_interval_std": std,
+            "beat_interval_cv": std / mean if mean > 0 else 0.0,
+        }
         *peaks, histogram = kit.bpm_histogram(intervals)
         out |= {k: float(v) for k, v in zip(RHYTHM[6:12], peaks, strict=True)}
         first_w, second_w = float(peaks[1]), float(peaks[4])
@@ -226,15 +271,18 @@ def _rhythm(y44, sr44, mel_db44, kit: _Essentia) -> dict[str, float]:
         mel_frames = np.matmul(spectra**2, kit.mel_matrix.T)
         flat = np.asarray(kit.rhythm_transform(mel_frames), dtype=np.float32).ravel()
         if flat.size:
-            out |= {"rhythm_transform_mean": float(np.mean(flat)),
-                    "rhythm_transform_std": float(np.std(flat)),
-                    "rhythm_transform_max": float(np.max(flat)),
-                    "rhythm_transform_entropy": entropy_bits(np.abs(flat))}
+            out |= {
+                "rhythm_transform_mean": float(np.mean(flat)),
+                "rhythm_transform_std": float(np.std(flat)),
+                "rhythm_transform_max": float(np.max(flat)),
+                "rhythm_transform_entropy": entropy_bits(np.abs(flat)),
+            }
 
     out |= dict.fromkeys(RHYTHM[18:], 0.0)
     if len(beats) >= 2:
         loudness, ratios = kit.beats_loudness(
-            sampleRate=sr44, beats=np.asarray(beats, dtype=np.float32),
+            sampleRate=sr44,
+            beats=np.asarray(beats, dtype=np.float32),
             frequencyBands=[*BEAT_BANDS, sr44 / 2],
         )(y44)
         ratios = np.asarray(ratios, dtype=np.float32)
@@ -274,8 +322,10 @@ def _tonal(y44, sr44, power44, kit: _Essentia) -> dict[str, float]:
     for name, degrees in (("major_alignment", MAJOR_DEGREES), ("minor_alignment", MINOR_DEGREES)):
         picked = float(np.sum(chroma_mean.astype(np.float64)[list(degrees)]))
         out[name] = picked / total if total > 0 else 0.0
-    frames = [kit.hpcp(*kit.hpcp_peaks(spec))
-              for spec in _frame_spectra(y44, kit.hpcp_window, HPCP_HOP, drop_last=False)]
+    frames = [
+        kit.hpcp(*kit.hpcp_peaks(spec))
+        for spec in _frame_spectra(y44, kit.hpcp_window, HPCP_HOP, drop_last=False)
+    ]
     matrix = np.asarray(frames, dtype=np.float32).reshape(-1, 12)
     mean = matrix.mean(axis=0) if len(frames) else np.zeros(12, dtype=np.float32)
     out |= {f"hpcp_{i}": float(mean[i]) for i in range(12)}
@@ -288,8 +338,12 @@ def _tonal(y44, sr44, power44, kit: _Essentia) -> dict[str, float]:
     except RuntimeError:
         key, scale, strength = "C", "major", 0.0
     angle = KEY_INDEX.get(key, 0) / 12.0 * 2 * np.pi
-    out |= {"key_strength": float(strength), "is_minor": 1.0 if scale == "minor" else 0.0,
-            "key_cos": float(np.cos(angle)), "key_sin": float(np.sin(angle))}
+    out |= {
+        "key_strength": float(strength),
+        "is_minor": 1.0 if scale == "minor" else 0.0,
+        "key_cos": float(np.cos(angle)),
+        "key_sin": float(np.sin(angle)),
+    }
     return out
 
 
@@ -306,7 +360,8 @@ def compute_soundspace(y: np.ndarray, sr: int, cfg: SoundspaceConfig) -> dict[st
     kit = _essentia(sr44, sr)
     power44 = dsp.stft_magnitude(y44, N_FFT, HOP) ** 2
     mel_db44 = dsp.power_to_db(dsp.mel_power(power44, sr44, 128), ref_max=False)
-    raw = _rhythm(y44, sr44, mel_db44, kit) | _spectral(y, sr, kit) | _tonal(y44, sr44, power44,
-                                                                            kit)
+    raw = (
+        _rhythm(y44, sr44, mel_db44, kit) | _spectral(y, sr, kit) | _tonal(y44, sr44, power44, kit)
+    )
     out = {f"{FAMILY}__{k}": float(np.float32(raw[k])) for k in (*RHYTHM, *SPECTRAL, *TONAL)}
     return dsp.finite_or_raise(out, FAMILY)

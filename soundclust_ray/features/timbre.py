@@ -62,8 +62,13 @@ def compute_timbre(y: np.ndarray, sr: int, cfg: TimbreConfig) -> dict[str, float
     )
     spectral_stats = np.stack([spectral.mean(axis=1), spectral.std(axis=1)], axis=1).ravel()
     values = np.concatenate(
-        [mel_db.mean(axis=1), mel_db.std(axis=1), mfcc.mean(axis=1), mfcc.std(axis=1),
-         spectral_stats]
+        [
+            mel_db.mean(axis=1),
+            mel_db.std(axis=1),
+            mfcc.mean(axis=1),
+            mfcc.std(axis=1),
+            spectral_stats,
+        ]
     )
     out = dict(zip(timbre_columns(cfg), values.astype(np.float32).tolist(), strict=True))
     return dsp.finite_or_raise(out, FAMILY)
