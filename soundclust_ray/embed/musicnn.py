@@ -51,11 +51,30 @@ class FrozenBatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The affine map it applies: x · scale + shift, per channel."""
         scale = self.weight * torch.rsqrt(self.running_var + self.eps)
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale_shift()
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return x * scale.view(shape) + shift.view(shape)
+
+
+def conv_relu_bn_max(x: torch.Tensor, conv: nn.Conv2d, bn: FrozenBatchNorm) -> torch.Tensor:
+    """max over the last (mel) axis of bn(relu(conv(x))), without materializing bn(relu(·)).
+
+    BN is a per-channel affine map with scale s. Since relu and x ↦ s·x + b are monotonic, the
+    maximum is s·relu(max conv) + b where s > 0 and s·relu(min conv) + b where s < 0; flipping
+    the sign of the conv weights of the s < 0 channels turns that min into a max. The
+    (batch, channels, time, mel) conv output is then read once instead of three times.
+    """
+    scale, shift = bn.scale_shift()
+    sign = torch.where(scale < 0, -1.0, 1.0).to(scale.dtype)
+    extreme = F.conv2d(x, conv.weight * sign.view(-1, 1, 1, 1), conv.bias * sign).amax(dim=3)
+    sign, scale, shift = (v.view(1, -1, 1) for v in (sign, scale, shift))
+    return F.relu(extreme * sign) * scale + shift
 
 
 class MusicnnModel(nn.Module):
@@ -84,13 +103,13 @@ class MusicnnModel(nn.Module):
         x = self.input_bn(logmel.unsqueeze(1))  # (B, 1, T, mel), NCHW with H = time
         padded = F.pad(x, (0, 0, 3, 3))
         front = [
-            bn(F.relu(conv(padded))).amax(dim=3)
+            conv_relu_bn_max(padded, conv, bn)
             for conv, bn in zip(self.timbral, self.timbral_bn, strict=True)
         ]
         for conv, bn, k in zip(self.temporal, self.temporal_bn, TEMPORAL_LENGTHS, strict=True):
             # TF 'same' padding puts the odd extra frame of an even kernel after the input.
             same = F.pad(x, (0, 0, (k - 1) // 2, k - 1 - (k - 1) // 2))
-            front.append(bn(F.relu(conv(same))).amax(dim=3))
+            front.append(conv_relu_bn_max(same, conv, bn))
         feats = [torch.cat(front, dim=1)]  # (B, 561, T)
         h = feats[0]
         for i, (conv, bn) in enumerate(zip(self.mid, self.mid_bn, strict=True)):
