@@ -182,6 +182,8 @@ class MsdConfig:
 
 @dataclass(frozen=True)
 class TabularConfig:
+    shard_rows: int = 2048
+    """At least this many tracks per feature shard of an MSD run (millions of tracks)."""
     """Spotify-style audio-feature vectors (seed 003)."""
 
     audio_features: tuple[str, ...] = (

@@ -221,20 +221,39 @@ def test_oof_tables_clamp_on_tiny_inputs():
 
 
 @pytest.mark.ray
-def test_stage_in_ray_data(tmp_path):
+def test_msd_pipeline_end_to_end(tmp_path):
+    """Folder → streamed manifest → MsdStage on Ray Data → shards, errors, metadata, OOF."""
     ray = pytest.importorskip("ray")
+    from soundclust_ray.analysis.oof import run_msd_oof
+    from soundclust_ray.stages.msd import (
+        add_msd_metadata_to_manifest,
+        msd_manifest,
+        run_msd_pipeline,
+    )
+
+    root = tmp_path / "msd"
+    root.mkdir()
+    for src in [*MSD_FILES, NOT_MSD]:
+        shutil.copy(src, root / Path(src).name)
+    out = str(tmp_path / "out")
+    path, n = msd_manifest(str(root), out)
+    assert n == len(MSD_FILES) + 1
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
-        paths = [*MSD_FILES, NOT_MSD] * 3
-        items = [{"track_id": f"t{i}", "path": p} for i, p in enumerate(paths)]
-        cfg = RunConfig()
-        ds = ray.data.from_items(items).map_batches(
-            MsdStage, fn_constructor_args=(cfg,), batch_size=4, concurrency=2, batch_format="numpy"
-        )
-        rows = ds.to_pandas()
+        info = run_msd_pipeline(path, out, RunConfig(), progress=lambda _: None)
+        again = run_msd_pipeline(path, out, RunConfig(), progress=lambda _: None)
     finally:
         ray.shutdown()
-    assert len(rows) == len(paths)
-    assert (rows["error_type"] == "MsdTrackError").sum() == 3
-    ok = rows[rows["error_type"] == ""]
-    assert np.isfinite(ok[msd_columns()].to_numpy(dtype=np.float64)).all()
+    counts = info["products"]["features"]
+    assert (counts["written"], counts["failed"], info["n_failed"]) == (len(MSD_FILES), 1, 1)
+    assert again["products"]["features"]["skipped"] == len(MSD_FILES)
+    errors = pd.read_parquet(Path(out) / "errors.parquet")
+    assert errors["track_id"].tolist() == ["not_msd"] and errors["stage"].tolist() == ["msd"]
+    assert add_msd_metadata_to_manifest(out) == len(MSD_FILES)
+    manifest = pd.read_parquet(Path(out) / "manifest.parquet").set_index("track_id")
+    assert manifest.loc["TRAAABD128F429CF47", "artist"] == "The Box Tops"
+    assert manifest.loc["TRAAABD128F429CF47", "year"] == 1969
+    written = run_msd_oof(out, RunConfig())
+    assert len(written) == len(MsdConfig().fields)
+    oof = pd.read_parquet(Path(out) / "oof" / "tatums_start.parquet")
+    assert sorted(oof["track_id"]) == sorted(Path(p).stem for p in MSD_FILES)

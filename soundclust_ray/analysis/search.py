@@ -283,6 +283,8 @@ def similar_tracks(
 
 
 def _cell(value: object, width: int) -> str:
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        value = int(value)
     text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
     text = text.replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -204,3 +204,55 @@ def write_msd_manifest(root: str, out_path: str, chunk_rows: int = MANIFEST_CHUN
         raise ValueError(f"no MSD .h5 files under {root}")
     fs.move(tmp, target)
     return n
+
+
+def run_msd_job(input_path: str, out: str, args) -> int:
+    """``soundclust run DIR --source msd``: manifest, MsdStage shards, OOF per field, analysis.
+
+    ``args`` are the parsed ``run`` options of the CLI. Returns the process exit code.
+    """
+    import dataclasses
+    import sys
+    import time
+
+    from soundclust_ray import cli, pipeline
+    from soundclust_ray.analysis.oof import run_msd_oof
+    from soundclust_ray.stages.msd import (
+        add_msd_metadata_to_manifest,
+        msd_manifest,
+        run_msd_pipeline,
+    )
+
+    started = time.perf_counter()
+    cfg = dataclasses.replace(cli.run_config(args), source="msd")
+    if not os.path.exists(input_path) and "://" not in input_path:
+        raise cli.UserError(f"input not found: {input_path}")
+    fs, base = shards.resolve(out)
+    if args.overwrite:
+        fs.delete_dir_contents(base, missing_dir_ok=True)
+    pipeline.check_out_dir(out, cfg, [pipeline.FEATURES], args.overwrite)
+    try:
+        manifest_path, n = msd_manifest(input_path, out, args.limit)
+    except ValueError as exc:
+        raise cli.UserError(str(exc)) from exc
+    cli.say(args, f"{n} MSD files in {input_path}")
+    pipeline.init_ray(num_cpus=args.num_cpus, quiet=args.quiet)
+    info = run_msd_pipeline(manifest_path, out, cfg, progress=lambda t: cli.say(args, t))
+    add_msd_metadata_to_manifest(out)
+    oof = run_msd_oof(out, cfg) if info["products"][pipeline.FEATURES]["written"] else []
+    cli.say(args, f"out-of-fold k-means: {len(oof)} fields written to {shards.join(out, 'oof')}/")
+    metrics = None
+    if not args.no_analysis and info["products"][pipeline.FEATURES]["written"]:
+        from soundclust_ray.analysis.driver import analyze
+
+        metrics = analyze(out, cfg.analysis, label_col=args.label_col, progress=not args.quiet)
+    cli.print_summary(out, info, metrics, time.perf_counter() - started)
+    n_rows = max(1, info["n_input_rows"])
+    if info["n_failed"] / n_rows > cfg.max_error_rate:
+        print(
+            f"error: {info['n_failed']} of {n_rows} files failed, more than --max-error-rate "
+            f"{cfg.max_error_rate:.0%}; see {shards.join(out, 'errors.parquet')}",
+            file=sys.stderr,
+        )
+        return cli.EXIT_TOO_MANY_FAILURES
+    return 0

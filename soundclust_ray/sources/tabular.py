@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from sklearn.preprocessing import StandardScaler
 
 from soundclust_ray import shards
-from soundclust_ray.config import RunConfig, TabularConfig, config_hash
+from soundclust_ray.config import RunConfig, TabularConfig, config_hash, to_dict
 
 PRODUCT = "embeddings/tabular"
 ID_TO_INDEX_FILE = "id_to_index.json"
@@ -244,3 +244,58 @@ def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig = _RUN) -> dict
             "write": round(t_write - t_vec, 3),
         },
     }
+
+
+def run_tabular_job(input_path: str, out: str, args) -> int:
+    """``soundclust run TABLE --source tabular``: vectors + manifest + run.json, then analysis.
+
+    ``args`` are the parsed ``run`` options of the CLI. Returns the process exit code.
+    """
+    import dataclasses
+
+    from soundclust_ray import cli, pipeline
+
+    started = time.perf_counter()
+    cfg = dataclasses.replace(cli.run_config(args), source="tabular")
+    fs, base = shards.resolve(out)
+    if args.overwrite:
+        fs.delete_dir_contents(base, missing_dir_ok=True)
+    try:
+        counts = run_tabular(input_path, out, cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        raise cli.UserError(str(exc)) from exc
+    missing = ", ".join(counts["missing_optional"]) or "none"
+    cli.say(
+        args,
+        f"{counts['rows']} rows of {input_path} → {counts['dims']}-d vectors "
+        f"(id column {counts['id_column']!r}; missing optional columns: {missing})",
+    )
+    seconds = sum(counts["seconds"].values())
+    info = {
+        "input": input_path,
+        "source": "tabular",
+        "config": to_dict(cfg),
+        "config_hash": config_hash(cfg),
+        "tabular": counts,
+        "products": {
+            PRODUCT: {
+                "todo": counts["rows"],
+                "skipped": 0,
+                "written": counts["rows"],
+                "failed": 0,
+                "seconds": round(seconds, 3),
+                "tracks_per_node": {"driver": counts["rows"]},
+            }
+        },
+        "n_input_rows": counts["rows"],
+        "n_failed": 0,
+        "timings": counts["seconds"],
+    }
+    pipeline.write_run_info(out, info)
+    metrics = None
+    if not args.no_analysis:
+        from soundclust_ray.analysis.driver import analyze
+
+        metrics = analyze(out, cfg.analysis, label_col=args.label_col, progress=not args.quiet)
+    cli.print_summary(out, info, metrics, time.perf_counter() - started)
+    return 0
