@@ -178,12 +178,12 @@ class MsdConfig:
     """KFold splits of the out-of-fold clustering (seed 004); clamped to the row count."""
     batch_size: int = 64
     """Files per Ray Data batch: one file is milliseconds of work, unlike an audio track."""
+    shard_rows: int = 2048
+    """At least this many tracks per feature shard of an MSD run (millions of tracks)."""
 
 
 @dataclass(frozen=True)
 class TabularConfig:
-    shard_rows: int = 2048
-    """At least this many tracks per feature shard of an MSD run (millions of tracks)."""
     """Spotify-style audio-feature vectors (seed 003)."""
 
     audio_features: tuple[str, ...] = (
