@@ -200,6 +200,8 @@ def load_model(model: str, device: str | torch.device = "cpu") -> tuple[MusicnnM
     with safe_open(str(path), framework="pt") as f:
         info = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
     labels = info.get("tags", [])
+    if not labels:
+        raise EmbedderLoadError(f"{path} is not a musicnn weights file: no '{METADATA_KEY}' tags")
     state = load_file(str(path))
     net = MusicnnModel(n_tags=len(labels))
     try:
