@@ -96,3 +96,17 @@ def distinct_colors(png_path: str | Path, box: tuple[int, int, int, int] | None 
         img = img.crop(box)
     a = np.asarray(img).reshape(-1, 3)
     return int(len(np.unique(a, axis=0)))
+
+
+def marker_pixels(
+    png_path: str | Path, color: str, box: tuple[int, int, int, int] | None = None, tol: int = 12
+) -> int:
+    """Pixels within ``tol`` of a ``#rrggbb`` colour (the first cluster's marker colour)."""
+    from PIL import Image
+
+    img = Image.open(png_path).convert("RGB")
+    if box is not None:
+        img = img.crop(box)
+    a = np.asarray(img, dtype=np.int16)
+    rgb = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
+    return int((np.abs(a - rgb).max(axis=2) <= tol).sum())
