@@ -70,19 +70,21 @@ def stft_magnitude(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     """``|librosa.stft(y, n_fft, hop_length)|``: centred, zero-padded, Hann; float32 (..., f, t).
 
     Works on any leading axes (a stack of chunks is one call). Frames are transformed in
-    blocks so the complex intermediate stays small.
+    blocks so the complex intermediate stays small. The result is a (..., f, t) view of a
+    frame-major array: reductions over frequency (cumsum, flatness, chroma peaks) then run
+    along contiguous memory, and matrix products read it transposed at no cost.
     """
     y = np.asarray(y, dtype=np.float32)
     pad = [(0, 0)] * (y.ndim - 1) + [(n_fft // 2, n_fft // 2)]
     frames = frame_signal(np.pad(y, pad, mode="constant"), n_fft, hop_length)
     window = hann_window(n_fft)
     n_frames = frames.shape[-2]
-    out = np.empty((*frames.shape[:-2], n_fft // 2 + 1, n_frames), dtype=np.float32)
+    out = np.empty((*frames.shape[:-2], n_frames, n_fft // 2 + 1), dtype=np.float32)
     block = max(1, 2**18 // n_fft)
     for start in range(0, n_frames, block):
         spec = scipy.fft.rfft(frames[..., start : start + block, :] * window, axis=-1)
-        out[..., start : start + block] = np.abs(spec).swapaxes(-1, -2)
-    return out
+        np.abs(spec, out=out[..., start : start + block, :])
+    return out.swapaxes(-1, -2)
 
 
 @lru_cache(maxsize=32)
