@@ -22,6 +22,10 @@ RANDOM_STATE = 42
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aiff", ".aif")
 """Extensions found by a folder scan, compared case-insensitively (seed 002 plus opus/aiff)."""
+REMOTE_READ_BLOCK_BYTES = 4 << 20
+"""Bytes per ranged read of audio on object storage: a 30 s clip is one GET (not from a seed)."""
+REMOTE_READ_CACHED_BLOCKS = 4
+"""Blocks a remote reader keeps, so a decoder's seeks back to the header cost no refetch."""
 
 
 @dataclass(frozen=True)
