@@ -66,24 +66,34 @@ def frame_signal(y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarra
     )
 
 
+STFT_BLOCK_FRAMES = 64
+"""Frames per FFT call: the windowed block (64 x n_fft float32) stays in L2 cache."""
+
+
 def stft_magnitude(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     """``|librosa.stft(y, n_fft, hop_length)|``: centred, zero-padded, Hann; float32 (..., f, t).
 
-    Works on any leading axes (a stack of chunks is one call). Frames are transformed in
-    blocks so the complex intermediate stays small. The result is a (..., f, t) view of a
-    frame-major array: reductions over frequency (cumsum, flatness, chroma peaks) then run
-    along contiguous memory, and matrix products read it transposed at no cost.
+    Works on any leading axes (a stack of chunks is one call). Frames are windowed into one
+    reused cache-sized buffer and transformed in place, block by block. The result is a
+    (..., f, t) view of a frame-major array: reductions over frequency (cumsum, flatness,
+    chroma peaks) then run along contiguous memory, and matrix products read it transposed
+    at no cost.
     """
     y = np.asarray(y, dtype=np.float32)
     pad = [(0, 0)] * (y.ndim - 1) + [(n_fft // 2, n_fft // 2)]
     frames = frame_signal(np.pad(y, pad, mode="constant"), n_fft, hop_length)
+    n_frames, n_bins = frames.shape[-2], n_fft // 2 + 1
+    out = np.empty((*frames.shape[:-2], n_frames, n_bins), dtype=np.float32)
     window = hann_window(n_fft)
-    n_frames = frames.shape[-2]
-    out = np.empty((*frames.shape[:-2], n_frames, n_fft // 2 + 1), dtype=np.float32)
-    block = max(1, 2**18 // n_fft)
-    for start in range(0, n_frames, block):
-        spec = scipy.fft.rfft(frames[..., start : start + block, :] * window, axis=-1)
-        np.abs(spec, out=out[..., start : start + block, :])
+    buffer = np.empty((STFT_BLOCK_FRAMES, n_fft), dtype=np.float32)
+    for signal, dest in zip(
+        frames.reshape(-1, n_frames, n_fft), out.reshape(-1, n_frames, n_bins), strict=True
+    ):
+        for start in range(0, n_frames, STFT_BLOCK_FRAMES):
+            stop = min(start + STFT_BLOCK_FRAMES, n_frames)
+            block = buffer[: stop - start]
+            np.multiply(signal[start:stop], window, out=block)
+            np.abs(scipy.fft.rfft(block, axis=-1, overwrite_x=True), out=dest[start:stop])
     return out.swapaxes(-1, -2)
 
 
@@ -141,7 +151,11 @@ def centroid_bandwidth(mag: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray
 
 
 def rolloff(mag: np.ndarray, sr: int, roll_percent: float) -> np.ndarray:
-    """``librosa.feature.spectral_rolloff(S=mag)``: lowest bin holding ``roll_percent`` energy."""
+    """``librosa.feature.spectral_rolloff(S=mag)``: lowest bin holding ``roll_percent`` energy.
+
+    The same float32 cumulative sum and comparison as librosa (identical for the same
+    ``mag``), without its float64 ``nan``-masked frequency array.
+    """
     n_fft = 2 * (mag.shape[-2] - 1)
     cumulative = np.cumsum(mag, axis=-2)
     threshold = roll_percent * cumulative[..., -1:, :]
