@@ -42,9 +42,13 @@ def is_remote(path: str | os.PathLike) -> bool:
     return is_uri(path) and not str(path).startswith("file://")
 
 
+ENDPOINT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+"""Environment variables that redirect S3 to another endpoint (MinIO, Ceph, a test server)."""
+
+
 @lru_cache(maxsize=32)
-def _filesystem(scheme: str, netloc: str, query: str) -> pafs.FileSystem:
-    """One filesystem per store and options, reused for every track a worker reads."""
+def _filesystem(scheme: str, netloc: str, query: str, endpoint: tuple) -> pafs.FileSystem:
+    """One filesystem per store, options and endpoint, reused for every track a worker reads."""
     suffix = f"?{query}" if query else ""
     fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{netloc}/{suffix}")
     return fs
@@ -54,7 +58,8 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """Filesystem and in-filesystem path (``bucket/key`` for object stores) of a remote URI."""
     parts = urlsplit(uri)
     path = unquote(parts.path).lstrip("/")
-    fs = _filesystem(parts.scheme, parts.netloc, parts.query)
+    endpoint = tuple(os.environ.get(name, "") for name in ENDPOINT_ENV)
+    fs = _filesystem(parts.scheme, parts.netloc, parts.query, endpoint)
     return fs, f"{parts.netloc}/{path}".rstrip("/")
 
 

@@ -1,0 +1,15 @@
+"""Signal features only, on the cluster's CPU actors; no embeddings, no analysis.
+
+    ray job submit --working-dir . -- python jobs/extract_features.py INPUT --out OUT \
+        [--features timbre,classic,soundspace] [other soundclust run options]
+
+Same options as ``soundclust run``; ``--embed`` and the analysis are switched off. Rerunning
+resumes: tracks already in OUT/features are skipped.
+"""
+
+import sys
+
+from _job import run_cli
+
+if __name__ == "__main__":
+    sys.exit(run_cli("run", sys.argv[1:], after=["--embed", "none", "--no-analysis"]))
