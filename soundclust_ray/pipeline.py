@@ -315,11 +315,18 @@ def read_run_info(out: str) -> dict:
 
 
 def node_names() -> dict[str, str]:
-    """Ray node id → 'hostname (ip)' for run.json's per-node counts."""
+    """Ray node id → 'hostname (ip) node <id prefix>' for run.json's per-node counts.
+
+    The id prefix keeps nodes apart that share a host and address (several raylets on one
+    machine, as in the local multi-node test), which would otherwise merge into one count.
+    """
     import ray
 
-    return {n["NodeID"]: f"{n.get('NodeManagerHostname', '?')} ({n.get('NodeManagerAddress', '?')})"
-            for n in ray.nodes()}
+    names = {}
+    for n in ray.nodes():
+        host, ip = n.get("NodeManagerHostname", "?"), n.get("NodeManagerAddress", "?")
+        names[n["NodeID"]] = f"{host} ({ip}) node {n['NodeID'][:8]}"
+    return names
 
 
 def run_pipeline(
