@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from scipy.stats import kurtosis, skew
+from threadpoolctl import threadpool_limits
 
 from soundclust_ray.analysis.oof import msd_oof_tables, write_msd_oof
 from soundclust_ray.config import MsdConfig, RunConfig
@@ -32,6 +33,13 @@ if not (DATA / "msd").is_dir():
 MSD_FILES = sorted(str(p) for p in (DATA / "msd").glob("*.h5"))
 NOT_MSD = str(DATA / "bad" / "not_msd.h5")
 pytestmark = pytest.mark.skipif(not MSD_FILES, reason="shared MSD sample files not found")
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Tiny k-means fits: OpenMP thread start-up dominates and crawls on a shared, loaded host."""
+    with threadpool_limits(1):
+        yield
 
 
 def seed_seq_stats(x):

@@ -7,8 +7,16 @@ import pytest
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from soundclust_ray.analysis.oof import fit_oof_kmeans
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Tiny k-means fits: OpenMP thread start-up dominates and crawls on a shared, loaded host."""
+    with threadpool_limits(1):
+        yield
 
 
 def seed_build_cluster_oof_features(X_stats, k=32, n_splits=5):
