@@ -238,3 +238,23 @@ def test_cuda_matches_cpu(embedders: dict) -> None:
     cpu = embedders["MSD_musicnn"].embed_tracks(prepared)[0]
     gpu = MusicnnEmbedder(CFG, "cuda").embed_tracks(prepared)[0]
     np.testing.assert_allclose(gpu.tags, cpu.tags, rtol=0, atol=1e-4)
+
+
+@needs_gtzan
+def test_embed_stages_without_ray(tmp_path: Path) -> None:
+    """The generic embed stages run musicnn: 200-d pooled rows, 50 tag columns, error rows."""
+    from soundclust_ray.config import RunConfig
+    from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage
+
+    cfg = replace(RunConfig(), embed=EmbedConfig(backends=("musicnn",)))
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    paths = [str(GTZAN / "metal.00000.wav"), str(bad)]
+    batch = {"track_id": np.array(paths, dtype=object), "path": np.array(paths, dtype=object)}
+    out = EmbedStage(cfg, "musicnn", "cpu")(EmbedPrepareStage(cfg, "musicnn")(batch))
+    tags = [k for k in out if k.startswith("tag__")]
+    assert len(tags) == 50 and "tag__heavy_metal" in tags
+    assert out["embedding"].shape == (2, 200)
+    assert np.isfinite(out["embedding"][0]).all() and out["error_type"][0] == ""
+    assert out["error_type"][1] != "" and np.isnan(out["tag__metal"][1])
+    assert max(tags, key=lambda k: out[k][0]) in ("tag__metal", "tag__heavy_metal")
