@@ -112,6 +112,12 @@ def tabular_vectors(
     the report. Raises ValueError when the id column, every audio feature, or a
     ``required_columns`` entry is missing.
     """
+    ids, X, report = _vectors(table, cfg)
+    return ids.to_numpy(zero_copy_only=False).astype(object), X, report
+
+
+def _vectors(table: object, cfg: TabularConfig | RunConfig) -> tuple[pa.Array, np.ndarray, dict]:
+    """:func:`tabular_vectors` with the ids left as an Arrow array (no Python strings)."""
     if isinstance(cfg, RunConfig):
         cfg = cfg.tabular
     if len(cfg.weights) != len(cfg.audio_features):
@@ -153,7 +159,6 @@ def tabular_vectors(
     ids = table.column(id_name)
     if not pa.types.is_string(ids.type):
         ids = pc.cast(ids, pa.string())
-    track_ids = ids.to_numpy(zero_copy_only=False).astype(object)
     dims = [name for name, _ in present] + categorical + (["year"] if year is not None else [])
     report = {
         "rows": n,
@@ -166,13 +171,15 @@ def tabular_vectors(
         "year_from": year_source,
         "missing_values_filled": n_missing,
         "null_ids": int(ids.null_count),
-        "duplicate_ids": n - int(pc.count_distinct(ids).as_py()) - (1 if ids.null_count else 0),
     }
-    return track_ids, X, report
+    return ids.combine_chunks(), X, report
 
 
-def write_id_to_index(out: str, track_ids: np.ndarray) -> str:
-    """OUT/id_to_index.json: id → row (seed 003; a repeated id maps to its last row)."""
+def write_id_to_index(out: str, track_ids: np.ndarray | pa.Array) -> int:
+    """OUT/id_to_index.json: id → row (seed 003; a repeated id maps to its last row).
+
+    Returns the number of distinct ids.
+    """
     fs, base = shards.resolve(out)
     path = shards.join(base, ID_TO_INDEX_FILE)
     mapping = {tid: i for i, tid in enumerate(track_ids.tolist())}
@@ -181,7 +188,7 @@ def write_id_to_index(out: str, track_ids: np.ndarray) -> str:
     with fs.open_output_stream(tmp) as f:
         f.write(json.dumps(mapping).encode())
     fs.move(tmp, path)
-    return path
+    return len(mapping)
 
 
 def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig = _RUN) -> dict:
@@ -196,12 +203,11 @@ def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig = _RUN) -> dict
     t0 = time.perf_counter()
     table = read_table(table_path_or_uri)
     t_read = time.perf_counter()
-    track_ids, X, report = tabular_vectors(table, tab)
+    ids, X, report = _vectors(table, tab)
     t_vec = time.perf_counter()
 
     fs, base = shards.resolve(out)
     fs.create_dir(base, recursive=True)
-    ids = pa.array(track_ids, type=pa.string())
     vector_inputs = {*tab.audio_features, *tab.categorical}
     meta_cols = [c for c in table.column_names if c not in vector_inputs]
     path_col = pc.cast(
@@ -233,7 +239,7 @@ def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig = _RUN) -> dict
         path = shards.join(folder, f"part-{n_parts:05d}.parquet")
         shards.write_table_atomic(fs, path, part, digest)
         n_parts += 1
-    write_id_to_index(out, track_ids)
+    report["duplicate_ids"] = len(ids) - ids.null_count - write_id_to_index(out, ids)
     t_write = time.perf_counter()
     return {
         **report,
