@@ -204,9 +204,11 @@ def run_product(
     ds = ray.data.from_pandas(frames)
     ds = build(ds)
     writer_args = (out, product, product_hash(cfg, product))
+    # The writer is I/O: it reserves no CPU, so it streams shards out while the compute actors
+    # hold every core (with a CPU reservation it would wait for them to finish).
     writers = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers // 4))
     ds = ds.map_batches(ShardWriter, fn_constructor_args=writer_args, batch_size=cfg.shard_rows,
-                        batch_format="numpy", num_cpus=0.25, compute=writers)
+                        batch_format="numpy", num_cpus=0, compute=writers)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ok = np.asarray(batch["ok"], dtype=bool)
         result.n_ok += int(ok.sum())

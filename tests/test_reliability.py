@@ -1,0 +1,208 @@
+"""Reliability for long reprocessing runs: kill and resume, dead workers, hostile inputs.
+
+These tests drive the real CLI (in a subprocess where a crash must be simulated) on a local Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import soundfile as sf
+from conftest import BAD, tone
+
+from soundclust_ray import shards
+from soundclust_ray.cli import main
+
+pytestmark = pytest.mark.ray
+
+
+def read_features(out: Path) -> pd.DataFrame:
+    frames = [t.to_pandas() for t in shards.iter_shard_tables(str(out), "features")]
+    return pd.concat(frames).sort_values("track_id").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """24 short clips: enough batches for a kill to land mid-run."""
+    root = tmp_path_factory.mktemp("kill_corpus")
+    for i in range(24):
+        sf.write(root / f"t{i:02d}.wav", tone(100 + 40 * i, 8.0, 22050, noise=0.1, seed=i), 22050)
+    return root
+
+
+def kill_marked_processes(marker: str) -> None:
+    """SIGKILL every process that inherited ``marker`` (the crashed driver's own Ray daemons)."""
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("SOUNDCLUST_TEST_MARKER") == marker:
+                p.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+
+
+def run_cli_subprocess(args: list[str], marker: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SOUNDCLUST_TEST_MARKER": marker}
+    return subprocess.Popen([sys.executable, "-m", "soundclust_ray.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(corpus, tmp_path):
+    common = ["--num-cpus", "1", "--batch-size", "1", "--shard-rows", "1", "--no-analysis", "--quiet"]
+    killed_out = tmp_path / "killed"
+    marker = f"kill-test-{os.getpid()}-{time.time()}"
+    proc = run_cli_subprocess(["run", str(corpus), "--out", str(killed_out), *common], marker)
+    deadline = time.time() + 240
+    try:
+        while len(shards.list_shards(str(killed_out), "features")) < 3:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.time() < deadline, "no shards appeared"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kill_marked_processes(marker)
+    partial = len(shards.list_shards(str(killed_out), "features"))
+    assert 3 <= partial < 24
+    assert not list(killed_out.glob("features/part-*.parquet.tmp*"))
+
+    rerun = subprocess.run([sys.executable, "-m", "soundclust_ray.cli", "run", str(corpus), "--out",
+                            str(killed_out), *common[:-1]], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "already in" in rerun.stdout
+
+    clean_out = tmp_path / "clean"
+    clean = subprocess.run([sys.executable, "-m", "soundclust_ray.cli", "run", str(corpus), "--out",
+                            str(clean_out), *common], capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+
+    resumed, reference = read_features(killed_out), read_features(clean_out)
+    assert resumed["track_id"].is_unique and len(resumed) == 24
+    pd.testing.assert_frame_equal(resumed, reference)
+
+
+def busy_feature_workers() -> list[psutil.Process]:
+    """Ray worker processes currently running a FeatureStage batch (Ray sets their title)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        title = " ".join(p.info["cmdline"] or [])
+        if "FeatureStage" in title and ".submit" in title:
+            found.append(p)
+    return found
+
+
+def test_killed_feature_worker_loses_nothing(corpus, tmp_path, ray_local):
+    out = tmp_path / "dead_worker"
+    result: dict = {}
+
+    def run():
+        result["code"] = main(["run", str(corpus), "--out", str(out), "--batch-size", "1",
+                               "--shard-rows", "1", "--no-analysis", "--quiet"])
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed = None
+    deadline = time.time() + 120
+    while killed is None and time.time() < deadline and thread.is_alive():
+        if shards.list_shards(str(out), "features"):
+            workers = busy_feature_workers()
+            if workers:
+                workers[0].kill()
+                killed = workers[0].pid
+        time.sleep(0.05)
+    thread.join(timeout=300)
+    assert killed is not None, "no feature worker was found to kill"
+    assert result["code"] == 0
+    features = read_features(out)
+    assert features["track_id"].is_unique and len(features) == 24
+    assert len(pd.read_parquet(out / "errors.parquet")) == 0
+
+
+def test_new_files_in_the_input_folder_are_the_only_ones_processed(corpus, tmp_path, ray_local, capsys):
+    folder = tmp_path / "grow"
+    shutil.copytree(corpus, folder)
+    out = tmp_path / "grow_out"
+    assert main(["run", str(folder), "--out", str(out), "--no-analysis", "--quiet"]) == 0
+    first = read_features(out)
+    sf.write(folder / "new_one.wav", tone(3000, 2.0, 22050), 22050)
+    assert main(["run", str(folder), "--out", str(out), "--no-analysis"]) == 0
+    text = capsys.readouterr().out
+    assert "24 tracks already in" in text and "1 tracks written" in text
+    second = read_features(out)
+    assert len(second) == 25
+    pd.testing.assert_frame_equal(second[second["track_id"] != "new_one.wav"].reset_index(drop=True), first)
+
+
+def write_hostile_corpus(root: Path) -> pd.DataFrame:
+    """Every kind of awkward input we know of, plus a manifest that lists them all."""
+    sr = 22050
+    audio = root / "audio"
+    audio.mkdir()
+    y = tone(330, 3.0, sr, noise=0.05)
+    sf.write(audio / "wav_named.mp3", y, sr)
+    sf.write(audio / "pcm_u8.wav", y, sr, subtype="PCM_U8")
+    sf.write(audio / "pcm_24.wav", y, sr, subtype="PCM_24")
+    sf.write(audio / "six_channels.wav", np.stack([y] * 6, axis=1), sr)
+    sf.write(audio / "rate_8k.wav", tone(330, 3.0, 8000), 8000)
+    sf.write(audio / "rate_192k.flac", tone(330, 3.0, 192000), 192000)
+    two_hours = np.zeros(2 * 3600 * 8000, dtype=np.float32)
+    two_hours[: 8000 * 20] = tone(220, 20.0, 8000)
+    sf.write(audio / "two_hours.flac", two_hours, 8000)
+    (audio / "dir.wav").mkdir()
+    (audio / "broken_link.wav").symlink_to(audio / "does_not_exist.wav")
+    locked = audio / "locked.wav"
+    sf.write(locked, y, sr)
+    locked.chmod(0)
+    sf.write(audio / "ünï cödé & spaces.wav", y, sr)
+    for name in os.listdir(BAD):
+        if name.endswith((".wav", ".mp3", ".flac")):
+            shutil.copy(BAD / name, audio / name)
+    rows = [{"track_id": p.name, "path": f"audio/{p.name}"} for p in sorted(audio.iterdir())]
+    rows.append({"track_id": "pcm_24.wav", "path": "audio/pcm_u8.wav"})
+    rows.append({"track_id": "escapes", "path": "../../etc/hostname"})
+    rows.append({"track_id": "missing", "path": "audio/not_there.ogg"})
+    manifest = pd.DataFrame(rows)
+    manifest.to_csv(root / "manifest.csv", index=False)
+    return manifest
+
+
+def test_hostile_inputs_each_give_a_result_or_a_clear_error_row(tmp_path, ray_local, shared_data):
+    manifest = write_hostile_corpus(tmp_path)
+    out = tmp_path / "out"
+    code = main(["run", str(tmp_path / "manifest.csv"), "--out", str(out), "--quiet", "--k", "2",
+                 "--max-error-rate", "0.9"])
+    assert code == 0
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    errors = pd.read_parquet(out / "errors.parquet")
+    assert len(clusters) + len(errors) == len(manifest)
+    assert set(clusters["track_id"]).isdisjoint(errors["track_id"])
+    ok = set(clusters["track_id"])
+    for name in ("wav_named.mp3", "pcm_u8.wav", "pcm_24.wav", "six_channels.wav", "rate_8k.wav",
+                 "rate_192k.flac", "two_hours.flac", "ünï cödé & spaces.wav", "silence_10s.wav",
+                 "truncated.wav"):
+        assert name in ok, name
+    if os.geteuid() != 0:
+        assert "locked.wav" in set(errors["track_id"])
+    reasons = errors.set_index("track_id")["message"]
+    assert reasons["dir.wav"].startswith("is a directory")
+    assert reasons["broken_link.wav"].startswith("file not found")
+    assert reasons["missing"].startswith("file not found")
+    assert "escapes the manifest's folder" in reasons["escapes"]
+    assert reasons["pcm_24.wav#dup1"].startswith("duplicate track_id")
+    assert reasons["empty.wav"].startswith("empty file")
+    assert "NaN" in reasons["nan_samples.wav"]
+    assert "too short" in reasons["too_short_0.2s.wav"]
+    assert all(m and "\n" not in m for m in errors["message"])
+    run = json.loads((out / "run.json").read_text())
+    assert run["n_input_rows"] == len(manifest)
