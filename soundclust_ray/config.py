@@ -79,7 +79,9 @@ class SoundspaceConfig:
     """The 56 rhythm/spectral/tonal features of seed 000 (librosa + essentia)."""
 
     sample_rate: int = 22050
+    """Decode rate; the spectral group is computed here (seed 000's SAMPLE_RATE)."""
     essentia_sample_rate: int = 44100
+    """Rhythm and tonal groups run at this rate, resampled from the decode (ESSENTIA_SR)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class FeaturesConfig:
     """Which signal feature families run and their parameters."""
 
     families: tuple[str, ...] = ("timbre",)
+    """Any of timbre (seed 002, 180 columns), classic (seed 001, 33), soundspace (seed 000, 56)."""
     timbre: TimbreConfig = field(default_factory=TimbreConfig)
     classic: ClassicConfig = field(default_factory=ClassicConfig)
     soundspace: SoundspaceConfig = field(default_factory=SoundspaceConfig)

@@ -13,6 +13,7 @@ from soundclust_ray.features import dsp
 from soundclust_ray.features.classic import (
     classic_chunk_cap,
     classic_columns,
+    classic_track_from_chunks,
     compute_classic,
     compute_classic_chunks,
     count_chunks,
@@ -77,6 +78,7 @@ def test_track_vector_is_mean_of_chunks(shared_data):
     rows = compute_classic_chunks(y, SR, CFG)
     track = compute_classic(y, SR, CFG)
     assert len(track) == 33
+    assert track == classic_track_from_chunks(rows)
     for name in classic_columns(CFG):
         assert track[name] == pytest.approx(np.mean([r[name] for r in rows]), rel=1e-6, abs=1e-9)
 

@@ -148,13 +148,20 @@ def compute_classic_chunks(y: np.ndarray, sr: int, cfg: ClassicConfig) -> list[d
     ]
 
 
+def classic_track_from_chunks(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The per-track vector from chunk rows (their mean), so ``--chunk-level`` runs that
+    write both products compute the chunks once."""
+    if not rows:
+        raise dsp.FeatureError(f"{FAMILY}: no chunks to average")
+    names = list(rows[0])
+    matrix = np.array([[row[n] for n in names] for row in rows], dtype=np.float64)
+    return dict(zip(names, matrix.mean(axis=0).astype(np.float32).tolist(), strict=True))
+
+
 def compute_classic(y: np.ndarray, sr: int, cfg: ClassicConfig) -> dict[str, float]:
     """The per-track classic vector: the mean of its chunks' 33 features.
 
     Raises:
         FeatureError: bad signal, or too short for one chunk.
     """
-    chunks = split_chunks(dsp.check_signal(y, FAMILY), cfg)
-    values = _chunk_matrix(chunks, sr, cfg).mean(axis=0).astype(np.float32)
-    out = dict(zip(classic_columns(cfg), values.tolist(), strict=True))
-    return dsp.finite_or_raise(out, FAMILY)
+    return classic_track_from_chunks(compute_classic_chunks(y, sr, cfg))

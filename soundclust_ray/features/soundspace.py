@@ -1,9 +1,12 @@
 """The 56 rhythm / spectral / tonal features of seed 000 (librosa + essentia).
 
 Names and groups are the seed's (rhythm 23, spectral 10, tonal 23), each prefixed
-``soundspace__``. Like the seed, rhythm and tonal features are computed at 44.1 kHz and the
-spectral ones at 22.05 kHz; the family is decoded once at ``sample_rate`` and resampled to
-``essentia_sample_rate`` here (for a 22.05 kHz source this is exactly the seed's second decode).
+``soundspace__``; the algorithms and parameters follow the extractor the seed's notebook
+imports (``features/audio/{rhythm,spectral,tonal}.py`` of the public katjpg/soundspace
+repository, whose output CSV has exactly these 56 columns). Like the seed, rhythm and tonal
+features are computed at 44.1 kHz and the spectral ones at 22.05 kHz; the family is decoded
+once at ``sample_rate`` and resampled to ``essentia_sample_rate`` here (for a 22.05 kHz
+source this is exactly the seed's second decode).
 
 What is faster than the seed, without changing what is computed:
 
@@ -17,9 +20,10 @@ What is faster than the seed, without changing what is computed:
 - windowing and spectra of the essentia frame loops are one vectorized FFT; the mel bands of
   the rhythm transform are one matrix product with the filterbank read back from essentia's
   own ``MelBands``. Only the peak-picking algorithms (SpectralPeaks, HPCP, PitchYinFFT,
-  HarmonicPeaks, Inharmonicity) still run per frame, inside essentia.
+  HarmonicPeaks, Inharmonicity) are still called once per frame: essentia's standard mode
+  has no batched form, and its streaming mode was 100x slower here.
 
-Deliberate departures from the seed, all documented in the README:
+Deliberate departures from the seed:
 
 - beats loudness: the seed passes the beats as a second input, which ``BeatsLoudness`` refuses,
   so its five columns were always 0; here the beats are given as the algorithm's parameter.
