@@ -9,6 +9,7 @@ track, so the driver holds summaries, never features. Resume is a set difference
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD, Resources
 log = logging.getLogger("soundclust_ray")
 
 FEATURES = "features"
+FEATURE_CHUNKS = "features_chunks"
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.parquet"
 ERRORS_FILE = "errors.parquet"
@@ -95,7 +97,7 @@ def block_rows(n_rows: int, batch_size: int, workers: int) -> int:
 
 def product_hash(cfg: RunConfig, product: str) -> str:
     """Hash of the config parts that determine a product's values (analysis options excluded)."""
-    if product == FEATURES:
+    if product in (FEATURES, FEATURE_CHUNKS):
         parts = {"features": to_dict(cfg.features), "audio": to_dict(cfg.audio), "source": cfg.source}
     else:
         backend = product.split("/", 1)[1]
@@ -207,7 +209,10 @@ def run_product(
     # The writer is I/O: it reserves no CPU, so it streams shards out while the compute actors
     # hold every core (with a CPU reservation it would wait for them to finish).
     writers = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers // 4))
-    ds = ds.map_batches(ShardWriter, fn_constructor_args=writer_args, batch_size=cfg.shard_rows,
+    # Multi-row-per-track products keep whole compute blocks together, so a shard never holds
+    # part of a track's rows (resume is by track_id).
+    writer_batch = None if product == FEATURE_CHUNKS else cfg.shard_rows
+    ds = ds.map_batches(ShardWriter, fn_constructor_args=writer_args, batch_size=writer_batch,
                         batch_format="numpy", num_cpus=0, compute=writers)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ok = np.asarray(batch["ok"], dtype=bool)
@@ -253,6 +258,52 @@ def features_pipeline(cfg: RunConfig):
         return map_stage(ds, FeatureStage, cfg, resources, pool)
 
     return build
+
+
+def chunk_features_pipeline(cfg: RunConfig):
+    """The ``--chunk-level`` product: one row per classic chunk."""
+    from soundclust_ray.stages.features import ClassicChunkStage, feature_resources
+
+    def build(ds):
+        resources = feature_resources(cfg)
+        return map_stage(ds, ClassicChunkStage, cfg, resources, max(1, cluster_cpus()))
+
+    return build
+
+
+def with_classic_chunk_cap(cfg: RunConfig, valid: pd.DataFrame, out: str,
+                           progress: Callable[[str], None]) -> RunConfig:
+    """Fill the classic family's corpus-level chunk cap (seed 001: a lower quantile of durations).
+
+    The cap recorded in OUT/run.json is reused on a rerun, so adding tracks to a corpus does not
+    change the features of tracks already written.
+    """
+    classic = cfg.features.classic
+    wants_classic = "classic" in cfg.features.families or cfg.features.chunk_level
+    if not wants_classic or classic.max_chunks is not None or valid.empty:
+        return cfg
+    previous = read_run_info(out).get("config", {}).get("features", {}).get("classic", {})
+    cap = previous.get("max_chunks")
+    if cap is None:
+        import ray.data
+
+        from soundclust_ray.features.classic import classic_chunk_cap
+        from soundclust_ray.stages.features import probe_durations
+
+        rows = block_rows(len(valid), 16, cluster_cpus())
+        frames = [valid.iloc[i : i + rows][["track_id", "path"]] for i in range(0, len(valid), rows)]
+        durations = np.concatenate([
+            np.asarray(b["duration_s"]) for b in ray.data.from_pandas(frames)
+            .map_batches(probe_durations, batch_size=16, batch_format="numpy", num_cpus=0.5)
+            .iter_batches(batch_size=None, batch_format="numpy")
+        ])
+        finite = durations[np.isfinite(durations)]
+        cap = classic_chunk_cap(finite, classic) if finite.size else 1
+        progress(f"classic: {cap} chunks per track at most (the {classic.chunk_quantile:.0%} "
+                 f"quantile of {finite.size} durations)")
+    features = dataclasses.replace(cfg.features,
+                                   classic=dataclasses.replace(classic, max_chunks=int(cap)))
+    return dataclasses.replace(cfg, features=features)
 
 
 def consolidate_errors(out: str, manifest: pd.DataFrame, products: list[str]) -> pd.DataFrame:
@@ -341,17 +392,19 @@ def run_pipeline(
 ) -> dict:
     """Run every requested product over the manifest and consolidate errors; returns run info."""
     products = [FEATURES] if cfg.features.families else []
+    products += [FEATURE_CHUNKS] if cfg.features.chunk_level else []
     products += [f"embeddings/{b}" for b in cfg.embed.backends]
     if not products:
         raise ValueError("nothing to compute: give --features and/or --embed")
     fs, base = shards.resolve(out)
     if overwrite:
         fs.delete_dir_contents(base, missing_dir_ok=True)
+    t0 = time.perf_counter()
+    valid = manifest[manifest["invalid_reason"] == ""]
+    cfg = with_classic_chunk_cap(cfg, valid, out, progress)
     check_out_dir(out, cfg, products, overwrite)
     fs.create_dir(base, recursive=True)
-    t0 = time.perf_counter()
     write_manifest(out, manifest)
-    valid = manifest[manifest["invalid_reason"] == ""]
     timings = {"manifest": time.perf_counter() - t0}
     results = []
     for product in products:
@@ -360,7 +413,12 @@ def run_pipeline(
         skipped = len(valid) - len(todo)
         if skipped:
             progress(f"{product}: {skipped} tracks already in {shards.join(out, product)}, skipped")
-        build = features_pipeline(cfg) if product == FEATURES else embedding_pipeline(cfg, product)
+        if product == FEATURES:
+            build = features_pipeline(cfg)
+        elif product == FEATURE_CHUNKS:
+            build = chunk_features_pipeline(cfg)
+        else:
+            build = embedding_pipeline(cfg, product)
         result = run_product(product, todo, out, cfg, build, progress)
         result.n_skipped = skipped
         results.append(result)

@@ -13,11 +13,14 @@ import numpy as np
 
 from soundclust_ray.audio import load_audio
 from soundclust_ray.audio.errors import TrackError
+from soundclust_ray.audio.probe import probe_duration
 from soundclust_ray.config import RunConfig
+from soundclust_ray.features.classic import classic_columns, compute_classic_chunks
 from soundclust_ray.features.registry import feature_columns, get_families
 from soundclust_ray.stages.base import Resources, map_tracks
 
 STAGE_NAME = "features"
+CHUNK_STAGE_NAME = "features_chunks"
 
 
 class NonFiniteFeatureError(TrackError):
@@ -58,3 +61,30 @@ class FeatureStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         fill = dict.fromkeys(self.columns, float("nan"))
         return map_tracks(batch, self.compute_track, STAGE_NAME, fill)
+
+
+class ClassicChunkStage:
+    """One row per classic 5 s chunk (``--chunk-level``): track_id, chunk_index, classic columns."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.columns = classic_columns(cfg.features.classic)
+
+    def compute_track(self, track_id: str, path: str) -> list[dict[str, float]]:
+        classic = self.cfg.features.classic
+        y = load_audio(path, classic.sample_rate, self.cfg.audio.max_duration_s,
+                       self.cfg.audio.min_duration_s)
+        rows = compute_classic_chunks(y, classic.sample_rate, classic)
+        return [{"chunk_index": i, **row} for i, row in enumerate(rows)]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        fill = {"chunk_index": -1, **dict.fromkeys(self.columns, float("nan"))}
+        return map_tracks(batch, self.compute_track, CHUNK_STAGE_NAME, fill)
+
+
+def probe_durations(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Task: header durations of a batch of tracks (NaN where unreadable)."""
+    return {
+        "track_id": batch["track_id"],
+        "duration_s": np.array([probe_duration(str(p)) for p in batch["path"]], dtype=np.float64),
+    }
