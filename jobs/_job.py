@@ -61,6 +61,12 @@ def wait_for_resources(cpus: int, gpus: int, timeout_s: float, quiet: bool) -> d
         time.sleep(SCALE_POLL_S)
 
 
+def compose(command: str, argv: Sequence[str], before: Sequence[str] = (),
+            after: Sequence[str] = ()) -> list[str]:
+    """The ``soundclust`` argv of a job: its defaults, the user's options, its fixed settings."""
+    return [command, *before, *argv, *after]
+
+
 def run_cli(command: str, argv: Sequence[str], before: Sequence[str] = (),
             after: Sequence[str] = ()) -> int:
     """``soundclust <command> <before> <argv> <after>`` after any requested scale-up.
@@ -71,13 +77,14 @@ def run_cli(command: str, argv: Sequence[str], before: Sequence[str] = (),
     from soundclust_ray.cli import main
 
     scale, rest = scale_options().parse_known_args(list(argv))
+    cli_argv = compose(command, rest, before, after)
     if scale.cluster_cpus or scale.cluster_gpus:
         have = wait_for_resources(scale.cluster_cpus, scale.cluster_gpus, scale.cluster_wait,
                                   quiet="--quiet" in rest)
         if "--quiet" not in rest:
             print(f"cluster: {have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs", flush=True)
     try:
-        return main([command, *before, *rest, *after])
+        return main(cli_argv)
     finally:
         if scale.cluster_cpus or scale.cluster_gpus:
             from ray.autoscaler.sdk import request_resources
