@@ -217,6 +217,8 @@ def test_loaders_and_errors(tmp_path: Path) -> None:
     cfg = EmbedConfig()
     assert load_musicnn(cfg, "cpu").tag_names == load_musicnn(cfg, None).tag_names
     assert isinstance(load_musicnn_preparer(cfg), MusicnnPreparer)
+    with pytest.raises(ValueError, match="pool"):
+        MusicnnEmbedder(replace(CFG, pool="median"))
     with pytest.raises(EmbedderLoadError, match="unknown musicnn model"):
         MusicnnEmbedder(replace(CFG, model="MSD_vgg"))
     from safetensors.numpy import save_file

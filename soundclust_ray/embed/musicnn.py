@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from torch.nn import functional as F
 
 from soundclust_ray.config import EmbedConfig, MusicnnConfig
 from soundclust_ray.embed.base import EmbedderLoadError, WindowOutputs
+from soundclust_ray.embed.pooling import POOLS
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_NAMES = ("MSD_musicnn", "MTT_musicnn")
@@ -211,6 +214,21 @@ def load_model(model: str, device: str | torch.device = "cpu") -> tuple[MusicnnM
     return net.eval().to(device), labels
 
 
+@contextmanager
+def ieee_fp32_convs(device: torch.device) -> Iterator[None]:
+    """cuDNN convs in full float32 (no TF32) while inside, so GPU outputs match CPU and TF."""
+    if device.type != "cuda":
+        yield
+        return
+    conv = torch.backends.cudnn.conv
+    previous = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = previous
+
+
 def length_groups(sizes: list[int], budget: int) -> list[list[int]]:
     """Indices sorted by size, cut into groups whose padded size (count × largest) fits ``budget``.
 
@@ -267,6 +285,11 @@ class MusicnnEmbedder:
     dim = DENSE_UNITS
 
     def __init__(self, cfg: MusicnnConfig, device: str | torch.device = "cpu") -> None:
+        if cfg.n_mels != N_MELS or cfg.pool not in POOLS:
+            raise ValueError(
+                f"musicnn needs n_mels={N_MELS} (got {cfg.n_mels}) and pool in "
+                f"{', '.join(POOLS)} (got {cfg.pool!r})"
+            )
         self.cfg = cfg
         self.device = torch.device(device)
         self.preparer = MusicnnPreparer(cfg)
@@ -304,7 +327,7 @@ class MusicnnEmbedder:
         """Per track, (n_patches, 200) penultimates and (n_patches, 50) tag probabilities."""
         if not prepared:
             return []
-        with torch.inference_mode():
+        with torch.inference_mode(), ieee_fp32_convs(self.device):
             patches, counts = self.patches(prepared)
             pens, tags = [], []
             for start in range(0, patches.shape[0], self.cfg.batch_size):
