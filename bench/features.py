@@ -31,7 +31,14 @@ from soundclust_ray.config import FeaturesConfig  # noqa: E402
 from soundclust_ray.features import reference  # noqa: E402
 from soundclust_ray.features.registry import FAMILIES  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtzan_mini"
+DATA = (
+    Path(
+        os.environ.get(
+            "SOUNDCLUST_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+        )
+    )
+    / "gtzan_mini"
+)
 FAMILY_NAMES = ("timbre", "classic", "soundspace")
 GOALS = {"timbre": 3.0, "classic": 3.0, "soundspace": 2.0, "all": 3.0}
 CFG = FeaturesConfig(families=FAMILY_NAMES)
@@ -72,10 +79,10 @@ def timed(fn, *args) -> tuple[float, float, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 clips instead of 6")
+    parser.add_argument("--quick", action="store_true", help="2 clips instead of 4")
     parser.add_argument("--clips", type=int, default=None, help="number of clips to use")
     args = parser.parse_args()
-    n_clips = args.clips or (2 if args.quick else 6)
+    n_clips = args.clips or (2 if args.quick else 4)
     clips = sorted(p for p in DATA.glob("*.wav"))
     genres = {}
     for p in clips:  # one clip per genre first, so the sample is varied
