@@ -164,7 +164,7 @@ def test_stage_turns_bad_files_into_error_rows():
         assert out[col].dtype == np.float32 and out[col].shape == (n,)
         assert np.isfinite(out[col][:-1]).all() and np.isnan(out[col][-1])
     assert out["artist"][0] == "The Box Tops" and out["artist"][-1] == ""
-    assert out["year"].dtype == np.float32 and out["year"][0] == 1969
+    assert list(out["year"]) == ["1969", "", "1982", "2007", ""]
     expected = msd_field_stats(read_msd_track(MSD_FILES[2])["analysis"]["beats_start"])
     got = np.array([out[f"msd_beats_start__{s}"][2] for s in stat_names()])
     np.testing.assert_array_equal(got, expected.astype(np.float32))

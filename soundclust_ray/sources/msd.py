@@ -22,7 +22,7 @@ from soundclust_ray.config import MsdConfig
 SEQ_STATS = ("mean", "std", "iqr", "cv", "skew", "kurtosis", "q10", "q50", "q90", "length")
 """Seed 004's ``seq_stats`` in its order; a density histogram follows them."""
 META_COLUMNS = ("artist", "title", "year")
-"""Metadata the MSD stage carries beside the statistics (strings, strings, float year)."""
+"""Metadata the MSD stage carries beside the statistics, as text (year "" when unknown)."""
 MSD_EXTENSIONS = (".h5",)
 MANIFEST_CHUNK_ROWS = 100_000
 """Rows per manifest row group while listing: bounds driver memory, not a tuning knob."""
@@ -150,13 +150,14 @@ def read_msd_track(path: str, fields: tuple[str, ...] = _MSD.fields) -> dict:
 
 
 def msd_track_row(path: str, cfg: MsdConfig = _MSD) -> dict[str, object]:
-    """All statistic columns (float32) plus artist/title/year of one file, ready for a stage row."""
+    """All statistic columns (float32) plus artist/title/year (text) of one file: a stage row."""
     track = read_msd_track(path, cfg.fields)
     row: dict[str, object] = {}
     for name in cfg.fields:
         values = msd_field_stats(track["analysis"][name], cfg.hist_bins).astype(np.float32)
         row.update(zip(field_columns(name, cfg.hist_bins), values, strict=True))
-    row.update(artist=track["artist"], title=track["title"], year=np.float32(track["year"]))
+    year = "" if np.isnan(track["year"]) else str(int(track["year"]))
+    row.update(artist=track["artist"], title=track["title"], year=year)
     return row
 
 

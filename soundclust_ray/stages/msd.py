@@ -1,7 +1,10 @@
 """CPU stage: one MSD HDF5 file per track → seed 004's statistics per analysis field + metadata.
 
 Reads ``track_id, path``; writes ``track_id``, every ``msd_<field>__<stat>`` column (float32),
-``artist`` and ``title`` (strings), ``year`` (float32, NaN when unknown) and the error fields.
+``artist``, ``title`` and ``year`` (strings; the year "" when unknown) and the error fields.
+Metadata stays text in the shards so that the driver's matrix, which takes every numeric
+column, holds only the statistics; :func:`add_msd_metadata_to_manifest` gives the manifest a
+float ``year``.
 A plain callable class: there is no model to load, so the pipeline may run it as tasks or actors.
 """
 
@@ -39,16 +42,14 @@ class MsdStage:
         self.cfg = cfg.msd
         self.columns = msd_columns(cfg.msd)
         self.fill: dict[str, object] = dict.fromkeys(self.columns, float("nan"))
-        self.fill.update(artist="", title="", year=float("nan"))
+        self.fill.update(artist="", title="", year="")
 
     def compute_track(self, track_id: str, path: str) -> list[dict[str, object]]:
         """One output row; raises MsdTrackError for a non-MSD file or a missing field."""
         return [msd_track_row(path, self.cfg)]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = map_tracks(batch, self.compute_track, STAGE_NAME, self.fill)
-        out["year"] = np.asarray(out["year"], dtype=np.float32)
-        return out
+        return map_tracks(batch, self.compute_track, STAGE_NAME, self.fill)
 
 
 def msd_manifest(input_path: str, out: str, limit: int | None = None) -> tuple[str, int]:
@@ -164,6 +165,7 @@ def add_msd_metadata_to_manifest(out: str) -> int:
     if not parts:
         return 0
     meta = pd.concat(parts, ignore_index=True).drop_duplicates("track_id")
+    meta["year"] = pd.to_numeric(meta["year"].astype(str), errors="coerce").astype("float32")
     path = shards.join(base, "manifest.parquet")
     manifest = pq.read_table(path, filesystem=fs).to_pandas()
     manifest = manifest.drop(columns=[c for c in META if c in manifest.columns])
