@@ -68,8 +68,25 @@ def init_ray(num_cpus: int | None = None, quiet: bool = False) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        ray.init(num_cpus=num_cpus, include_dashboard=False,
+                 object_store_memory=local_object_store_bytes(), **kwargs)
     configure_data_context(quiet)
+
+
+LOCAL_OBJECT_STORE_FRACTION = 0.2
+LOCAL_OBJECT_STORE_MAX_BYTES = 4 * 1024**3
+
+
+def local_object_store_bytes() -> int:
+    """Object store of an embedded local Ray: 20 % of RAM, at most 4 GiB.
+
+    Ray's own default (30 % of RAM) is sized for shuffles; this pipeline streams small blocks,
+    and Ray Data's backpressure keeps in-flight blocks within a share of this budget, so a
+    bounded store bounds the run's memory however large the corpus.
+    """
+    import psutil
+
+    return int(min(LOCAL_OBJECT_STORE_MAX_BYTES, LOCAL_OBJECT_STORE_FRACTION * psutil.virtual_memory().total))
 
 
 def configure_data_context(quiet: bool) -> None:
