@@ -189,12 +189,12 @@ def test_embedder_contract_and_batching(embedders: dict) -> None:
     assert isinstance(emb, AudioEmbedder)
     assert (emb.name, emb.sample_rate, emb.dim, len(emb.tag_names)) == ("musicnn", 16000, 200, 50)
     rng = np.random.default_rng(7)
-    signals = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (8000, 100000, 160000)]
+    signals = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (8000, 50000, 100000)]
     prepared = [emb.prepare(y) for y in signals]
     small = MusicnnEmbedder(replace(CFG, batch_size=2, frontend_batch_samples=120000), "cpu")
     together = small.embed_tracks(prepared)
-    assert [o.embeddings.shape for o in together] == [(1, 200), (2, 200), (3, 200)]
-    assert [o.tags.shape for o in together] == [(1, 50), (2, 50), (3, 50)]
+    assert [o.embeddings.shape for o in together] == [(1, 200), (1, 200), (2, 200)]
+    assert [o.tags.shape for o in together] == [(1, 50), (1, 50), (2, 50)]
     for out, p in zip(together, prepared, strict=True):
         alone = emb.embed_tracks([p])[0]
         np.testing.assert_allclose(out.embeddings, alone.embeddings, rtol=0, atol=1e-4)
