@@ -285,11 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", formatter_class=fmt, help="synthesize a labelled corpus and run on it",
-                          description="Synthesize 40 tracks in 4 styles and run the whole job on them.")
+                          description="Synthesize 40 tracks in 4 styles and run the whole job on them: "
+                                      "timbre features and pretrained musicnn embeddings + tags.")
     demo.add_argument("--out", default="demo_out", help="output folder (the corpus goes to OUT/corpus)")
     add_run_options(demo)
     add_analysis_options(demo)
-    demo.set_defaults(func=cmd_demo, k=4)
+    demo.set_defaults(func=cmd_demo, k=4, embed=("musicnn",))
 
     analyze = sub.add_parser("analyze", formatter_class=fmt, help="(re)cluster an existing OUT",
                              description="Gather OUT's shards and run the driver analysis again.")
