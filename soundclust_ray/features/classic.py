@@ -16,7 +16,7 @@ vector is the mean over chunks; ``compute_classic_chunks`` gives the chunk rows 
 
 All chunks go through one batched STFT shared by the mel/MFCC/onset, centroid, bandwidth,
 rolloff and chroma computations; ``beat_track``'s beat tracking is skipped because its tempo
-estimate only depends on the onset envelope.
+estimate only depends on the onset envelope (``dsp.tempo``).
 """
 
 from __future__ import annotations
@@ -110,14 +110,7 @@ def _chunk_matrix(chunks: np.ndarray, sr: int, cfg: ClassicConfig) -> np.ndarray
     onset = librosa.onset.onset_strength(
         S=mel_db, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, aggregate=np.median
     )
-    tempo = np.array(
-        [
-            float(librosa.feature.tempo(onset_envelope=env, sr=sr, hop_length=cfg.hop_length)[0])
-            if env.any()
-            else 0.0
-            for env in onset
-        ]
-    )
+    tempo = np.array([dsp.tempo(env, sr, cfg.hop_length) for env in onset])
     chroma_mean = np.array([dsp.chroma(p, sr).mean() for p in power])
     return np.column_stack(
         [

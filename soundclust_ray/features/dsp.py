@@ -260,3 +260,40 @@ def chroma(power: np.ndarray, sr: int) -> np.ndarray:
     n_fft = 2 * (power.shape[-2] - 1)
     raw = np.matmul(_chroma_basis(sr, n_fft, estimate_tuning(power, sr)), power)
     return librosa.util.normalize(raw, norm=np.inf, axis=-2)
+
+
+TEMPO_WINDOW_S = 8.0
+"""librosa.feature.tempo's ac_size: autocorrelation window of the tempogram."""
+TEMPO_START_BPM = 120.0
+TEMPO_STD_BPM = 1.0
+TEMPO_MAX_BPM = 320.0
+"""librosa.feature.tempo's log-normal prior (start_bpm, std_bpm) and max_tempo."""
+
+
+def tempo(onset_envelope: np.ndarray, sr: int, hop_length: int) -> float:
+    """``librosa.feature.tempo(onset_envelope=...)`` with its defaults; 0 without onsets.
+
+    librosa averages, over frames, each frame's windowed autocorrelation divided by its
+    maximum (the lag-0 energy). The inverse FFT is linear, so the average is one inverse FFT
+    of the energy-weighted mean power spectrum instead of one per frame. A silent envelope
+    gives 0, as ``librosa.beat.beat_track`` reports it.
+    """
+    env = np.asarray(onset_envelope)
+    if not env.any():
+        return 0.0
+    n = env.shape[-1]
+    win = int(librosa.time_to_frames(TEMPO_WINDOW_S, sr=sr, hop_length=hop_length))
+    padded = np.pad(env, (win // 2, win // 2), mode="linear_ramp", end_values=(0, 0))
+    window = scipy.signal.get_window("hann", win, fftbins=True)
+    frames = frame_signal(padded, win, 1)[:n] * window
+    n_pad = scipy.fft.next_fast_len(2 * win - 1, real=True)
+    spectrum = scipy.fft.rfft(frames, n=n_pad, axis=-1)
+    power = spectrum.real**2 + spectrum.imag**2
+    energy = np.einsum("ij,ij->i", frames, frames)
+    weights = np.where(energy > np.finfo(np.float64).tiny, 1.0 / np.maximum(energy, 1e-300), 0.0)
+    mean_acf = scipy.fft.irfft(weights @ power / n, n=n_pad)[:win]
+    bpms = librosa.tempo_frequencies(win, hop_length=hop_length, sr=sr)
+    with np.errstate(divide="ignore"):
+        logprior = -0.5 * ((np.log2(bpms) - np.log2(TEMPO_START_BPM)) / TEMPO_STD_BPM) ** 2
+    logprior[: int(np.argmax(bpms < TEMPO_MAX_BPM))] = -np.inf
+    return float(bpms[np.argmax(np.log1p(1e6 * mean_acf) + logprior)])

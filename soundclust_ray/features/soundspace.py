@@ -245,7 +245,7 @@ def _frame_spectra(y: np.ndarray, window: np.ndarray, hop: int, drop_last: bool)
 def _rhythm(y44, sr44, mel_db44, kit: _Essentia) -> dict[str, float]:
     out: dict[str, float] = {}
     median_env = librosa.onset.onset_strength(S=mel_db44, sr=sr44, aggregate=np.median)
-    tempo = librosa.feature.tempo(onset_envelope=median_env, sr=sr44)[0] if median_env.any() else 0
+    tempo = dsp.tempo(median_env, sr44, HOP)
     out["tempo_bpm"] = float(tempo)
     out["onset_strength_mean"], out["onset_strength_std"] = _stats32(
         librosa.onset.onset_strength(S=mel_db44, sr=sr44)

@@ -1,0 +1,52 @@
+"""The shared spectral blocks against the librosa functions they replace, on real audio."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+
+from soundclust_ray.audio import load_audio
+from soundclust_ray.features import dsp
+
+CLIPS = ["pop.00000.wav", "metal.00003.wav"]
+
+
+@pytest.fixture(scope="module", params=CLIPS)
+def signal(request, shared_data):
+    return load_audio(shared_data / "gtzan_mini" / request.param, 22050)
+
+
+def test_stft_matches_librosa_for_one_signal_and_a_stack(signal):
+    ours = dsp.stft_magnitude(signal, 2048, 512)
+    theirs = np.abs(librosa.stft(signal, n_fft=2048, hop_length=512))
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6 * theirs.max())
+    stack = np.stack([signal[:50000], signal[50000:100000]])
+    np.testing.assert_array_equal(
+        dsp.stft_magnitude(stack, 2048, 512)[1], dsp.stft_magnitude(stack[1], 2048, 512)
+    )
+
+
+def test_rolloff_and_tuning_are_librosas_on_the_same_spectrogram(signal):
+    mag = dsp.stft_magnitude(signal, 2048, 512)
+    np.testing.assert_array_equal(
+        dsp.rolloff(mag, 22050, 0.85), librosa.feature.spectral_rolloff(S=mag, sr=22050)[0]
+    )
+    power = mag**2
+    assert dsp.estimate_tuning(power, 22050) == librosa.estimate_tuning(S=power, sr=22050)
+    np.testing.assert_allclose(
+        dsp.chroma(power, 22050), librosa.feature.chroma_stft(S=power, sr=22050), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("sr", [22050, 44100])
+def test_tempo_equals_librosa_on_tracks_and_chunks(shared_data, sr):
+    y = load_audio(shared_data / "gtzan_mini" / "pop.00000.wav", sr)
+    mel = dsp.power_to_db(dsp.mel_power(dsp.stft_magnitude(y, 2048, 512) ** 2, sr, 128), False)
+    env = librosa.onset.onset_strength(S=mel, sr=sr, aggregate=np.median)
+    step = int(5 * sr / 512)
+    for part in [env] + [env[i : i + step] for i in range(0, env.size - step, step)]:
+        expected = float(librosa.feature.tempo(onset_envelope=part, sr=sr)[0])
+        assert dsp.tempo(part, sr, 512) == expected
+    assert dsp.tempo(np.zeros(300, np.float32), sr, 512) == 0.0
