@@ -179,3 +179,34 @@ def test_stages_through_ray_data(ray_local, tiny_dir, tracks, prepared):
     got = np.stack(rows[EMBEDDING][ok].to_list())
     np.testing.assert_allclose(got, direct[EMBEDDING][direct["error_type"] == ""], atol=1e-5)
     assert set(rows["error_stage"][~ok]) == {"embed_prepare:clap"}
+
+
+@pytest.mark.ray
+def test_cli_run_with_tiny_clap(ray_local, tiny_dir, tmp_path):
+    """``soundclust run --embed clap --clap-model DIR``: 16-d float32 shards and an error row."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from soundclust_ray import shards
+    from soundclust_ray.cli import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("blues.00000.wav", "jazz.00000.wav", "metal.00000.wav"):
+        shutil.copy(GTZAN / name, corpus / name)
+    shutil.copy(BAD / "random_bytes.mp3", corpus / "broken.mp3")
+    out = tmp_path / "out"
+    args = ["run", str(corpus), "--out", str(out), "--features", "none", "--embed", "clap"]
+    code = main([*args, "--clap-model", str(tiny_dir), "--no-analysis", "--quiet"])
+    assert code == 0
+    paths = shards.list_shards(str(out), "embeddings/clap")
+    tables = [pq.read_table(p) for p in paths]
+    assert all(
+        str(t.schema.field(EMBEDDING).type) == "fixed_size_list<element: float>[16]" for t in tables
+    )
+    ids = sorted(i for t in tables for i in t.column("track_id").to_pylist())
+    assert ids == ["blues.00000.wav", "jazz.00000.wav", "metal.00000.wav"]
+    errors = pq.read_table(out / "errors.parquet").to_pandas()
+    assert list(errors["track_id"]) == ["broken.mp3"]
+    assert errors["stage"][0] == "embed_prepare:clap"

@@ -90,12 +90,13 @@ def embed_resources(cfg: RunConfig, backend: str) -> Resources:
             batch_size=cfg.batch_size,
             concurrency=n,
         )
+    # Leave at least one CPU to the prepare (decode) workers, or the two pools deadlock.
     cpus = _cluster_cpus()
-    per_actor = max(1, min(cfg.embed.cpus_per_actor, cpus))
+    per_actor = max(1, min(cfg.embed.cpus_per_actor, cpus // 2))
     return Resources(
         num_cpus=float(per_actor),
         batch_size=cfg.batch_size,
-        concurrency=(1, max(1, cpus // per_actor)),
+        concurrency=(1, max(1, (cpus - 1) // per_actor)),
     )
 
 
