@@ -156,7 +156,10 @@ class EmbedConfig:
     gpus_per_actor: float = 1.0
     """GPUs per embedding actor where the cluster has GPUs (one actor per GPU)."""
     cpus_per_actor: int = 4
-    """CPU threads per embedding actor on hosts without a GPU (capped at the cluster's CPUs)."""
+    """CPU threads per embedding actor on hosts without a GPU (at most half the cluster's CPUs)."""
+    batch_tracks: int = 8
+    """Tracks per Ray Data batch sent to a model actor: enough windows per call that the GPU
+    is not idle between calls (each call is batched again into model-sized batches)."""
     sanity_max_rows: int = 5000
     """Rows (seeded sample) the pairwise-cosine sanity statistics use (seed 000 used all 2,577)."""
 

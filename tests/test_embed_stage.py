@@ -132,7 +132,7 @@ class TestEmbed:
 
     def test_resources_without_gpu(self, tiny_dir):
         res = embed_resources(run_cfg(tiny_dir), "clap")
-        assert res.num_gpus == 0 and res.num_cpus >= 1 and res.batch_size == 4
+        assert res.num_gpus == 0 and res.num_cpus >= 1 and res.batch_size == 8
 
 
 def test_pool_windows():

@@ -87,7 +87,7 @@ def embed_resources(cfg: RunConfig, backend: str) -> Resources:
         return Resources(
             num_cpus=1.0,
             num_gpus=cfg.embed.gpus_per_actor,
-            batch_size=cfg.batch_size,
+            batch_size=cfg.embed.batch_tracks,
             concurrency=n,
         )
     # Leave at least one CPU to the prepare (decode) workers, or the two pools deadlock.
@@ -95,7 +95,7 @@ def embed_resources(cfg: RunConfig, backend: str) -> Resources:
     per_actor = max(1, min(cfg.embed.cpus_per_actor, cpus // 2))
     return Resources(
         num_cpus=float(per_actor),
-        batch_size=cfg.batch_size,
+        batch_size=cfg.embed.batch_tracks,
         concurrency=(1, max(1, (cpus - 1) // per_actor)),
     )
 
