@@ -326,6 +326,8 @@ def analyze(
                 cfg.random_state,
                 cfg.predict_batch,
                 progress,
+                cfg.hdbscan_pca_above,
+                cfg.hdbscan_pca_dims,
             )
 
         with steps("umap"):
