@@ -213,3 +213,33 @@ def test_run_job_reads_input_from_s3_and_writes_out_to_s3(s3, shared_data, tmp_p
     assert info["products"]["features"]["written"] == len(CLIPS)
     assert info["products"]["features"]["failed"] == 1
     assert info["input"] == f"s3://{BUCKET}/job/labels.csv"
+
+
+@pytest.mark.slow
+def test_analysis_reads_shards_from_and_writes_results_to_s3(s3):
+    """The driver step on an OUT that is an s3:// URI (shards written as the pipeline does)."""
+    import pyarrow as pa
+
+    from soundclust_ray import shards
+    from soundclust_ray.analysis.driver import analyze, config_with
+
+    rng = np.random.default_rng(0)
+    ids = [f"t{i:02d}" for i in range(24)]
+    genre = ["a"] * 12 + ["b"] * 12
+    values = rng.normal(size=(24, 6)).astype(np.float32) + np.repeat([[0.0], [6.0]], 12, axis=0)
+    out = f"s3://{BUCKET}/analysis/out"
+    fs, base = shards.resolve(out)
+    manifest = pa.table({"track_id": ids, "path": [f"s3://{BUCKET}/{t}.wav" for t in ids],
+                         "genre": genre})
+    shards.write_table_atomic(fs, shards.join(base, "manifest.parquet"), manifest)
+    for half in (slice(0, 12), slice(12, 24)):
+        table = pa.table({"track_id": ids[half],
+                          **{f"timbre__v{j}": values[half, j] for j in range(6)}})
+        shards.write_table_atomic(fs, shards.new_shard_path(base, "features"), table, "h")
+    metrics = analyze(out, config_with(k=2), label_col="genre", progress=False)
+    assert metrics["n_tracks"] == 24
+    assert metrics["ari"] == pytest.approx(1.0)
+    keys = s3.keys("analysis/out")
+    assert {"clusters.parquet", "metrics.json", "report.html"} <= set(keys)
+    clusters = pq.read_table(f"{BUCKET}/analysis/out/clusters.parquet", filesystem=s3.fs)
+    assert sorted(clusters.column("track_id").to_pylist()) == ids
