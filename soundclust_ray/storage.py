@@ -33,7 +33,7 @@ def local_path(path: str | os.PathLike) -> str:
     """A ``file://`` URI as a plain local path; anything else unchanged."""
     text = str(path)
     if text.startswith("file://"):
-        return unquote(urlsplit(text).path)
+        return unquote(urlsplit(text, allow_fragments=False).path)
     return text
 
 
@@ -55,9 +55,13 @@ def _filesystem(scheme: str, netloc: str, query: str, endpoint: tuple) -> pafs.F
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """Filesystem and in-filesystem path (``bucket/key`` for object stores) of a remote URI."""
-    parts = urlsplit(uri)
-    path = unquote(parts.path).lstrip("/")
+    """Filesystem and in-filesystem path (``bucket/key`` for object stores) of a remote URI.
+
+    Keys are taken verbatim (no percent-decoding, '#' is part of the key), so the URIs that
+    ``to_uri`` builds from listed keys (``Symphony #5.flac``, ``a b.wav``) name those keys.
+    """
+    parts = urlsplit(uri, allow_fragments=False)
+    path = parts.path.lstrip("/")
     endpoint = tuple(os.environ.get(name, "") for name in ENDPOINT_ENV)
     fs = _filesystem(parts.scheme, parts.netloc, parts.query, endpoint)
     return fs, f"{parts.netloc}/{path}".rstrip("/")
@@ -65,7 +69,7 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
 
 def to_uri(like: str, fs_path: str) -> str:
     """The URI of ``fs_path`` (``bucket/key``) on the same store and options as ``like``."""
-    parts = urlsplit(like)
+    parts = urlsplit(like, allow_fragments=False)
     suffix = f"?{parts.query}" if parts.query else ""
     return f"{parts.scheme}://{fs_path.lstrip('/')}{suffix}"
 

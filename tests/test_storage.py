@@ -114,11 +114,14 @@ def test_manifest_on_s3_resolves_relative_paths_beside_it(s3):
 
 def test_prefix_scan_is_recursive_and_missing_inputs_are_clear_errors(s3):
     for key in ["scan/a/x.wav", "scan/b/x.WAV", "scan/b/c/y.flac", "scan/notes.txt",
-                "scan/dir.wav/inner.txt"]:
+                "scan/dir.wav/inner.txt", "scan/c/Symphony #5 in C%20minor.mp3"]:
         s3.put(key, b"x")
     m = build_manifest(f"s3://{BUCKET}/scan")
-    assert m["track_id"].tolist() == ["a/x.wav", "b/c/y.flac", "b/x.WAV"]
+    assert m["track_id"].tolist() == ["a/x.wav", "b/c/y.flac", "b/x.WAV",
+                                      "c/Symphony #5 in C%20minor.mp3"]
     assert m["path"].tolist() == [f"s3://{BUCKET}/scan/{t}" for t in m["track_id"]]
+    with pytest.raises(AudioDecodeError, match="not a decodable"):
+        load_audio(m["path"].iloc[-1], 22050)
     with pytest.raises(ManifestError, match="input not found"):
         build_manifest(f"s3://{BUCKET}/nothing-here")
     s3.put("empty/notes.txt", b"x")
