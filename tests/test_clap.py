@@ -198,6 +198,16 @@ class TestEmbedder:
     def test_empty_input(self, embedder):
         assert embedder.embed_tracks([]) == []
 
+    @pytest.mark.gpu
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    def test_cuda_fp32_matches_cpu_and_fp16_is_close(self, embedder, tiny_dir, gtzan_windows):
+        cpu = embedder.embed_tracks([gtzan_windows])[0].embeddings
+        fp32 = load_embedder("clap", clap_cfg(tiny_dir, fp16=False), "cuda")
+        np.testing.assert_allclose(fp32.embed_tracks([gtzan_windows])[0].embeddings, cpu, atol=1e-3)
+        fp16 = load_embedder("clap", clap_cfg(tiny_dir, fp16=True), "cuda")
+        half = fp16.embed_tracks([gtzan_windows])[0].embeddings
+        assert (np.sum(half * cpu, axis=1) > 0.99).all()
+
     def test_fusion_checkpoint_is_deterministic(self, tmp_path, gtzan_windows):
         """A fusion extractor would flag a random clip as 'longer'; we never do."""
         folder = build_tiny_clap(tmp_path, truncation="fusion")

@@ -179,7 +179,8 @@ class ClapEmbedder:
         is_longer = torch.zeros((feats.shape[0], 1), dtype=torch.bool, device=self.device)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
             out = self.model.get_audio_features(input_features=feats, is_longer=is_longer)
-        return out.pooler_output.float()
+        # transformers 5 returns a model output (unit-norm vector in pooler_output), 4.x a tensor
+        return getattr(out, "pooler_output", out).float()
 
     def _batches(self, prepared: list[np.ndarray]) -> Iterator[np.ndarray]:
         """Windows of all tracks in order, regrouped into batches of ``batch_size``."""
