@@ -13,6 +13,7 @@ from soundclust_ray import shards
 from soundclust_ray.analysis.search import (
     IVFIndex,
     format_similar,
+    format_similar_json,
     l2_normalize_inplace,
     load_search_matrix,
     similar_tracks,
@@ -116,7 +117,9 @@ def test_similar_on_features_standardizes_first(tmp_path):
     text = format_similar(table)
     assert text.splitlines()[0].startswith("nearest to rock/007.wav") and "features, exact" in text
     assert "/x/" not in text and len(text.splitlines()) == 7
-    json.dumps(table.to_dict(orient="records"), default=str)
+    payload = json.loads(format_similar_json(table))
+    assert payload["query"] == "rock/007.wav" and payload["matrix"] == "features"
+    assert [r["track_id"] for r in payload["neighbours"]] == table["track_id"].tolist()
     approx = similar_tracks(
         out, "rock/007.wav", k=5, matrix="features", approximate=True, nprobe=99
     )

@@ -11,6 +11,7 @@ collections where a full pass per query is too slow.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -299,14 +300,24 @@ def _cell(value: object, width: int) -> str:
 
 
 def format_similar(df: pd.DataFrame, width: int = 40) -> str:
-    """A plain-text table of :func:`similar_tracks` output (path column omitted, cells clipped)."""
+    """A plain-text table of :func:`similar_tracks` output.
+
+    The path column and metadata columns that repeat the track id are left out; cells are
+    clipped to ``width`` characters.
+    """
     head = f"nearest to {df.attrs.get('query', '?')} by cosine similarity"
     if df.attrs.get("matrix"):
         exact = "exact" if df.attrs.get("exact", True) else "approximate"
         head += f" ({df.attrs['matrix']}, {exact})"
     if df.empty:
         return head + "\n(no other tracks)"
-    shown = df.drop(columns=[c for c in ("path",) if c in df.columns])
+    same_as_id = [
+        c
+        for c in df.columns
+        if c not in ("track_id", "rank", "similarity")
+        and df[c].astype(str).tolist() == df["track_id"].astype(str).tolist()
+    ]
+    shown = df.drop(columns=[c for c in ("path", *same_as_id) if c in df.columns])
     cells = [[_cell(v, width) for v in shown.columns]]
     for rec in shown.itertuples(index=False):
         row = []
@@ -316,3 +327,18 @@ def format_similar(df: pd.DataFrame, width: int = 40) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join([head, *lines])
+
+
+def format_similar_json(df: pd.DataFrame) -> str:
+    """Strict JSON of :func:`similar_tracks` output: query, matrix, exact and the neighbours.
+
+    Missing values become ``null`` (``DataFrame.to_json`` semantics), never a bare ``NaN``.
+    """
+    neighbours = json.loads(df.to_json(orient="records", date_format="iso"))
+    payload = {
+        "query": df.attrs.get("query"),
+        "matrix": df.attrs.get("matrix"),
+        "exact": df.attrs.get("exact", True),
+        "neighbours": neighbours,
+    }
+    return json.dumps(payload, indent=2, ensure_ascii=False)
