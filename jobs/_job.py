@@ -29,7 +29,8 @@ SCALE_POLL_S = 5.0
 
 def scale_options() -> argparse.ArgumentParser:
     """Options every job takes besides the CLI's own."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, usage=argparse.SUPPRESS,
+                                description="cluster options of jobs/ (soundclust's own follow)")
     p.add_argument("--cluster-cpus", type=int, default=0,
                    help="request this many CPUs from the autoscaler and wait for them")
     p.add_argument("--cluster-gpus", type=int, default=0,
@@ -78,6 +79,8 @@ def run_cli(command: str, argv: Sequence[str], before: Sequence[str] = (),
 
     scale, rest = scale_options().parse_known_args(list(argv))
     cli_argv = compose(command, rest, before, after)
+    if "-h" in rest or "--help" in rest:
+        print(scale_options().format_help(), flush=True)
     if scale.cluster_cpus or scale.cluster_gpus:
         have = wait_for_resources(scale.cluster_cpus, scale.cluster_gpus, scale.cluster_wait,
                                   quiet="--quiet" in rest)

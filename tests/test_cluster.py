@@ -138,10 +138,12 @@ class LocalCluster:
     def add_worker(self, name: str, timeout: float = 120) -> None:
         self._start(name, ["--address", f"127.0.0.1:{self.gcs_port}"], timeout)
 
-    def submit(self, entrypoint: list[str], timeout: float) -> subprocess.CompletedProcess:
+    def submit(self, entrypoint: list[str], timeout: float,
+               env_vars: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """``ray job submit --working-dir <repo>`` to the head's job server; waits for the end."""
+        runtime_env = ["--runtime-env-json", json.dumps({"env_vars": env_vars})] if env_vars else []
         cmd = [RAY, "job", "submit", "--address", self.dashboard, "--working-dir", str(REPO),
-               "--", *entrypoint]
+               *runtime_env, "--", *entrypoint]
         return subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
 
@@ -195,10 +197,12 @@ def test_job_submitted_to_a_two_node_cluster_runs_on_both_nodes(two_node_cluster
         shutil.copy(clip, corpus / clip.name)
     out = tmp_path / "out"
     started = time.monotonic()
+    # Ray Data dispatches as soon as one actor is up; waiting for the whole pool (one actor per
+    # node here) keeps a fast-starting node from taking every block of so small a corpus.
     proc = two_node_cluster.submit(
         ["python", "jobs/extract_features.py", str(corpus), "--out", str(out),
          "--max-duration", "3", "--batch-size", "1", "--cluster-cpus", "2", "--quiet"],
-        timeout=240)
+        timeout=240, env_vars={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120"})
     seconds = time.monotonic() - started
     logs = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{two_node_cluster.tail()}"
     assert proc.returncode == 0, logs

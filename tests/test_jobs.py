@@ -29,7 +29,7 @@ def run_job(name: str, *args: str, capsys, monkeypatch) -> tuple[int, str, str]:
 def test_every_job_takes_the_cli_options(name, capsys, monkeypatch):
     code, out, err = run_job(name, "--help", capsys=capsys, monkeypatch=monkeypatch)
     assert code == 0, err
-    assert "--quiet" in out and "--k" in out
+    assert "--quiet" in out and "--k" in out and "--cluster-cpus" in out
     if name != "analyze":
         assert "--out" in out and "--max-duration" in out
 
