@@ -150,18 +150,22 @@ def test_pool_windows():
 
 @pytest.mark.ray
 def test_stages_through_ray_data(ray_local, tiny_dir, tracks, prepared):
-    """Prepare tasks hand ragged window arrays to the model actor through Ray Data blocks."""
+    """Prepare hands ragged window arrays to the model actor through Ray Data blocks.
+
+    One track per prepare batch makes every block a different fixed-shape tensor ((3, n),
+    (1, n), (0, 0)) that Ray must merge into one variable-shaped batch for the model.
+    """
     import ray.data
 
     cfg = run_cfg(tiny_dir, "chunk_level")
     items = [
         {"track_id": t, "path": p} for t, p in zip(tracks["track_id"], tracks["path"], strict=True)
     ]
-    ds = ray.data.from_items(items, override_num_blocks=2)
+    ds = ray.data.from_items(items, override_num_blocks=5)
     ds = ds.map_batches(
         EmbedPrepareStage,
         fn_constructor_args=(cfg, "clap"),
-        batch_size=2,
+        batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=1),
     )
