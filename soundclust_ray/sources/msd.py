@@ -165,6 +165,7 @@ def iter_msd_paths(root: str, extensions: tuple[str, ...] = MSD_EXTENSIONS) -> I
     """Every MSD file under ``root`` (recursive ``os.scandir``), directory by directory, sorted.
 
     A generator: memory holds one directory's entries at a time, never the whole listing.
+    Symlinked directories are not followed (no cycles); symlinked files are listed.
     """
     stack = [os.path.abspath(root)]
     while stack:
@@ -173,7 +174,7 @@ def iter_msd_paths(root: str, extensions: tuple[str, ...] = MSD_EXTENSIONS) -> I
             entries = sorted(it, key=lambda e: e.name)
         subdirs = []
         for entry in entries:
-            if entry.is_dir(follow_symlinks=True):
+            if entry.is_dir(follow_symlinks=False):
                 subdirs.append(entry.path)
             elif entry.name.lower().endswith(extensions):
                 yield entry.path
