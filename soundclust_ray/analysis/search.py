@@ -62,9 +62,11 @@ def unknown_id_message(track_id: str, track_ids: np.ndarray, source: str = "") -
 
 
 def l2_normalize_inplace(X: np.ndarray, block_rows: int = BLOCK_ROWS) -> np.ndarray:
-    """Divide each row by its norm, block by block (zero rows stay zero); returns X."""
+    """Divide each row by its norm, block by block; non-finite values become 0 first and zero
+    rows stay zero. Returns X."""
     for start in range(0, len(X), block_rows):
         b = X[start : start + block_rows]
+        np.nan_to_num(b, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         norms = np.sqrt(np.einsum("ij,ij->i", b, b, dtype=np.float64)).astype(np.float32)
         norms[norms == 0] = 1.0
         b /= norms[:, None]
@@ -244,9 +246,8 @@ def load_search_matrix(out: str, matrix: str = "auto") -> SearchMatrix:
             raise ValueError(str(exc)) from exc
         standardize_inplace(g.X)
         source = "features"
-    X = g.X
-    X[~np.isfinite(X)] = 0.0
-    return SearchMatrix(g.track_ids.astype(str).astype(object), l2_normalize_inplace(X), source)
+    ids = g.track_ids.astype(str).astype(object)
+    return SearchMatrix(ids, l2_normalize_inplace(g.X), source)
 
 
 def similar_tracks(
