@@ -209,6 +209,9 @@ def _piptrack_band(power: np.ndarray, sr: int, fmin: float = 150.0, fmax: float 
     n_fft = 2 * (power.shape[-2] - 1)
     freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
     inside = np.flatnonzero((fmin <= freqs) & (freqs < min(fmax, sr / 2)))
+    if inside.size == 0:
+        empty = np.zeros((*power.shape[:-2], 0, power.shape[-1]), dtype=power.dtype)
+        return empty, empty
     lo, hi = inside[0], inside[-1] + 1
     lo_ext, hi_ext = max(lo - 1, 0), min(hi + 1, power.shape[-2])
     S = power[..., lo_ext:hi_ext, :]
@@ -226,9 +229,11 @@ def _piptrack_band(power: np.ndarray, sr: int, fmin: float = 150.0, fmax: float 
         thresholded[..., 1:-1, :] >= thresholded[..., 2:, :]
     )
     sel = slice(lo - lo_ext, lo - lo_ext + (hi - lo))
-    bins = np.arange(lo, hi, dtype=S.dtype)[:, None]
+    bins = np.arange(lo, hi)[:, None]
     keep = local[..., sel, :]
-    pitches = np.where(keep, (bins + shift[..., sel, :]) * float(sr) / n_fft, 0)
+    # librosa computes the frequency in float64 and stores it in a float32 array
+    frequency = ((bins + shift[..., sel, :]) * float(sr) / n_fft).astype(S.dtype)
+    pitches = np.where(keep, frequency, 0)
     mags = np.where(keep, S[..., sel, :] + 0.5 * avg[..., sel, :] * shift[..., sel, :], 0)
     return pitches, mags
 
