@@ -85,6 +85,12 @@ def _year_column(table: pa.Table, cfg: TabularConfig) -> tuple[np.ndarray | None
     return None, None
 
 
+def _column_list(columns: list[str], shown: int = 12) -> str:
+    """The first ``shown`` column names, then how many more: error lines stay one screen line."""
+    more = len(columns) - shown
+    return ", ".join(columns[:shown]) + (f", … ({more} more)" if more > 0 else "")
+
+
 def id_column(columns: list[str], cfg: TabularConfig) -> str:
     """The first configured id column present; ValueError naming the candidates otherwise."""
     for name in cfg.id_columns:
@@ -92,7 +98,7 @@ def id_column(columns: list[str], cfg: TabularConfig) -> str:
             return name
     raise ValueError(
         f"table has no id column (one of {', '.join(cfg.id_columns)}); "
-        f"columns: {', '.join(columns)}"
+        f"columns: {_column_list(columns)}"
     )
 
 
@@ -132,7 +138,7 @@ def _vectors(table: object, cfg: TabularConfig | RunConfig) -> tuple[pa.Array, n
     if not present:
         raise ValueError(
             f"table has none of the audio feature columns ({', '.join(cfg.audio_features)}); "
-            f"columns: {', '.join(columns)}"
+            f"columns: {_column_list(columns)}"
         )
     n = table.num_rows
     if n == 0:
