@@ -62,12 +62,14 @@ def unknown_id_message(track_id: str, track_ids: np.ndarray, source: str = "") -
 
 
 def l2_normalize_inplace(X: np.ndarray, block_rows: int = BLOCK_ROWS) -> np.ndarray:
-    """Divide each row by its norm, block by block; non-finite values become 0 first and zero
-    rows stay zero. Returns X."""
+    """Divide each row by its norm, block by block; a block holding non-finite values has them
+    zeroed first, and zero rows stay zero. Returns X."""
     for start in range(0, len(X), block_rows):
         b = X[start : start + block_rows]
-        np.nan_to_num(b, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        norms = np.sqrt(np.einsum("ij,ij->i", b, b, dtype=np.float64)).astype(np.float32)
+        norms = np.sqrt(np.einsum("ij,ij->i", b, b))
+        if not np.isfinite(norms).all():
+            np.nan_to_num(b, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            norms = np.sqrt(np.einsum("ij,ij->i", b, b))
         norms[norms == 0] = 1.0
         b /= norms[:, None]
     return X
