@@ -153,7 +153,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """SIGTERM each node's process group, SIGKILL what is left after a grace period."""
-        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for sig, grace in ((signal.SIGTERM, 4.0), (signal.SIGKILL, 5.0)):
             for proc in self.procs:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, sig)
