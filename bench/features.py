@@ -29,7 +29,11 @@ import numpy as np  # noqa: E402
 from soundclust_ray.audio import load_audio  # noqa: E402
 from soundclust_ray.config import FeaturesConfig  # noqa: E402
 from soundclust_ray.features import reference  # noqa: E402
-from soundclust_ray.features.registry import FAMILIES  # noqa: E402
+from soundclust_ray.features.registry import (  # noqa: E402
+    compute_family,
+    decode_rates,
+    get_families,
+)
 
 DATA = (
     Path(
@@ -60,14 +64,11 @@ def naive_all(path: Path) -> dict[str, float]:
 
 def fast(names: tuple[str, ...], path: Path) -> dict[str, float]:
     """What the feature stage does: one decode per distinct rate, then each family."""
-    by_rate: dict[int, list] = defaultdict(list)
-    for name in names:
-        by_rate[FAMILIES[name].sample_rate(CFG)].append(FAMILIES[name])
+    families = get_families(names)
+    signals = {rate: load_audio(path, rate) for rate in decode_rates(families, CFG)}
     out: dict[str, float] = {}
-    for sr, families in by_rate.items():
-        y = load_audio(path, sr)
-        for family in families:
-            out |= family.compute(y, sr, CFG)
+    for family in families:
+        out |= compute_family(family, signals, CFG)
     return out
 
 

@@ -79,9 +79,9 @@ class SoundspaceConfig:
     """The 56 rhythm/spectral/tonal features of seed 000 (librosa + essentia)."""
 
     sample_rate: int = 22050
-    """Decode rate; the spectral group is computed here (seed 000's SAMPLE_RATE)."""
+    """Rate of the spectral group's own decode (seed 000's SAMPLE_RATE)."""
     essentia_sample_rate: int = 44100
-    """Rhythm and tonal groups run at this rate, resampled from the decode (ESSENTIA_SR)."""
+    """Main decode rate; rhythm and tonal groups run here (seed 000's ESSENTIA_SR)."""
 
 
 @dataclass(frozen=True)

@@ -91,24 +91,47 @@ def test_columns_keep_seed_names_and_groups():
 def test_soundspace_matches_seed_reference(shared_data, clip):
     path = shared_data / "gtzan_mini" / clip
     seconds = 12.0
+    # the seed's two decodes: 44.1 kHz (rhythm, tonal) and 22.05 kHz (spectral)
+    y44 = load_audio(path, CFG.essentia_sample_rate)[: int(seconds * CFG.essentia_sample_rate)]
     y22 = load_audio(path, CFG.sample_rate)[: int(seconds * CFG.sample_rate)]
-    fast = compute_soundspace(y22, CFG.sample_rate, CFG)
-    ref = soundspace_reference(y22, resample(y22, CFG.sample_rate, CFG.essentia_sample_rate), CFG)
+    fast = compute_soundspace(y44, CFG.essentia_sample_rate, CFG, y_spectral=y22)
+    ref = soundspace_reference(y22, y44, CFG)
     assert list(fast) == soundspace_columns()
     assert mismatches(fast, ref, RTOL, ATOL, exact=EXACT) == []
     assert fast["soundspace__beats_loudness_mean"] > 0, "beats loudness must not be the seed's 0"
 
 
-def test_one_decode_plus_resampling_is_the_seeds_second_decode(shared_data):
-    path = shared_data / "gtzan_mini" / "hiphop.00000.wav"
-    y22 = load_audio(path, CFG.sample_rate)
-    y44 = load_audio(path, CFG.essentia_sample_rate)
-    np.testing.assert_array_equal(resample(y22, CFG.sample_rate, CFG.essentia_sample_rate), y44)
+def test_registry_hands_soundspace_both_decodes(shared_data):
+    from soundclust_ray.config import FeaturesConfig
+    from soundclust_ray.features.registry import FAMILIES, compute_family, decode_rates
+
+    features = FeaturesConfig(families=("timbre", "soundspace"))
+    family = FAMILIES["soundspace"]
+    assert decode_rates([FAMILIES["timbre"], family], features) == [22050, 44100]
+    path = shared_data / "gtzan_mini" / "jazz.00000.wav"
+    signals = {r: load_audio(path, r)[: 6 * r] for r in (22050, 44100)}
+    via_registry = compute_family(family, signals, features)
+    direct = compute_soundspace(signals[44100], 44100, CFG, y_spectral=signals[22050])
+    assert via_registry == direct
+
+
+def test_without_the_second_decode_a_44k_source_gives_the_same_values(tmp_path, shared_data):
+    """The fallback resamples the 44.1 kHz decode: exactly the seed's 22.05 kHz decode when
+    the source is at 44.1 kHz (22.05 kHz sources lose their top band, so the registry passes
+    the real second decode)."""
+    import soundfile as sf
+
+    y, sr = sf.read(shared_data / "gtzan_mini" / "rock.00000.wav", dtype="float32")
+    source = tmp_path / "rock_44k.wav"
+    sf.write(source, resample(y[: 6 * sr], sr, 44100), 44100, subtype="FLOAT")
+    y44, y22 = load_audio(source, 44100), load_audio(source, 22050)
+    np.testing.assert_array_equal(resample(y44, 44100, 22050), y22)
+    assert compute_soundspace(y44, 44100, CFG) == compute_soundspace(y44, 44100, CFG, y22)
 
 
 def test_key_encoding_is_on_the_unit_circle(shared_data):
-    y = load_audio(shared_data / "gtzan_mini" / "pop.00000.wav", CFG.sample_rate)[: 8 * 22050]
-    values = compute_soundspace(y, CFG.sample_rate, CFG)
+    y = load_audio(shared_data / "gtzan_mini" / "pop.00000.wav", 44100)[: 8 * 44100]
+    values = compute_soundspace(y, 44100, CFG)
     assert values["soundspace__key_cos"] ** 2 + values["soundspace__key_sin"] ** 2 == (
         pytest.approx(1.0, abs=1e-6)
     )

@@ -1,7 +1,10 @@
-"""Feature family names → their sample rate, output columns and pure compute function.
+"""Feature family names → their sample rates, output columns and pure compute function.
 
-The stage decodes each track once per distinct sample rate among the requested families and
-hands the same signal to every family at that rate.
+The stage decodes each track once per distinct rate among the requested families
+(``decode_rates``) and hands every family its signals (``compute_family``). A family reads
+its main rate and may read further ones (soundspace: 44.1 kHz for rhythm and tonal features,
+22.05 kHz for spectral ones, as its seed decodes twice); given only its main signal
+(``family.compute(y, sr, cfg)``), it resamples that instead.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ class FeatureFamily:
     description: str
     sample_rate: Callable[[FeaturesConfig], int]
     columns: Callable[[FeaturesConfig], list[str]]
-    compute: Callable[[np.ndarray, int, FeaturesConfig], dict[str, float]]
+    compute: Callable[..., dict[str, float]]
+    """``compute(y, sr, cfg, extra=None)``; ``extra`` maps further rates to their signals."""
+    extra_rates: Callable[[FeaturesConfig], tuple[int, ...]] = lambda cfg: ()
+    """Rates besides ``sample_rate`` the family reads when the caller has them decoded."""
 
 
 FAMILIES: dict[str, FeatureFamily] = {
@@ -34,7 +40,7 @@ FAMILIES: dict[str, FeatureFamily] = {
         description="seed 002: 64 mel dB + 20 MFCC + 6 spectral stats, mean and std (180)",
         sample_rate=lambda cfg: cfg.timbre.sample_rate,
         columns=lambda cfg: timbre_columns(cfg.timbre),
-        compute=lambda y, sr, cfg: compute_timbre(y, sr, cfg.timbre),
+        compute=lambda y, sr, cfg, extra=None: compute_timbre(y, sr, cfg.timbre),
     ),
     "classic": FeatureFamily(
         name="classic",
@@ -44,7 +50,7 @@ FAMILIES: dict[str, FeatureFamily] = {
         ),
         sample_rate=lambda cfg: cfg.classic.sample_rate,
         columns=lambda cfg: classic_columns(cfg.classic),
-        compute=lambda y, sr, cfg: compute_classic(y, sr, cfg.classic),
+        compute=lambda y, sr, cfg, extra=None: compute_classic(y, sr, cfg.classic),
     ),
     "soundspace": FeatureFamily(
         name="soundspace",
@@ -53,9 +59,12 @@ FAMILIES: dict[str, FeatureFamily] = {
             "loudness), spectral 10 (MFCC, centroid, contrast, inharmonicity), tonal 23 "
             "(chroma, HPCP, key) via librosa + essentia (56)"
         ),
-        sample_rate=lambda cfg: cfg.soundspace.sample_rate,
+        sample_rate=lambda cfg: cfg.soundspace.essentia_sample_rate,
         columns=lambda cfg: soundspace_columns(),
-        compute=lambda y, sr, cfg: compute_soundspace(y, sr, cfg.soundspace),
+        compute=lambda y, sr, cfg, extra=None: compute_soundspace(
+            y, sr, cfg.soundspace, y_spectral=(extra or {}).get(cfg.soundspace.sample_rate)
+        ),
+        extra_rates=lambda cfg: (cfg.soundspace.sample_rate,),
     ),
 }
 
@@ -73,3 +82,22 @@ def get_families(names: tuple[str, ...] | list[str]) -> list[FeatureFamily]:
 def feature_columns(cfg: FeaturesConfig) -> list[str]:
     """All output columns of the configured families, in order."""
     return [c for fam in get_families(cfg.families) for c in fam.columns(cfg)]
+
+
+def decode_rates(families: list[FeatureFamily], cfg: FeaturesConfig) -> list[int]:
+    """Every distinct rate the families read (main and extra), in first-use order."""
+    rates: list[int] = []
+    for family in families:
+        for rate in (family.sample_rate(cfg), *family.extra_rates(cfg)):
+            if rate not in rates:
+                rates.append(rate)
+    return rates
+
+
+def compute_family(
+    family: FeatureFamily, signals: dict[int, np.ndarray], cfg: FeaturesConfig
+) -> dict[str, float]:
+    """Run one family on a track decoded at ``decode_rates`` (``signals``: rate → samples)."""
+    rate = family.sample_rate(cfg)
+    extra = {r: signals[r] for r in family.extra_rates(cfg) if r in signals}
+    return family.compute(signals[rate], rate, cfg, extra=extra)

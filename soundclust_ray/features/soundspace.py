@@ -4,9 +4,9 @@ Names and groups are the seed's (rhythm 23, spectral 10, tonal 23), each prefixe
 ``soundspace__``; the algorithms and parameters follow the extractor the seed's notebook
 imports (``features/audio/{rhythm,spectral,tonal}.py`` of the public katjpg/soundspace
 repository, whose output CSV has exactly these 56 columns). Like the seed, rhythm and tonal
-features are computed at 44.1 kHz and the spectral ones at 22.05 kHz; the family is decoded
-once at ``sample_rate`` and resampled to ``essentia_sample_rate`` here (for a 22.05 kHz
-source this is exactly the seed's second decode).
+features are computed at 44.1 kHz (``essentia_sample_rate``, the family's decode rate) and
+the spectral ones at 22.05 kHz (``sample_rate``, a second decode the stage shares with
+timbre/classic; see ``compute_soundspace`` for the fallback).
 
 What is faster than the seed, without changing what is computed:
 
@@ -351,21 +351,32 @@ def _tonal(y44, sr44, power44, kit: _Essentia) -> dict[str, float]:
     return out
 
 
-def compute_soundspace(y: np.ndarray, sr: int, cfg: SoundspaceConfig) -> dict[str, float]:
-    """The 56 seed-000 features of one mono signal decoded at ``cfg.sample_rate``.
+def compute_soundspace(
+    y: np.ndarray, sr: int, cfg: SoundspaceConfig, y_spectral: np.ndarray | None = None
+) -> dict[str, float]:
+    """The 56 seed-000 features of one mono signal.
+
+    ``y`` (any rate, normally ``essentia_sample_rate``) feeds the rhythm and tonal groups,
+    resampled to ``essentia_sample_rate`` if needed; ``y_spectral`` is the track decoded at
+    ``sample_rate`` for the spectral group. The seed decodes the file at both rates; without
+    ``y_spectral`` the spectral group uses ``y`` resampled, identical for sources at 44.1 kHz
+    but band-limited for 22.05 kHz sources (their top ~1 kHz is lost in the round trip).
 
     Raises:
         FeatureError: the signal is empty, not mono, holds non-finite samples, or a feature
             came out non-finite.
     """
     y = dsp.check_signal(y, FAMILY)
-    sr44 = cfg.essentia_sample_rate
+    sr44, sr22 = cfg.essentia_sample_rate, cfg.sample_rate
     y44 = resample(y, sr, sr44)
-    kit = _essentia(sr44, sr)
+    y22 = resample(y, sr, sr22) if y_spectral is None else dsp.check_signal(y_spectral, FAMILY)
+    kit = _essentia(sr44, sr22)
     power44 = dsp.stft_magnitude(y44, N_FFT, HOP) ** 2
     mel_db44 = dsp.power_to_db(dsp.mel_power(power44, sr44, 128), ref_max=False)
     raw = (
-        _rhythm(y44, sr44, mel_db44, kit) | _spectral(y, sr, kit) | _tonal(y44, sr44, power44, kit)
+        _rhythm(y44, sr44, mel_db44, kit)
+        | _spectral(y22, sr22, kit)
+        | _tonal(y44, sr44, power44, kit)
     )
     out = {f"{FAMILY}__{k}": float(np.float32(raw[k])) for k in (*RHYTHM, *SPECTRAL, *TONAL)}
     return dsp.finite_or_raise(out, FAMILY)
