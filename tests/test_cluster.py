@@ -73,6 +73,9 @@ def test_cluster_yaml_setup_installs_this_checkout():
     assert (REPO / "pyproject.toml").exists()
     start = " ".join(cfg["head_start_ray_commands"])
     assert "ray start --head" in start and "--dashboard-host=127.0.0.1" in start
+    for commands in (cfg["head_start_ray_commands"], cfg["worker_start_ray_commands"]):
+        assert "RAY_AUTH_MODE=token" in commands[-1]
+    assert any(remote.endswith(".ray/auth_token") for remote in mounts)
 
 
 def free_ports(n: int) -> list[int]:
