@@ -308,13 +308,18 @@ def _spectral(y22, sr22, kit: _Essentia) -> dict[str, float]:
     out["spectral_centroid_mean"], out["spectral_centroid_std"] = _stats32(centroid)
     contrast = librosa.feature.spectral_contrast(S=mag, sr=sr22)
     out["spectral_contrast_mean"] = float(np.mean(np.asarray(contrast, dtype=np.float32)))
+    # Per-frame essentia calls go straight to ``__compute__``: the Python wrapper re-checks
+    # and converts argument types on every call (~40 % of these loops), and the rows of
+    # ``_frame_spectra`` are already the C-contiguous float32 vectors it would produce.
+    pitch_of, peaks_of = kit.pitch.__compute__, kit.inharm_peaks.__compute__
+    harmonics_of, inharmonicity_of = kit.harmonic_peaks.__compute__, kit.inharmonicity.__compute__
     values = []
     for spec in _frame_spectra(y22, kit.inharm_window, INHARM_HOP, drop_last=False):
-        pitch, _ = kit.pitch(spec)
-        frequencies, magnitudes = kit.inharm_peaks(spec)
+        pitch, _ = pitch_of(spec)
+        frequencies, magnitudes = peaks_of(spec)
         if pitch <= 0 or len(frequencies) == 0:
             continue
-        values.append(kit.inharmonicity(*kit.harmonic_peaks(frequencies, magnitudes, pitch)))
+        values.append(inharmonicity_of(*harmonics_of(frequencies, magnitudes, pitch)))
     out["inharmonicity_mean"], out["inharmonicity_std"] = _stats32(np.array(values))
     return out
 
@@ -326,8 +331,9 @@ def _tonal(y44, sr44, power44, kit: _Essentia) -> dict[str, float]:
     for name, degrees in (("major_alignment", MAJOR_DEGREES), ("minor_alignment", MINOR_DEGREES)):
         picked = float(np.sum(chroma_mean.astype(np.float64)[list(degrees)]))
         out[name] = picked / total if total > 0 else 0.0
+    hpcp_of, peaks_of = kit.hpcp.__compute__, kit.hpcp_peaks.__compute__  # see _spectral
     frames = [
-        kit.hpcp(*kit.hpcp_peaks(spec))
+        hpcp_of(*peaks_of(spec))
         for spec in _frame_spectra(y44, kit.hpcp_window, HPCP_HOP, drop_last=False)
     ]
     matrix = np.asarray(frames, dtype=np.float32).reshape(-1, 12)
