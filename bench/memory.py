@@ -55,8 +55,19 @@ def tree_rss(root: psutil.Process) -> tuple[int, int]:
 
 
 def measure(corpus: Path, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "soundclust_ray.cli", "run", str(corpus), "--out", str(out),
-           "--no-analysis", "--quiet", "--shard-rows", "64"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "soundclust_ray.cli",
+        "run",
+        str(corpus),
+        "--out",
+        str(out),
+        "--no-analysis",
+        "--quiet",
+        "--shard-rows",
+        "64",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = psutil.Process(proc.pid)
@@ -97,13 +108,19 @@ def main() -> int:
             results[n] = measure(corpus, work / f"out_{n}")
             r = results[n]
             matrix = n * 180 * 4
-            print(f"{n:>6} tracks: peak driver RSS {r['driver'] / mib:7.1f} MiB, whole tree "
-                  f"{r['tree'] / mib:7.1f} MiB, {r['seconds']:.1f} s, {n / r['seconds']:.1f} tracks/s "
-                  f"(final matrix {matrix / mib:.2f} MiB)", flush=True)
+            print(
+                f"{n:>6} tracks: peak driver RSS {r['driver'] / mib:7.1f} MiB, whole tree "
+                f"{r['tree'] / mib:7.1f} MiB, {r['seconds']:.1f} s, "
+                f"{n / r['seconds']:.1f} tracks/s "
+                f"(final matrix {matrix / mib:.2f} MiB)",
+                flush=True,
+            )
         small, large = results[sizes[0]], results[sizes[-1]]
-        print(f"growth {sizes[0]} → {sizes[-1]} tracks ({sizes[-1] / sizes[0]:.0f}× the data): "
-              f"driver {large['driver'] / small['driver']:.2f}×, whole tree "
-              f"{large['tree'] / small['tree']:.2f}× (goal: ≈ 1×)")
+        print(
+            f"growth {sizes[0]} → {sizes[-1]} tracks ({sizes[-1] / sizes[0]:.0f}× the data): "
+            f"driver {large['driver'] / small['driver']:.2f}×, whole tree "
+            f"{large['tree'] / small['tree']:.2f}× (goal: ≈ 1×)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -40,6 +40,7 @@ def serial_loop(manifest: pd.DataFrame, cfg: RunConfig) -> float:
 def ray_run(manifest: pd.DataFrame, cfg: RunConfig, actors: int) -> float:
     out = tempfile.mkdtemp(prefix="bench_pipeline_")
     try:
+
         def build(ds):
             return map_stage(ds, FeatureStage, cfg, feature_resources(cfg), actors)
 
@@ -60,16 +61,22 @@ def main() -> int:
     args = parser.parse_args()
     base = RunConfig()
     cfg = dataclasses.replace(
-        base, batch_size=1,
-        features=dataclasses.replace(base.features, families=tuple(args.families.split(","))))
+        base,
+        batch_size=1,
+        features=dataclasses.replace(base.features, families=tuple(args.families.split(","))),
+    )
     manifest = build_manifest(str(GTZAN / "labels.csv")).iloc[: args.clips]
-    manifest = pd.concat([manifest.assign(track_id=manifest["track_id"] + f"#{r}")
-                          for r in range(args.repeat)], ignore_index=True)
+    manifest = pd.concat(
+        [manifest.assign(track_id=manifest["track_id"] + f"#{r}") for r in range(args.repeat)],
+        ignore_index=True,
+    )
     init_ray(quiet=True)
     cores = cluster_cpus()
     n = len(manifest)
-    print(f"{n} tracks (GTZAN 30 s clips), families={args.families}, {cores} cores, "
-          f"{os.cpu_count()} visible CPUs")
+    print(
+        f"{n} tracks (GTZAN 30 s clips), families={args.families}, {cores} cores, "
+        f"{os.cpu_count()} visible CPUs"
+    )
     ray_run(manifest.iloc[: min(4, n)], cfg, 1)  # warm Ray Data and the worker pool
     loop_s = serial_loop(manifest, cfg)
     one_s = ray_run(manifest, cfg, 1)
@@ -80,8 +87,10 @@ def main() -> int:
     overhead = one_s / loop_s - 1
     speedup = loop_s / all_s
     print(f"  Ray overhead at 1 actor: {overhead:+.1%} (goal ≤ +10 %)")
-    print(f"  speed-up with {cores} actors over the loop: {speedup:.2f}× "
-          f"= {speedup / cores:.2f} × cores (goal ≥ 0.80 × cores)")
+    print(
+        f"  speed-up with {cores} actors over the loop: {speedup:.2f}× "
+        f"= {speedup / cores:.2f} × cores (goal ≥ 0.80 × cores)"
+    )
     return 0
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -58,30 +57,57 @@ def _pca_value(text: str) -> float | int | None:
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``analyze``."""
     d = AnalysisConfig()
-    p.add_argument("--k", type=_k_value, default=d.k,
-                   help="k-means clusters, or 'auto' to pick k by silhouette over "
-                        f"{d.k_auto_range[0]}..{d.k_auto_range[1]}")
-    p.add_argument("--label-col", default=None,
-                   help="manifest column with known labels: adds NMI/ARI/homogeneity/completeness")
-    p.add_argument("--matrix", default=d.matrix,
-                   choices=["auto", "features", "embeddings", "both", "tabular"],
-                   help="what to cluster; auto = embeddings when present, else features")
-    p.add_argument("--pca", type=_pca_value, default=d.pca,
-                   help="PCA before clustering: N components or a variance fraction like 0.95")
-    p.add_argument("--fit-sample", type=int, default=d.fit_sample,
-                   help="above this many rows HDBSCAN/UMAP are fitted on a seeded sample")
-    p.add_argument("--min-cluster-size", type=int, default=d.hdbscan_min_cluster_size,
-                   help="HDBSCAN min_cluster_size")
-    p.add_argument("--min-samples", type=int, default=d.hdbscan_min_samples,
-                   help="HDBSCAN min_samples")
+    p.add_argument(
+        "--k",
+        type=_k_value,
+        default=d.k,
+        help="k-means clusters, or 'auto' to pick k by silhouette over "
+        f"{d.k_auto_range[0]}..{d.k_auto_range[1]}",
+    )
+    p.add_argument(
+        "--label-col",
+        default=None,
+        help="manifest column with known labels: adds NMI/ARI/homogeneity/completeness",
+    )
+    p.add_argument(
+        "--matrix",
+        default=d.matrix,
+        choices=["auto", "features", "embeddings", "both", "tabular"],
+        help="what to cluster; auto = embeddings when present, else features",
+    )
+    p.add_argument(
+        "--pca",
+        type=_pca_value,
+        default=d.pca,
+        help="PCA before clustering: N components or a variance fraction like 0.95",
+    )
+    p.add_argument(
+        "--fit-sample",
+        type=int,
+        default=d.fit_sample,
+        help="above this many rows HDBSCAN/UMAP are fitted on a seeded sample",
+    )
+    p.add_argument(
+        "--min-cluster-size",
+        type=int,
+        default=d.hdbscan_min_cluster_size,
+        help="HDBSCAN min_cluster_size",
+    )
+    p.add_argument(
+        "--min-samples", type=int, default=d.hdbscan_min_samples, help="HDBSCAN min_samples"
+    )
 
 
 def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
     """AnalysisConfig from parsed options (fields absent from the dataclass are ignored)."""
     names = {f.name for f in dataclasses.fields(AnalysisConfig)}
     values = {
-        "k": args.k, "matrix": args.matrix, "pca": args.pca, "fit_sample": args.fit_sample,
-        "hdbscan_min_cluster_size": args.min_cluster_size, "hdbscan_min_samples": args.min_samples,
+        "k": args.k,
+        "matrix": args.matrix,
+        "pca": args.pca,
+        "fit_sample": args.fit_sample,
+        "hdbscan_min_cluster_size": args.min_cluster_size,
+        "hdbscan_min_samples": args.min_samples,
     }
     extra = {"backend": getattr(args, "backend", None), "weights": getattr(args, "weights", None)}
     values.update({k: v for k, v in extra.items() if v is not None})
@@ -90,38 +116,92 @@ def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options of ``run`` (and ``demo``) that shape the pipeline."""
-    fd, clap, mn, audio, run = FeaturesConfig(), ClapEmbedConfig(), MusicnnConfig(), AudioConfig(), RunConfig()
-    p.add_argument("--features", type=_csv_tuple, default=fd.families,
-                   help="comma-separated signal feature families (timbre, classic, soundspace) "
-                        "or 'none'")
-    p.add_argument("--chunk-level", action="store_true",
-                   help="also write one row per classic 5 s chunk (chunk-level clustering)")
-    p.add_argument("--embed", type=_csv_tuple, default=(),
-                   help="comma-separated embedding backends (clap, musicnn) or 'none'")
+    fd, clap, mn, audio, run = (
+        FeaturesConfig(),
+        ClapEmbedConfig(),
+        MusicnnConfig(),
+        AudioConfig(),
+        RunConfig(),
+    )
+    p.add_argument(
+        "--features",
+        type=_csv_tuple,
+        default=fd.families,
+        help="comma-separated signal feature families (timbre, classic, soundspace) or 'none'",
+    )
+    p.add_argument(
+        "--chunk-level",
+        action="store_true",
+        help="also write one row per classic 5 s chunk (chunk-level clustering)",
+    )
+    p.add_argument(
+        "--embed",
+        type=_csv_tuple,
+        default=(),
+        help="comma-separated embedding backends (clap, musicnn) or 'none'",
+    )
     p.add_argument("--clap-model", default=clap.model, help="CLAP hub id or local directory")
     p.add_argument("--clap-window", type=float, default=clap.window_s, help="CLAP window, seconds")
-    p.add_argument("--max-windows", type=int, default=clap.max_windows,
-                   help="at most this many CLAP windows per track")
-    p.add_argument("--clap-batch", type=int, default=clap.batch_size, help="CLAP windows per forward pass")
-    p.add_argument("--clap-strategy", default=clap.strategy, choices=["chunk_average", "chunk_level"],
-                   help="mean of window embeddings per track, or one row per window + majority vote")
-    p.add_argument("--musicnn-model", default=mn.model, choices=["MSD_musicnn", "MTT_musicnn"],
-                   help="musicnn tagger weights")
-    p.add_argument("--musicnn-pool", default=mn.pool, choices=["mean", "max"],
-                   help="how patch embeddings become one track vector")
-    p.add_argument("--max-duration", type=float, default=audio.max_duration_s,
-                   help="decode at most this many seconds per track (bounded memory)")
+    p.add_argument(
+        "--max-windows",
+        type=int,
+        default=clap.max_windows,
+        help="at most this many CLAP windows per track",
+    )
+    p.add_argument(
+        "--clap-batch", type=int, default=clap.batch_size, help="CLAP windows per forward pass"
+    )
+    p.add_argument(
+        "--clap-strategy",
+        default=clap.strategy,
+        choices=["chunk_average", "chunk_level"],
+        help="mean of window embeddings per track, or one row per window + majority vote",
+    )
+    p.add_argument(
+        "--musicnn-model",
+        default=mn.model,
+        choices=["MSD_musicnn", "MTT_musicnn"],
+        help="musicnn tagger weights",
+    )
+    p.add_argument(
+        "--musicnn-pool",
+        default=mn.pool,
+        choices=["mean", "max"],
+        help="how patch embeddings become one track vector",
+    )
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        default=audio.max_duration_s,
+        help="decode at most this many seconds per track (bounded memory)",
+    )
     p.add_argument("--limit", type=int, default=None, help="process only the first N manifest rows")
-    p.add_argument("--batch-size", type=int, default=run.batch_size, help="tracks per Ray Data batch")
-    p.add_argument("--shard-rows", type=int, default=run.shard_rows, help="tracks per Parquet shard")
-    p.add_argument("--num-cpus", type=int, default=None,
-                   help="CPUs of the embedded local Ray (default: all); ignored with RAY_ADDRESS")
-    p.add_argument("--max-error-rate", type=float, default=run.max_error_rate,
-                   help="exit with code 3 when more than this fraction of tracks failed")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete OUT's previous results instead of resuming")
-    p.add_argument("--allow-outside-root", action="store_true",
-                   help="let manifest paths point outside the manifest's folder")
+    p.add_argument(
+        "--batch-size", type=int, default=run.batch_size, help="tracks per Ray Data batch"
+    )
+    p.add_argument(
+        "--shard-rows", type=int, default=run.shard_rows, help="tracks per Parquet shard"
+    )
+    p.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="CPUs of the embedded local Ray (default: all); ignored with RAY_ADDRESS",
+    )
+    p.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=run.max_error_rate,
+        help="exit with code 3 when more than this fraction of tracks failed",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete OUT's previous results instead of resuming"
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="let manifest paths point outside the manifest's folder",
+    )
     p.add_argument("--no-analysis", action="store_true", help="stop after writing the shards")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-step messages")
 
@@ -132,16 +212,28 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     features = dataclasses.replace(d.features, families=args.features, chunk_level=args.chunk_level)
     embed = EmbedConfig(
         backends=args.embed,
-        clap=dataclasses.replace(d.embed.clap, model=args.clap_model, window_s=args.clap_window,
-                                 max_windows=args.max_windows, batch_size=args.clap_batch,
-                                 strategy=args.clap_strategy),
-        musicnn=dataclasses.replace(d.embed.musicnn, model=args.musicnn_model, pool=args.musicnn_pool),
+        clap=dataclasses.replace(
+            d.embed.clap,
+            model=args.clap_model,
+            window_s=args.clap_window,
+            max_windows=args.max_windows,
+            batch_size=args.clap_batch,
+            strategy=args.clap_strategy,
+        ),
+        musicnn=dataclasses.replace(
+            d.embed.musicnn, model=args.musicnn_model, pool=args.musicnn_pool
+        ),
     )
     return dataclasses.replace(
-        d, features=features, embed=embed,
+        d,
+        features=features,
+        embed=embed,
         audio=dataclasses.replace(d.audio, max_duration_s=args.max_duration),
-        analysis=analysis_config(args), source=getattr(args, "source", "audio"),
-        batch_size=args.batch_size, shard_rows=args.shard_rows, max_error_rate=args.max_error_rate,
+        analysis=analysis_config(args),
+        source=getattr(args, "source", "audio"),
+        batch_size=args.batch_size,
+        shard_rows=args.shard_rows,
+        max_error_rate=args.max_error_rate,
     )
 
 
@@ -157,10 +249,14 @@ def execute_run(input_path: str, out: str, args: argparse.Namespace) -> int:
 
     cfg = run_config(args)
     started = time.perf_counter()
-    manifest = build_manifest(input_path, allow_outside_root=args.allow_outside_root, limit=args.limit)
+    manifest = build_manifest(
+        input_path, allow_outside_root=args.allow_outside_root, limit=args.limit
+    )
     if args.label_col and args.label_col not in manifest.columns:
-        raise UserError(f"--label-col {args.label_col!r} is not a manifest column "
-                        f"(columns: {', '.join(c for c in manifest.columns if c != 'invalid_reason')})")
+        raise UserError(
+            f"--label-col {args.label_col!r} is not a manifest column "
+            f"(columns: {', '.join(c for c in manifest.columns if c != 'invalid_reason')})"
+        )
     from soundclust_ray.features.registry import get_families
 
     try:
@@ -169,8 +265,14 @@ def execute_run(input_path: str, out: str, args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     say(args, f"{len(manifest)} tracks in {input_path}")
     init_ray(num_cpus=args.num_cpus, quiet=args.quiet)
-    info = run_pipeline(manifest, out, cfg, overwrite=args.overwrite, input_desc=input_path,
-                        progress=lambda t: say(args, t))
+    info = run_pipeline(
+        manifest,
+        out,
+        cfg,
+        overwrite=args.overwrite,
+        input_desc=input_path,
+        progress=lambda t: say(args, t),
+    )
     metrics = None
     if not args.no_analysis:
         from soundclust_ray.analysis.driver import analyze
@@ -180,8 +282,11 @@ def execute_run(input_path: str, out: str, args: argparse.Namespace) -> int:
     print_summary(out, info, metrics, total)
     n_rows = max(1, info["n_input_rows"])
     if info["n_failed"] / n_rows > cfg.max_error_rate:
-        print(f"error: {info['n_failed']} of {n_rows} tracks failed, more than --max-error-rate "
-              f"{cfg.max_error_rate:.0%}; see {os.path.join(out, 'errors.parquet')}", file=sys.stderr)
+        print(
+            f"error: {info['n_failed']} of {n_rows} tracks failed, more than --max-error-rate "
+            f"{cfg.max_error_rate:.0%}; see {os.path.join(out, 'errors.parquet')}",
+            file=sys.stderr,
+        )
         return EXIT_TOO_MANY_FAILURES
     return 0
 
@@ -191,24 +296,46 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
     lines = ["", "── soundclust summary " + "─" * 40]
     for product, p in info["products"].items():
         nodes = len(p["tracks_per_node"])
-        lines.append(f"  {product:<22} {p['written']:>6} written  {p['skipped']:>6} resumed  "
-                     f"{p['failed']:>4} failed  {p['seconds']:7.1f} s  on {nodes} node(s)")
-    lines.append(f"  {info['n_failed']} tracks failed" + (" (see errors.parquet)" if info["n_failed"] else ""))
+        lines.append(
+            f"  {product:<22} {p['written']:>6} written  {p['skipped']:>6} resumed  "
+            f"{p['failed']:>4} failed  {p['seconds']:7.1f} s  on {nodes} node(s)"
+        )
+    lines.append(
+        f"  {info['n_failed']} tracks failed"
+        + (" (see errors.parquet)" if info["n_failed"] else "")
+    )
     if metrics:
+
         def fmt(v):
             return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
-        lines.append(f"  tracks clustered: {metrics.get('n_tracks')}   k = {metrics.get('k')}   "
-                     f"silhouette = {fmt(metrics.get('silhouette'))}")
-        lines.append(f"  HDBSCAN clusters: {fmt(metrics.get('n_hdbscan_clusters'))}   "
-                     f"noise fraction = {fmt(metrics.get('noise_fraction'))}")
+        lines.append(
+            f"  tracks clustered: {metrics.get('n_tracks')}   k = {metrics.get('k')}   "
+            f"silhouette = {fmt(metrics.get('silhouette'))}"
+        )
+        lines.append(
+            f"  HDBSCAN clusters: {fmt(metrics.get('n_hdbscan_clusters'))}   "
+            f"noise fraction = {fmt(metrics.get('noise_fraction'))}"
+        )
         if metrics.get("label_col"):
-            lines.append(f"  vs labels '{metrics['label_col']}' (k-means): NMI = {fmt(metrics.get('nmi'))}"
-                         f"   ARI = {fmt(metrics.get('ari'))}")
+            lines.append(
+                f"  vs labels '{metrics['label_col']}' (k-means): NMI = {fmt(metrics.get('nmi'))}"
+                f"   ARI = {fmt(metrics.get('ari'))}"
+            )
     lines.append(f"  total time {seconds:.1f} s")
     lines.append(f"  outputs in {out}/:")
-    for name in ("clusters.parquet", "metrics.json", "report.html", "errors.parquet",
-                 "features/", "embeddings/", "oof.parquet", "run.json"):
+    for name in (
+        "clusters.parquet",
+        "metrics.json",
+        "report.html",
+        "errors.parquet",
+        "features/",
+        "embeddings/",
+        "oof.parquet",
+        "oof/",
+        "id_to_index.json",
+        "run.json",
+    ):
         if os.path.exists(os.path.join(out, name)) or "://" in out:
             lines.append(f"    {name}")
     print("\n".join(lines), flush=True)
@@ -243,7 +370,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if not os.path.exists(os.path.join(args.out, "manifest.parquet")) and "://" not in args.out:
         raise UserError(f"{args.out} has no manifest.parquet: run `soundclust run` first")
-    metrics = analyze(args.out, analysis_config(args), label_col=args.label_col, progress=not args.quiet)
+    metrics = analyze(
+        args.out, analysis_config(args), label_col=args.label_col, progress=not args.quiet
+    )
     from soundclust_ray.pipeline import read_run_info
 
     info = read_run_info(args.out) or {"products": {}, "n_failed": metrics.get("n_failed", 0)}
@@ -252,61 +381,102 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    from soundclust_ray.analysis.search import format_similar, similar_tracks
+    from soundclust_ray.analysis.search import format_similar, format_similar_json, similar_tracks
 
     try:
-        table = similar_tracks(args.out, args.id, k=args.k, matrix=args.matrix)
-    except (KeyError, ValueError) as exc:
+        table = similar_tracks(
+            args.out,
+            args.id,
+            k=args.k,
+            matrix=args.matrix,
+            approximate=args.approximate,
+            nprobe=args.nprobe,
+        )
+    except (KeyError, ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc).strip("'\"")) from exc
-    if args.json:
-        print(json.dumps(table.to_dict(orient="records"), default=str, indent=2))
-    else:
-        print(format_similar(table))
+    print(format_similar_json(table) if args.json else format_similar(table))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="soundclust", formatter_class=fmt,
-        description="Music corpus → audio features, embeddings and clusters, on Ray Data.")
+        prog="soundclust",
+        formatter_class=fmt,
+        description="Music corpus → audio features, embeddings and clusters, on Ray Data.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", formatter_class=fmt, help="extract, embed and cluster a corpus",
-                         description="Extract features/embeddings of INPUT into OUT, then cluster.")
-    run.add_argument("input", help="audio folder (recursive), manifest (CSV/Parquet/JSONL with 'path'), "
-                                   "MSD HDF5 folder or manifest (--source msd), or feature table "
-                                   "(--source tabular)")
-    run.add_argument("--out", required=True, help="output folder (local path or s3://, gs://, file:// URI)")
-    run.add_argument("--source", default="audio", choices=["audio", "msd", "tabular"],
-                     help="what INPUT holds")
+    run = sub.add_parser(
+        "run",
+        formatter_class=fmt,
+        help="extract, embed and cluster a corpus",
+        description="Extract features/embeddings of INPUT into OUT, then cluster.",
+    )
+    run.add_argument(
+        "input",
+        help="audio folder (recursive), manifest (CSV/Parquet/JSONL with 'path'), "
+        "MSD HDF5 folder or manifest (--source msd), or feature table "
+        "(--source tabular)",
+    )
+    run.add_argument(
+        "--out", required=True, help="output folder (local path or s3://, gs://, file:// URI)"
+    )
+    run.add_argument(
+        "--source", default="audio", choices=["audio", "msd", "tabular"], help="what INPUT holds"
+    )
     add_run_options(run)
     add_analysis_options(run)
     run.set_defaults(func=cmd_run)
 
-    demo = sub.add_parser("demo", formatter_class=fmt, help="synthesize a labelled corpus and run on it",
-                          description="Synthesize 40 tracks in 4 styles and run the whole job on them: "
-                                      "timbre features and pretrained musicnn embeddings + tags.")
-    demo.add_argument("--out", default="demo_out", help="output folder (the corpus goes to OUT/corpus)")
+    demo = sub.add_parser(
+        "demo",
+        formatter_class=fmt,
+        help="synthesize a labelled corpus and run on it",
+        description="Synthesize 40 tracks in 4 styles and run the whole job on them: "
+        "timbre features and pretrained musicnn embeddings + tags.",
+    )
+    demo.add_argument(
+        "--out", default="demo_out", help="output folder (the corpus goes to OUT/corpus)"
+    )
     add_run_options(demo)
     add_analysis_options(demo)
     demo.set_defaults(func=cmd_demo, k=4, embed=("musicnn",))
 
-    analyze = sub.add_parser("analyze", formatter_class=fmt, help="(re)cluster an existing OUT",
-                             description="Gather OUT's shards and run the driver analysis again.")
+    analyze = sub.add_parser(
+        "analyze",
+        formatter_class=fmt,
+        help="(re)cluster an existing OUT",
+        description="Gather OUT's shards and run the driver analysis again.",
+    )
     analyze.add_argument("out", help="output folder of a previous run")
     add_analysis_options(analyze)
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.set_defaults(func=cmd_analyze)
 
-    similar = sub.add_parser("similar", formatter_class=fmt, help="nearest tracks to a track",
-                             description="Print the nearest tracks by cosine similarity.")
+    similar = sub.add_parser(
+        "similar",
+        formatter_class=fmt,
+        help="nearest tracks to a track",
+        description="Print the nearest tracks by cosine similarity.",
+    )
     similar.add_argument("out", help="output folder of a previous run")
     similar.add_argument("--id", required=True, help="track_id to query")
     similar.add_argument("--k", type=int, default=10, help="number of neighbours")
-    similar.add_argument("--matrix", default="auto",
-                         choices=["auto", "features", "embeddings", "tabular"], help="vectors to search")
-    similar.add_argument("--json", action="store_true", help="print JSON records")
+    similar.add_argument(
+        "--matrix",
+        default="auto",
+        help="vectors to search: auto, features, embeddings, embeddings:<backend>, tabular",
+    )
+    similar.add_argument(
+        "--approximate",
+        action="store_true",
+        help="use an IVF index instead of exact blocked search (large collections)",
+    )
+    similar.add_argument(
+        "--nprobe", type=int, default=8, help="IVF cells searched with --approximate"
+    )
+    similar.add_argument("--json", action="store_true", help="print strict JSON")
     similar.set_defaults(func=cmd_similar)
     return parser
 

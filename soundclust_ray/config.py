@@ -106,7 +106,7 @@ class ClapEmbedConfig:
     sample_rate: int = 48000
     """Decode rate; must equal the model's feature extractor rate (48 kHz for LAION CLAP)."""
     window_s: float = 10.0
-    """Window length; 10 s is the model's native input length (shorter windows are repeat-padded)."""
+    """Window length; 10 s is the model's native input (shorter windows are repeat-padded)."""
     max_windows: int = 30
     """Cap on windows per track; longer tracks keep this many, evenly spaced."""
     min_last_window: float = 0.5
@@ -253,11 +253,11 @@ class AnalysisConfig:
     minibatch_size: int = 2048
     hdbscan_min_cluster_size: int = 4
     hdbscan_min_samples: int = 2
-    hdbscan_pca_above: int = 5000
-    """Above this many rows HDBSCAN runs on a PCA projection: its tree search is near-quadratic
-    in high dimensions (10k x 512 took 120 s on 2 cores, 10k x 32 took 1.7 s; not from a seed)."""
-    hdbscan_pca_dims: int = 32
-    """Components of that projection (seed 002 runs HDBSCAN on all columns of a small corpus)."""
+    neighbors_pca_above: int = 5000
+    """Above this many rows HDBSCAN and UMAP run on a PCA projection: their neighbour searches
+    degrade in high dimensions (HDBSCAN 10k x 512 took 120 s on 2 cores, 10k x 32 took 1.7 s)."""
+    neighbors_pca_dims: int = 32
+    """Components of that projection (no seed: seed 002 clusters 13 tracks on all columns)."""
     umap_n_neighbors: int = 10
     umap_min_dist: float = 0.1
     pca: float | None = None

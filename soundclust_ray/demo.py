@@ -99,9 +99,13 @@ STYLES = {
 }
 
 
-def make_demo_corpus(root: str | Path, tracks_per_style: int = DEMO_TRACKS_PER_STYLE,
-                     seed: int = DEMO_SEED, sample_rate: int = DEMO_SAMPLE_RATE) -> Path:
-    """Write the corpus under ``root/<style>/`` and return the path of its ``labels.csv`` manifest."""
+def make_demo_corpus(
+    root: str | Path,
+    tracks_per_style: int = DEMO_TRACKS_PER_STYLE,
+    seed: int = DEMO_SEED,
+    sample_rate: int = DEMO_SAMPLE_RATE,
+) -> Path:
+    """Write the corpus under ``root/<style>/`` ; returns the path of its ``labels.csv``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     rows = []

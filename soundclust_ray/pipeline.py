@@ -68,8 +68,12 @@ def init_ray(num_cpus: int | None = None, quiet: bool = False) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False,
-                 object_store_memory=local_object_store_bytes(), **kwargs)
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=local_object_store_bytes(),
+            **kwargs,
+        )
     configure_data_context(quiet)
 
 
@@ -86,7 +90,12 @@ def local_object_store_bytes() -> int:
     """
     import psutil
 
-    return int(min(LOCAL_OBJECT_STORE_MAX_BYTES, LOCAL_OBJECT_STORE_FRACTION * psutil.virtual_memory().total))
+    return int(
+        min(
+            LOCAL_OBJECT_STORE_MAX_BYTES,
+            LOCAL_OBJECT_STORE_FRACTION * psutil.virtual_memory().total,
+        )
+    )
 
 
 def configure_data_context(quiet: bool) -> None:
@@ -115,7 +124,13 @@ def block_rows(n_rows: int, batch_size: int, workers: int) -> int:
 def product_hash(cfg: RunConfig, product: str) -> str:
     """Hash of the config parts that determine a product's values (analysis options excluded)."""
     if product in (FEATURES, FEATURE_CHUNKS):
-        parts = {"features": to_dict(cfg.features), "audio": to_dict(cfg.audio), "source": cfg.source}
+        parts = {
+            "features": to_dict(cfg.features),
+            "audio": to_dict(cfg.audio),
+            "source": cfg.source,
+        }
+        if cfg.source == "msd":
+            parts = {"msd": to_dict(cfg.msd), "source": cfg.source}
     else:
         backend = product.split("/", 1)[1]
         embed = to_dict(cfg.embed)
@@ -133,7 +148,8 @@ def check_out_dir(out: str, cfg: RunConfig, products: list[str], overwrite: bool
             if not overwrite:
                 raise ConfigMismatchError(
                     f"{shards.join(out, product)} holds shards of another configuration "
-                    f"({', '.join(sorted(found))} ≠ {expected}); rerun with --overwrite or use a new --out"
+                    f"({', '.join(sorted(found))} ≠ {expected}); "
+                    "rerun with --overwrite or use a new --out"
                 )
             fs.delete_dir_contents(shards.join(base, product), missing_dir_ok=True)
             for info in fs.get_file_info(pafs_selector(shards.join(base, ERRORS_DIR))):
@@ -154,7 +170,9 @@ class ShardWriter:
     without holding any feature values.
     """
 
-    def __init__(self, out: str, product: str, config_hash: str, meta_columns: tuple[str, ...] = ()):
+    def __init__(
+        self, out: str, product: str, config_hash: str, meta_columns: tuple[str, ...] = ()
+    ):
         self.out = out
         self.product = product
         self.config_hash = config_hash
@@ -167,10 +185,16 @@ class ShardWriter:
         value_columns = [c for c in batch if c not in (*ERROR_FIELDS, NODE_FIELD, "path")]
         ok_tracks = set(np.asarray(batch["track_id"])[~failed].tolist())
         if (~failed).any():
-            table = pa.table({c: column_array(c, np.asarray(batch[c])[~failed]) for c in value_columns})
-            shards.write_table_atomic(fs, shards.new_shard_path(base, self.product), table, self.config_hash)
+            table = pa.table(
+                {c: column_array(c, np.asarray(batch[c])[~failed]) for c in value_columns}
+            )
+            shards.write_table_atomic(
+                fs, shards.new_shard_path(base, self.product), table, self.config_hash
+            )
         if failed.any():
-            paths = np.asarray(batch["path"])[failed] if "path" in batch else np.full(failed.sum(), "")
+            paths = (
+                np.asarray(batch["path"])[failed] if "path" in batch else np.full(failed.sum(), "")
+            )
             errors = pa.table(
                 {
                     "track_id": pa.array(np.asarray(batch["track_id"])[failed].astype(str)),
@@ -181,7 +205,9 @@ class ShardWriter:
                 }
             )
             name = f"{self.product.replace('/', '-')}-{os.urandom(8).hex()}.parquet"
-            shards.write_table_atomic(fs, shards.join(base, ERRORS_DIR, name), errors, self.config_hash)
+            shards.write_table_atomic(
+                fs, shards.join(base, ERRORS_DIR, name), errors, self.config_hash
+            )
         track_ids = np.asarray(batch["track_id"]).astype(str)
         first = ~pd.Series(track_ids).duplicated().to_numpy()
         return {
@@ -192,7 +218,7 @@ class ShardWriter:
 
 
 def column_array(name: str, values: np.ndarray) -> pa.Array:
-    """Arrow array of a shard column: strings, int32 indices, float32 values, fixed-size embeddings."""
+    """Arrow array of a shard column: strings, int32 indices, float32 values or embeddings."""
     if values.ndim == 2:
         return shards.embedding_array(values)
     if name == "track_id" or values.dtype == object or values.dtype.kind in "US":
@@ -210,7 +236,7 @@ def run_product(
     build: Callable,
     progress: Callable[[str], None] = print,
 ) -> ProductResult:
-    """Stream ``todo`` rows (track_id, path) through ``build(ds) -> ds`` stages and the shard writer."""
+    """Stream ``todo`` rows (track_id, path) through ``build(ds)`` stages and the shard writer."""
     import ray.data
 
     result = ProductResult(product=product, n_todo=len(todo))
@@ -229,20 +255,30 @@ def run_product(
     # Multi-row-per-track products keep whole compute blocks together, so a shard never holds
     # part of a track's rows (resume is by track_id).
     writer_batch = None if product == FEATURE_CHUNKS else cfg.shard_rows
-    ds = ds.map_batches(ShardWriter, fn_constructor_args=writer_args, batch_size=writer_batch,
-                        batch_format="numpy", num_cpus=0, compute=writers)
+    ds = ds.map_batches(
+        ShardWriter,
+        fn_constructor_args=writer_args,
+        batch_size=writer_batch,
+        batch_format="numpy",
+        num_cpus=0,
+        compute=writers,
+    )
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ok = np.asarray(batch["ok"], dtype=bool)
         result.n_ok += int(ok.sum())
         result.n_failed += int((~ok).sum())
         result.nodes.update(np.asarray(batch[NODE_FIELD]).astype(str).tolist())
     result.seconds = time.perf_counter() - start
-    progress(f"{product}: {result.n_ok} tracks written, {result.n_failed} failed "
-             f"in {result.seconds:.1f} s")
+    progress(
+        f"{product}: {result.n_ok} tracks written, {result.n_failed} failed "
+        f"in {result.seconds:.1f} s"
+    )
     return result
 
 
-def map_stage(ds, stage_cls, cfg: RunConfig, resources: Resources, pool_size: int, args: tuple = ()):
+def map_stage(
+    ds, stage_cls, cfg: RunConfig, resources: Resources, pool_size: int, args: tuple = ()
+):
     """``map_batches`` of a callable-class stage on an actor pool, resources as the stage declares.
 
     Ray Data restarts dead actors and retries their tasks without limit by default
@@ -252,8 +288,11 @@ def map_stage(ds, stage_cls, cfg: RunConfig, resources: Resources, pool_size: in
     import ray.data
 
     size = resources.concurrency or pool_size
-    compute = (ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1])
-               if isinstance(size, tuple) else ray.data.ActorPoolStrategy(size=size))
+    compute = (
+        ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1])
+        if isinstance(size, tuple)
+        else ray.data.ActorPoolStrategy(size=size)
+    )
     return ds.map_batches(
         stage_cls,
         fn_constructor_args=(cfg, *args),
@@ -288,8 +327,9 @@ def chunk_features_pipeline(cfg: RunConfig):
     return build
 
 
-def with_classic_chunk_cap(cfg: RunConfig, valid: pd.DataFrame, out: str,
-                           progress: Callable[[str], None]) -> RunConfig:
+def with_classic_chunk_cap(
+    cfg: RunConfig, valid: pd.DataFrame, out: str, progress: Callable[[str], None]
+) -> RunConfig:
     """Fill the classic family's corpus-level chunk cap (seed 001: a lower quantile of durations).
 
     The cap recorded in OUT/run.json is reused on a rerun, so adding tracks to a corpus does not
@@ -308,52 +348,79 @@ def with_classic_chunk_cap(cfg: RunConfig, valid: pd.DataFrame, out: str,
         from soundclust_ray.stages.features import probe_durations
 
         rows = block_rows(len(valid), 16, cluster_cpus())
-        frames = [valid.iloc[i : i + rows][["track_id", "path"]] for i in range(0, len(valid), rows)]
-        durations = np.concatenate([
-            np.asarray(b["duration_s"]) for b in ray.data.from_pandas(frames)
-            .map_batches(probe_durations, batch_size=16, batch_format="numpy", num_cpus=0.5)
-            .iter_batches(batch_size=None, batch_format="numpy")
-        ])
+        frames = [
+            valid.iloc[i : i + rows][["track_id", "path"]] for i in range(0, len(valid), rows)
+        ]
+        durations = np.concatenate(
+            [
+                np.asarray(b["duration_s"])
+                for b in ray.data.from_pandas(frames)
+                .map_batches(probe_durations, batch_size=16, batch_format="numpy", num_cpus=0.5)
+                .iter_batches(batch_size=None, batch_format="numpy")
+            ]
+        )
         finite = durations[np.isfinite(durations)]
         cap = classic_chunk_cap(finite, classic) if finite.size else 1
-        progress(f"classic: {cap} chunks per track at most (the {classic.chunk_quantile:.0%} "
-                 f"quantile of {finite.size} durations)")
-    features = dataclasses.replace(cfg.features,
-                                   classic=dataclasses.replace(classic, max_chunks=int(cap)))
+        progress(
+            f"classic: {cap} chunks per track at most (the {classic.chunk_quantile:.0%} "
+            f"quantile of {finite.size} durations)"
+        )
+    features = dataclasses.replace(
+        cfg.features, classic=dataclasses.replace(classic, max_chunks=int(cap))
+    )
     return dataclasses.replace(cfg, features=features)
 
 
 def consolidate_errors(out: str, manifest: pd.DataFrame, products: list[str]) -> pd.DataFrame:
-    """OUT/errors.parquet: invalid manifest rows + each product's latest error per still-missing track."""
+    """OUT/errors.parquet: invalid manifest rows + each product's latest error per missing track."""
     fs, base = shards.resolve(out)
     frames = []
     invalid = manifest[manifest["invalid_reason"] != ""]
     if len(invalid):
-        frames.append(pd.DataFrame({
-            "track_id": invalid["track_id"], "path": invalid["path"], "stage": "manifest",
-            "error_type": "InvalidManifestRow", "message": invalid["invalid_reason"],
-        }))
-    error_files = [i.path for i in fs.get_file_info(pafs_selector(shards.join(base, ERRORS_DIR)))
-                   if i.base_name.endswith(".parquet") and not i.base_name.startswith(".tmp")]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "track_id": invalid["track_id"],
+                    "path": invalid["path"],
+                    "stage": "manifest",
+                    "error_type": "InvalidManifestRow",
+                    "message": invalid["invalid_reason"],
+                }
+            )
+        )
+    error_files = [
+        i.path
+        for i in fs.get_file_info(pafs_selector(shards.join(base, ERRORS_DIR)))
+        if i.base_name.endswith(".parquet") and not i.base_name.startswith(".tmp")
+    ]
     import pyarrow.parquet as pq
 
     wanted = set(manifest["track_id"])
     for product in products:
         prefix = product.replace("/", "-") + "-"
         done = set(shards.read_column(out, product).to_pylist())
-        tables = [pq.read_table(p, filesystem=fs) for p in sorted(error_files)
-                  if p.rsplit("/", 1)[-1].startswith(prefix)]
+        tables = [
+            pq.read_table(p, filesystem=fs)
+            for p in sorted(error_files)
+            if p.rsplit("/", 1)[-1].startswith(prefix)
+        ]
         if not tables:
             continue
         errs = pa.concat_tables(tables).to_pandas()
         errs = errs[~errs["track_id"].isin(done) & errs["track_id"].isin(wanted)]
         frames.append(errs.drop_duplicates("track_id", keep="last"))
     columns = list(shards.ERROR_COLUMNS)
-    table = (pd.concat(frames, ignore_index=True)[columns] if frames
-             else pd.DataFrame({c: pd.Series(dtype=str) for c in columns}))
+    table = (
+        pd.concat(frames, ignore_index=True)[columns]
+        if frames
+        else pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
+    )
     table = table.sort_values(["track_id", "stage"]).reset_index(drop=True)
-    shards.write_table_atomic(fs, shards.join(base, ERRORS_FILE),
-                              pa.Table.from_pandas(table, schema=shards.ERROR_SCHEMA, preserve_index=False))
+    shards.write_table_atomic(
+        fs,
+        shards.join(base, ERRORS_FILE),
+        pa.Table.from_pandas(table, schema=shards.ERROR_SCHEMA, preserve_index=False),
+    )
     return table
 
 
@@ -449,10 +516,14 @@ def run_pipeline(
         "product_hashes": {p: product_hash(cfg, p) for p in products},
         "products": {
             r.product: {
-                "todo": r.n_todo, "skipped": r.n_skipped, "written": r.n_ok, "failed": r.n_failed,
+                "todo": r.n_todo,
+                "skipped": r.n_skipped,
+                "written": r.n_ok,
+                "failed": r.n_failed,
                 "seconds": round(r.seconds, 3),
                 "tracks_per_node": {names.get(k, k): v for k, v in r.nodes.items()},
-            } for r in results
+            }
+            for r in results
         },
         "n_input_rows": len(manifest),
         "n_failed": int(errors["track_id"].nunique()),
@@ -463,21 +534,36 @@ def run_pipeline(
 
 
 def embedding_pipeline(cfg: RunConfig, product: str):
-    """An embedding product's stages: CPU prepare tasks, then model actors (GPU when present)."""
-    import ray.data
+    """An embedding product's stages: CPU prepare actors, then model actors (GPU when present).
 
-    from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage, embed_resources
+    The prepare pool is capped so the model actors' CPUs stay free: otherwise decode workers
+    can take every core and the model actor waits for them to finish (no streaming).
+    """
+    from soundclust_ray.stages.embed import (
+        EmbedPrepareStage,
+        EmbedStage,
+        embed_prepare_resources,
+        embed_resources,
+    )
 
     backend = product.split("/", 1)[1]
 
     def build(ds):
-        prepare = Resources(num_cpus=1.0, batch_size=cfg.batch_size)
-        ds = ds.map_batches(EmbedPrepareStage, fn_constructor_args=(cfg, backend),
-                            batch_size=prepare.batch_size, batch_format="numpy",
-                            num_cpus=prepare.num_cpus,
-                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cluster_cpus()))
-        resources = embed_resources(cfg, backend)
-        return map_stage(ds, EmbedStage, cfg, resources, resources.concurrency or 1, args=(backend,))
+        model = embed_resources(cfg, backend)
+        model_actors = model.concurrency or 1
+        min_model_actors = model_actors[0] if isinstance(model_actors, tuple) else model_actors
+        prepare = embed_prepare_resources(cfg, backend)
+        spare = cluster_cpus() - min_model_actors * model.num_cpus
+        prepare_pool = (1, max(1, int(spare // prepare.num_cpus)))
+        ds = map_stage(
+            ds,
+            EmbedPrepareStage,
+            cfg,
+            dataclasses.replace(prepare, concurrency=prepare_pool),
+            1,
+            args=(backend,),
+        )
+        return map_stage(ds, EmbedStage, cfg, model, model_actors, args=(backend,))
 
     return build
 

@@ -33,7 +33,7 @@ EMBEDDING_COLUMN = "embedding"
 
 
 def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path inside it, for a local path or an s3://, gs://, file:// URI."""
+    """A pyarrow filesystem and the path inside it, for a local path or an s3/gs/file URI."""
     if "://" in uri_or_path:
         return pafs.FileSystem.from_uri(uri_or_path)
     import os
@@ -91,7 +91,9 @@ def read_column(out: str, product: str, column: str = "track_id") -> pa.Array:
     return dataset.to_table(columns=[column]).column(column).combine_chunks()
 
 
-def iter_shard_tables(out: str, product: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+def iter_shard_tables(
+    out: str, product: str, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
     """Stream a product's shards one file at a time, so memory holds one shard plus the result."""
     fs, _ = resolve(out)
     for path in list_shards(out, product):
@@ -111,7 +113,7 @@ def shard_config_hashes(out: str, product: str) -> set[str]:
 
 
 def embedding_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    """A (n, d) float32 matrix as a fixed_size_list<float32>[d] Arrow array, without copying rows."""
+    """A (n, d) float32 matrix as a fixed_size_list<float32>[d] Arrow array (no row copies)."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     n, d = matrix.shape
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), d)
@@ -122,4 +124,9 @@ def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     d = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32, copy=False)
+    return (
+        column.flatten()
+        .to_numpy(zero_copy_only=False)
+        .reshape(-1, d)
+        .astype(np.float32, copy=False)
+    )

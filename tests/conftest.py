@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the real sample data, synthesized clips, and one local Ray per session."""
+"""Shared fixtures: real sample data paths, synthesized clips, one local Ray per session."""
 
 from __future__ import annotations
 

@@ -20,7 +20,15 @@ def test_run_help_documents_the_main_options(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--help"])
     text = capsys.readouterr().out
-    for option in ("--features", "--k", "--label-col", "--limit", "--embed", "--quiet", "--overwrite"):
+    for option in (
+        "--features",
+        "--k",
+        "--label-col",
+        "--limit",
+        "--embed",
+        "--quiet",
+        "--overwrite",
+    ):
         assert option in text
 
 
@@ -39,9 +47,15 @@ def test_manifest_without_path_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_unknown_family_and_label_column_are_user_errors(tmp_path, capsys):
     (tmp_path / "m.csv").write_text("path,genre\na.wav,rock\n")
-    assert main(["run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--features", "bogus"]) == 2
+    assert (
+        main(["run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--features", "bogus"])
+        == 2
+    )
     assert "unknown feature family bogus" in capsys.readouterr().err
-    assert main(["run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--label-col", "mood"]) == 2
+    assert (
+        main(["run", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"), "--label-col", "mood"])
+        == 2
+    )
     assert "--label-col 'mood' is not a manifest column" in capsys.readouterr().err
 
 

@@ -32,7 +32,9 @@ def test_stereo_is_downmixed_and_pyav_reads_mp3(tmp_path):
     with av.open(str(tmp_path / "t.mp3"), "w") as out:
         stream = out.add_stream("mp3", rate=22050)
         stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(tone(220, 1.0, 22050)[None, :], format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            tone(220, 1.0, 22050)[None, :], format="flt", layout="mono"
+        )
         frame.sample_rate = 22050
         for packet in stream.encode(frame):
             out.mux(packet)

@@ -11,21 +11,38 @@ from soundclust_ray.manifest import ManifestError, build_manifest, scan_folder
 
 
 def test_scan_is_recursive_case_insensitive_and_uses_relative_ids(tmp_path):
-    for rel in ["a/x.wav", "b/x.wav", "b/c/Y.MP3", "z.Flac", "notes.txt", "d/e.opus", "f.m4a", "g.aiff"]:
+    for rel in [
+        "a/x.wav",
+        "b/x.wav",
+        "b/c/Y.MP3",
+        "z.Flac",
+        "notes.txt",
+        "d/e.opus",
+        "f.m4a",
+        "g.aiff",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     (tmp_path / "dir.wav").mkdir()
     df = scan_folder(tmp_path)
-    assert df["track_id"].tolist() == ["a/x.wav", "b/c/Y.MP3", "b/x.wav", "d/e.opus", "f.m4a",
-                                       "g.aiff", "z.Flac"]
+    assert df["track_id"].tolist() == [
+        "a/x.wav",
+        "b/c/Y.MP3",
+        "b/x.wav",
+        "d/e.opus",
+        "f.m4a",
+        "g.aiff",
+        "z.Flac",
+    ]
     assert all(p.startswith(str(tmp_path)) for p in df["path"])
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
 def test_manifest_formats_resolve_relative_paths_and_keep_metadata(tmp_path, fmt):
     (tmp_path / "audio").mkdir()
-    df = pd.DataFrame({"path": ["audio/a.wav", "audio/b.wav"], "genre": ["rock", "jazz"],
-                       "year": [1999, 2001]})
+    df = pd.DataFrame(
+        {"path": ["audio/a.wav", "audio/b.wav"], "genre": ["rock", "jazz"], "year": [1999, 2001]}
+    )
     path = tmp_path / f"m.{fmt}"
     if fmt == "csv":
         df.to_csv(path, index=False)
@@ -57,7 +74,9 @@ def test_missing_input_and_missing_path_column_are_clear_errors(tmp_path):
 def test_escaping_paths_and_duplicate_ids_are_flagged_not_dropped(tmp_path):
     sub = tmp_path / "sub"
     sub.mkdir()
-    (sub / "m.csv").write_text("track_id,path\nt1,a.wav\nt1,b.wav\nt3,../outside.wav\nt4,/etc/passwd\n")
+    (sub / "m.csv").write_text(
+        "track_id,path\nt1,a.wav\nt1,b.wav\nt3,../outside.wav\nt4,/etc/passwd\n"
+    )
     m = build_manifest(str(sub / "m.csv"))
     assert len(m) == 4
     reasons = dict(zip(m["track_id"], m["invalid_reason"], strict=True))

@@ -1,4 +1,4 @@
-"""End-to-end runs of the real pipeline on a local Ray: synthesized clips, bad files, GTZAN clips."""
+"""End-to-end runs of the real pipeline on a local Ray: synthesized, bad and GTZAN clips."""
 
 from __future__ import annotations
 
@@ -76,8 +76,20 @@ def test_rerun_resumes_and_different_config_is_refused(synth_run, capsys):
     assert code == 0
     assert "12 tracks already in" in capsys.readouterr().out
     pd.testing.assert_frame_equal(read_features(out), before)
-    code = main(["run", str(before_input(out)), "--out", str(out), "--no-analysis", "--quiet",
-                 "--features", "timbre", "--max-duration", "2"])
+    code = main(
+        [
+            "run",
+            str(before_input(out)),
+            "--out",
+            str(out),
+            "--no-analysis",
+            "--quiet",
+            "--features",
+            "timbre",
+            "--max-duration",
+            "2",
+        ]
+    )
     assert code == 2
     assert "another configuration" in capsys.readouterr().err
 
@@ -87,22 +99,36 @@ def before_input(out) -> str:
 
 
 def test_error_rate_above_limit_exits_3(corpus_with_bad_files, tmp_path, ray_local):
-    code = main(["run", str(corpus_with_bad_files), "--out", str(tmp_path / "o"), "--quiet",
-                 "--no-analysis", "--max-error-rate", "0.1"])
+    code = main(
+        [
+            "run",
+            str(corpus_with_bad_files),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--no-analysis",
+            "--max-error-rate",
+            "0.1",
+        ]
+    )
     assert code == 3
 
 
 def test_gtzan_manifest_with_labels(tmp_path, ray_local, shared_data):
     out = tmp_path / "gtzan"
-    code = main(["run", str(GTZAN / "labels.csv"), "--out", str(out), "--label-col", "genre", "--quiet"])
+    code = main(
+        ["run", str(GTZAN / "labels.csv"), "--out", str(out), "--label-col", "genre", "--quiet"]
+    )
     assert code == 0
     labels = pd.read_csv(GTZAN / "labels.csv")
     clusters = pd.read_parquet(out / "clusters.parquet")
     errors = pd.read_parquet(out / "errors.parquet")
     assert len(clusters) + len(errors) == len(labels)
     assert set(clusters["track_id"]) == set(labels["path"])
-    assert (clusters.set_index("track_id").loc[labels["path"], "genre"].to_numpy()
-            == labels["genre"].to_numpy()).all()
+    assert (
+        clusters.set_index("track_id").loc[labels["path"], "genre"].to_numpy()
+        == labels["genre"].to_numpy()
+    ).all()
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("n_tracks", "n_failed", "k", "silhouette", "seconds_per_stage", "nmi", "ari"):
         assert key in metrics, key

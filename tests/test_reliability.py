@@ -54,12 +54,26 @@ def kill_marked_processes(marker: str) -> None:
 
 def run_cli_subprocess(args: list[str], marker: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SOUNDCLUST_TEST_MARKER": marker}
-    return subprocess.Popen([sys.executable, "-m", "soundclust_ray.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "soundclust_ray.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(corpus, tmp_path):
-    common = ["--num-cpus", "1", "--batch-size", "1", "--shard-rows", "1", "--no-analysis", "--quiet"]
+    common = [
+        "--num-cpus",
+        "1",
+        "--batch-size",
+        "1",
+        "--shard-rows",
+        "1",
+        "--no-analysis",
+        "--quiet",
+    ]
     killed_out = tmp_path / "killed"
     marker = f"kill-test-{os.getpid()}-{time.time()}"
     proc = run_cli_subprocess(["run", str(corpus), "--out", str(killed_out), *common], marker)
@@ -77,14 +91,40 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(corpus, tmp_path
     assert 3 <= partial < 24
     assert not list(killed_out.glob("features/part-*.parquet.tmp*"))
 
-    rerun = subprocess.run([sys.executable, "-m", "soundclust_ray.cli", "run", str(corpus), "--out",
-                            str(killed_out), *common[:-1]], capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "soundclust_ray.cli",
+            "run",
+            str(corpus),
+            "--out",
+            str(killed_out),
+            *common[:-1],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "already in" in rerun.stdout
 
     clean_out = tmp_path / "clean"
-    clean = subprocess.run([sys.executable, "-m", "soundclust_ray.cli", "run", str(corpus), "--out",
-                            str(clean_out), *common], capture_output=True, text=True, timeout=300)
+    clean = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "soundclust_ray.cli",
+            "run",
+            str(corpus),
+            "--out",
+            str(clean_out),
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
     resumed, reference = read_features(killed_out), read_features(clean_out)
@@ -107,8 +147,20 @@ def test_killed_feature_worker_loses_nothing(corpus, tmp_path, ray_local):
     result: dict = {}
 
     def run():
-        result["code"] = main(["run", str(corpus), "--out", str(out), "--batch-size", "1",
-                               "--shard-rows", "1", "--no-analysis", "--quiet"])
+        result["code"] = main(
+            [
+                "run",
+                str(corpus),
+                "--out",
+                str(out),
+                "--batch-size",
+                "1",
+                "--shard-rows",
+                "1",
+                "--no-analysis",
+                "--quiet",
+            ]
+        )
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -129,7 +181,9 @@ def test_killed_feature_worker_loses_nothing(corpus, tmp_path, ray_local):
     assert len(pd.read_parquet(out / "errors.parquet")) == 0
 
 
-def test_new_files_in_the_input_folder_are_the_only_ones_processed(corpus, tmp_path, ray_local, capsys):
+def test_new_files_in_the_input_folder_are_the_only_ones_processed(
+    corpus, tmp_path, ray_local, capsys
+):
     folder = tmp_path / "grow"
     shutil.copytree(corpus, folder)
     out = tmp_path / "grow_out"
@@ -141,7 +195,9 @@ def test_new_files_in_the_input_folder_are_the_only_ones_processed(corpus, tmp_p
     assert "24 tracks already in" in text and "1 tracks written" in text
     second = read_features(out)
     assert len(second) == 25
-    pd.testing.assert_frame_equal(second[second["track_id"] != "new_one.wav"].reset_index(drop=True), first)
+    pd.testing.assert_frame_equal(
+        second[second["track_id"] != "new_one.wav"].reset_index(drop=True), first
+    )
 
 
 def write_hostile_corpus(root: Path) -> pd.DataFrame:
@@ -180,17 +236,37 @@ def write_hostile_corpus(root: Path) -> pd.DataFrame:
 def test_hostile_inputs_each_give_a_result_or_a_clear_error_row(tmp_path, ray_local, shared_data):
     manifest = write_hostile_corpus(tmp_path)
     out = tmp_path / "out"
-    code = main(["run", str(tmp_path / "manifest.csv"), "--out", str(out), "--quiet", "--k", "2",
-                 "--max-error-rate", "0.9"])
+    code = main(
+        [
+            "run",
+            str(tmp_path / "manifest.csv"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--k",
+            "2",
+            "--max-error-rate",
+            "0.9",
+        ]
+    )
     assert code == 0
     clusters = pd.read_parquet(out / "clusters.parquet")
     errors = pd.read_parquet(out / "errors.parquet")
     assert len(clusters) + len(errors) == len(manifest)
     assert set(clusters["track_id"]).isdisjoint(errors["track_id"])
     ok = set(clusters["track_id"])
-    for name in ("wav_named.mp3", "pcm_u8.wav", "pcm_24.wav", "six_channels.wav", "rate_8k.wav",
-                 "rate_192k.flac", "two_hours.flac", "ünï cödé & spaces.wav", "silence_10s.wav",
-                 "truncated.wav"):
+    for name in (
+        "wav_named.mp3",
+        "pcm_u8.wav",
+        "pcm_24.wav",
+        "six_channels.wav",
+        "rate_8k.wav",
+        "rate_192k.flac",
+        "two_hours.flac",
+        "ünï cödé & spaces.wav",
+        "silence_10s.wav",
+        "truncated.wav",
+    ):
         assert name in ok, name
     if os.geteuid() != 0:
         assert "locked.wav" in set(errors["track_id"])

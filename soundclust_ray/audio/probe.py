@@ -1,4 +1,4 @@
-"""Track durations from file headers, without decoding: the classic family's corpus-level chunk cap."""
+"""Track durations from file headers, without decoding (for the classic chunk cap)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def current_node_id() -> str:
 
 
 def error_message(exc: BaseException) -> str:
-    """One clear line for an error row: the message, plus where it came from for unexpected types."""
+    """One clear line for an error row: the message, plus its origin for unexpected types."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
     from soundclust_ray.audio.errors import TrackError
 

@@ -1,4 +1,4 @@
-"""CPU actor stage: decode each track once per sample rate and compute the requested feature families.
+"""CPU actor stage: decode each track once per sample rate, compute the requested families.
 
 Reads ``track_id, path``; writes ``track_id`` + every ``family__name`` column (float32) + the
 error fields. An actor (not a task) because essentia algorithm graphs and librosa's filter-bank
@@ -72,8 +72,9 @@ class ClassicChunkStage:
 
     def compute_track(self, track_id: str, path: str) -> list[dict[str, float]]:
         classic = self.cfg.features.classic
-        y = load_audio(path, classic.sample_rate, self.cfg.audio.max_duration_s,
-                       self.cfg.audio.min_duration_s)
+        y = load_audio(
+            path, classic.sample_rate, self.cfg.audio.max_duration_s, self.cfg.audio.min_duration_s
+        )
         rows = compute_classic_chunks(y, classic.sample_rate, classic)
         return [{"chunk_index": i, **row} for i, row in enumerate(rows)]
 
