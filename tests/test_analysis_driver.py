@@ -217,7 +217,8 @@ def write_chunk_embeddings(out, ids, genre, d=16, windows=3, seed=1):
 def test_chunk_level_embeddings_vote_and_sanity(tmp_path):
     ids, genre, _ = make_out(tmp_path)
     write_chunk_embeddings(tmp_path, ids, genre)
-    m = analyze(str(tmp_path), config_with(k=3), label_col="genre", progress=False)
+    m = analyze(str(tmp_path), config_with(k=3, pca=0.9), label_col="genre", progress=False)
+    assert m["pca"]["explained_variance"] >= 0.9 and m["pca"]["n_components"] < 16
     assert m["matrix"]["matrix"] == "embeddings" and m["matrix"]["chunk_level"]
     assert m["n_tracks"] == 24 and m["n_windows"] == 72
     assert m["kmeans_metrics"]["level"] == "window"
@@ -245,7 +246,8 @@ def test_both_matrices_with_weights_auto_k_and_sampled_fits(tmp_path):
         weights=(("clap", 0.5),),
         fit_sample=12,
         predict_batch=5,
-        pca=0.95,
+        neighbors_pca_above=20,
+        neighbors_pca_dims=4,
     )
     m = analyze(str(tmp_path), cfg, label_col="genre", progress=False)
     assert m["matrix"]["matrix"] == "both" and not m["matrix"]["chunk_level"]
@@ -253,7 +255,7 @@ def test_both_matrices_with_weights_auto_k_and_sampled_fits(tmp_path):
     assert m["k_selection"]["best"] == m["k"] == 3
     assert [c["k"] for c in m["k_selection"]["curve"]] == [2, 3, 4, 5, 6]
     assert m["hdbscan"]["out_of_sample_rows"] == 12 and m["umap"]["out_of_sample_rows"] == 12
-    assert m["pca"]["explained_variance"] >= 0.95
+    assert m["neighbors_pca"]["n_components"] == 4
     assert m["nmi"] == pytest.approx(1)
 
 

@@ -85,21 +85,17 @@ def fit_hdbscan(
     random_state: int = _CFG.random_state,
     predict_batch: int = _CFG.predict_batch,
     progress: bool = False,
-    pca_above: int = _CFG.hdbscan_pca_above,
-    pca_dims: int = _CFG.hdbscan_pca_dims,
 ) -> tuple[np.ndarray, dict]:
     """(labels (n,) int32 with noise -1, info) of HDBSCAN (eom, as seed 002).
 
     Above ``fit_sample`` rows the model is fitted on a seeded sample and the rest is assigned
-    out of sample (``approximate_predict``). Above ``pca_above`` rows a matrix wider than
-    ``pca_dims`` is first projected by a PCA fitted on that sample. Fewer rows than
-    ``min_cluster_size`` give all-noise labels and a reason.
+    out of sample (``approximate_predict``). Fewer rows than ``min_cluster_size`` give
+    all-noise labels and a reason.
     """
     import hdbscan
-    from sklearn.decomposition import PCA
     from tqdm.auto import tqdm
 
-    n, d = X.shape
+    n = X.shape[0]
     info: dict = {"min_cluster_size": min_cluster_size, "min_samples": min_samples}
     if n < max(min_cluster_size, 2):
         info["skipped"] = f"{n} rows < min_cluster_size={min_cluster_size}: all rows are noise"
@@ -107,21 +103,13 @@ def fit_hdbscan(
     min_samples = min(min_samples, n - 1) if min_samples is not None else None
     idx = seeded_sample(n, fit_sample, random_state)
     sampled = len(idx) < n
-    Xfit = X[idx] if sampled else X
-    reduce = None
-    if n > pca_above and d > pca_dims:
-        reduce = PCA(n_components=pca_dims, random_state=random_state).fit(Xfit)
-        Xfit = reduce.transform(Xfit).astype(np.float32)
-        info["pca_dims"] = pca_dims
-        info["pca_explained_variance"] = float(np.sum(reduce.explained_variance_ratio_))
     model = hdbscan.HDBSCAN(
         min_cluster_size=min_cluster_size,
         min_samples=min_samples,
         cluster_selection_method="eom",
         prediction_data=sampled,
     )
-    fit_labels = model.fit_predict(Xfit)
-    del Xfit
+    fit_labels = model.fit_predict(X[idx] if sampled else X)
     info["fitted_rows"] = int(len(idx))
     if not sampled:
         return fit_labels.astype(np.int32), info
@@ -135,8 +123,7 @@ def fit_hdbscan(
         leave=False,
     ):
         rows = rest[start : start + predict_batch]
-        batch = X[rows] if reduce is None else reduce.transform(X[rows]).astype(np.float32)
-        pred, _ = hdbscan.approximate_predict(model, batch)
+        pred, _ = hdbscan.approximate_predict(model, X[rows])
         labels[rows] = pred
     info["out_of_sample_rows"] = int(len(rest))
     return labels, info

@@ -245,7 +245,7 @@ def analyze(
             f"label column '{label_col}' is not in the manifest; its metadata columns are: "
             + (", ".join(meta_cols) if meta_cols else "(none)")
         )
-    steps = _Steps(total=11, progress=progress)
+    steps = _Steps(total=12, progress=progress)
     notes: list[str] = []
     result: dict = {"out": out, "label_col": label_col, "config": to_dict(cfg)}
     try:
@@ -317,23 +317,32 @@ def analyze(
             if cfg.oof:
                 oof_path = _write_oof(out, g, X, k, cfg, result)
 
+        with steps("neighbour pca"):
+            Xn = X
+            if n_rows > cfg.neighbors_pca_above and X.shape[1] > cfg.neighbors_pca_dims:
+                Xn, result["neighbors_pca"] = projection.fit_pca_reduction(
+                    X,
+                    cfg.neighbors_pca_dims,
+                    cfg.random_state,
+                    cfg.fit_sample,
+                    cfg.predict_batch,
+                )
+
         with steps("hdbscan"):
             hdb_labels, result["hdbscan"] = clustering.fit_hdbscan(
-                X,
+                Xn,
                 cfg.hdbscan_min_cluster_size,
                 cfg.hdbscan_min_samples,
                 cfg.fit_sample,
                 cfg.random_state,
                 cfg.predict_batch,
                 progress,
-                cfg.hdbscan_pca_above,
-                cfg.hdbscan_pca_dims,
             )
 
         with steps("umap"):
             try:
                 umap_xy, result["umap"] = projection.fit_umap_2d(
-                    X,
+                    Xn,
                     cfg.umap_n_neighbors,
                     cfg.umap_min_dist,
                     cfg.random_state,
@@ -344,6 +353,7 @@ def analyze(
             except ValueError as exc:
                 umap_xy = np.full((n_rows, 2), np.nan, dtype=np.float32)
                 result["umap"] = {"skipped": str(exc)}
+            del Xn
 
         with steps("pca map"):
             try:
