@@ -1,5 +1,9 @@
 """cluster.yaml, and the job submitted with ``ray job submit`` to a real two-node Ray cluster.
 
+The job reads its INPUT from and writes OUT to a real S3-compatible server (``s3_server.py``)
+whose endpoint and credentials reach the driver and every worker through the job's runtime env,
+as they would on a cloud cluster.
+
 The cluster is two ``ray start`` processes on this machine (a head and a worker, 1 CPU each,
 own temp dirs and ports), so nothing here touches the session's embedded Ray (``ray_local``)
 or any other Ray on the machine: every process we start lives in a process group of its own,
@@ -22,6 +26,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -189,31 +194,53 @@ def two_node_cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def s3(tmp_path):
+    pytest.importorskip("moto", reason="needs moto[server] (pip install -e '.[test]')")
+    from s3_server import s3_server
+
+    with s3_server(tmp_path / "moto.log") as server:
+        yield server
+
+
 @pytest.mark.slow
 @pytest.mark.ray
-def test_job_submitted_to_a_two_node_cluster_runs_on_both_nodes(two_node_cluster, tmp_path,
-                                                                   shared_data):
+def test_job_on_a_two_node_cluster_reads_and_writes_s3_from_both_nodes(two_node_cluster, s3,
+                                                                         shared_data):
+    """``ray job submit`` of jobs/run.py with INPUT and OUT on s3://: both nodes do tracks."""
     clips = sorted(GTZAN.glob("*.wav"))[:8]
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
     for clip in clips:
-        shutil.copy(clip, corpus / clip.name)
-    out = tmp_path / "out"
+        s3.put(f"job/audio/{clip.name}", clip.read_bytes())
+    rows = [f"audio/{c.name},{c.name.split('.')[0]}" for c in clips] + ["audio/gone.wav,none"]
+    s3.put("job/labels.csv", ("path,genre\n" + "\n".join(rows) + "\n").encode())
     started = time.monotonic()
     # Ray Data dispatches as soon as one actor is up; waiting for the whole pool (one actor per
     # node here) keeps a fast-starting node from taking every block of so small a corpus.
     proc = two_node_cluster.submit(
-        ["python", "jobs/extract_features.py", str(corpus), "--out", str(out),
-         "--max-duration", "3", "--batch-size", "1", "--cluster-cpus", "2", "--quiet"],
-        timeout=240, env_vars={"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120"})
+        ["python", "jobs/run.py", "s3://corpus/job/labels.csv", "--out", "s3://corpus/runs/r1",
+         "--no-analysis", "--max-duration", "3", "--batch-size", "1", "--cluster-cpus", "2",
+         "--quiet"],
+        timeout=240, env_vars={**s3.env, "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120"})
     seconds = time.monotonic() - started
     logs = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{two_node_cluster.tail()}"
     assert proc.returncode == 0, logs
     assert "succeeded" in proc.stdout
-    info = json.loads((out / "run.json").read_text())
-    per_node = info["products"]["features"]["tracks_per_node"]
+    keys = s3.keys("runs/r1")
+    assert {"run.json", "manifest.parquet", "errors.parquet"} <= set(keys)
+    assert not [k for k in keys if ".tmp-" in k]
+    with s3.fs.open_input_stream("corpus/runs/r1/run.json") as f:
+        info = json.loads(f.read())
+    product = info["products"]["features"]
+    per_node = product["tracks_per_node"]
     assert len(per_node) == 2, per_node
-    assert all(n >= 1 for n in per_node.values()) and sum(per_node.values()) == len(clips)
-    features = pd.concat(pq.read_table(p).to_pandas() for p in (out / "features").glob("part-*"))
-    assert sorted(features["track_id"]) == sorted(c.name for c in clips)
-    print(f"two-node job: {seconds:.1f} s, tracks per node {per_node}")
+    assert all(n >= 1 for n in per_node.values()) and sum(per_node.values()) == len(clips) + 1
+    assert (product["written"], product["failed"]) == (len(clips), 1)
+    shards = [pq.read_table(f"corpus/runs/r1/{k}", filesystem=s3.fs).to_pandas()
+              for k in keys if k.startswith("features/part-")]
+    features = pd.concat(shards)
+    assert sorted(features["track_id"]) == sorted(f"audio/{c.name}" for c in clips)
+    assert np.isfinite(features.drop(columns="track_id").to_numpy()).all()
+    errors = pq.read_table("corpus/runs/r1/errors.parquet", filesystem=s3.fs).to_pandas()
+    assert errors["track_id"].tolist() == ["audio/gone.wav"]
+    assert "not found" in errors["message"].iloc[0]
+    print(f"two-node job on s3: {seconds:.1f} s, tracks per node {per_node}")

@@ -1,29 +1,20 @@
 """Inputs and outputs on object storage, against a real S3-compatible server on 127.0.0.1.
 
-The server is moto's standalone server (``moto[server]``), started here as a subprocess; the
-code under test talks to it over HTTP exactly as it would to S3, configured only through the
-environment variables a user sets (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, …).
+The server is moto's standalone server (``moto[server]``, see ``s3_server.py``), started by the
+fixture as a subprocess. The whole job with INPUT and OUT on s3:// runs on a two-node cluster
+in ``test_cluster.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import BAD, GTZAN, REPO, tone
+from conftest import BAD, GTZAN, tone
 
 from soundclust_ray.audio import AudioDecodeError, load_audio
 from soundclust_ray.manifest import ManifestError, build_manifest
@@ -31,68 +22,19 @@ from soundclust_ray.storage import RangeReader
 
 pytest.importorskip("moto", reason="needs moto[server] (pip install -e '.[test]')")
 
-BUCKET = "corpus"
-CLIPS = ["blues.00000.wav", "jazz.00000.wav", "rock.00000.wav", "metal.00000.wav"]
+from s3_server import BUCKET, s3_server  # noqa: E402
 
-
-@dataclass
-class S3Server:
-    endpoint: str
-    env: dict[str, str]
-    fs: pafs.S3FileSystem
-
-    def put(self, key: str, data: bytes) -> str:
-        with self.fs.open_output_stream(f"{BUCKET}/{key}") as f:
-            f.write(data)
-        return f"s3://{BUCKET}/{key}"
-
-    def keys(self, prefix: str) -> list[str]:
-        """Object keys below ``prefix``, relative to it."""
-        root = f"{BUCKET}/{prefix}/"
-        infos = self.fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        return sorted(i.path[len(root):] for i in infos if i.type == pafs.FileType.File)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+CLIPS = ["blues.00000.wav"]
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """moto's S3 server on a free loopback port, with the env a user would set for MinIO & co."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")  # noqa: SIM115
-    server = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(server, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            opener.open(f"{endpoint}/moto-api/", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"moto server did not start on {endpoint}")
-            time.sleep(0.2)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_EC2_METADATA_DISABLED": "true"}
-    fs = pafs.S3FileSystem(endpoint_override=endpoint, access_key="testing", secret_key="testing",
-                           region="us-east-1", allow_bucket_creation=True)
-    fs.create_dir(BUCKET)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for name, value in env.items():
-                mp.setenv(name, value)
-            yield S3Server(endpoint, env, fs)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    """The S3 server, with its env set in this process too (the code reads only the env)."""
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with s3_server(log) as server, pytest.MonkeyPatch.context() as mp:
+        for name, value in server.env.items():
+            mp.setenv(name, value)
+        yield server
 
 
 def test_manifest_on_s3_resolves_relative_paths_beside_it(s3):
@@ -184,38 +126,6 @@ def test_file_uris_behave_like_local_paths(tmp_path, shared_data):
     assert build_manifest(tmp_path.as_uri())["track_id"].tolist() == ["a.wav"]
     y = load_audio((tmp_path / "a.wav").as_uri(), 22050, max_duration_s=1.0)
     np.testing.assert_array_equal(y, load_audio(tmp_path / "a.wav", 22050, max_duration_s=1.0))
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_run_job_reads_input_from_s3_and_writes_out_to_s3(s3, shared_data, tmp_path):
-    """jobs/run.py in its own process (its own local Ray), INPUT and OUT both s3:// URIs."""
-    for clip in CLIPS:
-        s3.put(f"job/audio/{clip}", (GTZAN / clip).read_bytes())
-    rows = [f"audio/{c},{c.split('.')[0]}" for c in [*CLIPS, "gone.00000.wav"]]
-    s3.put("job/labels.csv", ("path,genre\n" + "\n".join(rows) + "\n").encode())
-    out = f"s3://{BUCKET}/results/run1"
-    env = {**os.environ, **s3.env, "RAY_ADDRESS": ""}
-    cmd = [sys.executable, "jobs/run.py", f"s3://{BUCKET}/job/labels.csv", "--out", out,
-           "--no-analysis", "--num-cpus", "1", "--max-duration", "3", "--quiet"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    keys = s3.keys("results/run1")
-    assert {"run.json", "manifest.parquet", "errors.parquet"} <= set(keys)
-    shards = [k for k in keys if k.startswith("features/part-")]
-    assert shards and not [k for k in keys if ".tmp-" in k]
-    features = pd.concat(pq.read_table(f"{BUCKET}/results/run1/{k}", filesystem=s3.fs).to_pandas()
-                         for k in shards)
-    assert sorted(features["track_id"]) == sorted(f"audio/{c}" for c in CLIPS)
-    assert np.isfinite(features.drop(columns="track_id").to_numpy()).all()
-    errors = pq.read_table(f"{BUCKET}/results/run1/errors.parquet", filesystem=s3.fs).to_pandas()
-    assert errors["track_id"].tolist() == ["audio/gone.00000.wav"]
-    assert "not found" in errors["message"].iloc[0]
-    with s3.fs.open_input_stream(f"{BUCKET}/results/run1/run.json") as f:
-        info = json.loads(f.read())
-    assert info["products"]["features"]["written"] == len(CLIPS)
-    assert info["products"]["features"]["failed"] == 1
-    assert info["input"] == f"s3://{BUCKET}/job/labels.csv"
 
 
 @pytest.mark.slow
