@@ -245,7 +245,7 @@ def say(args: argparse.Namespace, text: str) -> None:
 def execute_run(input_path: str, out: str, args: argparse.Namespace) -> int:
     """Manifest → pipeline → analysis → summary; the body of ``run`` and ``demo``."""
     from soundclust_ray.manifest import build_manifest
-    from soundclust_ray.pipeline import init_ray, run_pipeline
+    from soundclust_ray.pipeline import error_rate_exceeded, init_ray, run_pipeline
 
     cfg = run_config(args)
     started = time.perf_counter()
@@ -280,13 +280,9 @@ def execute_run(input_path: str, out: str, args: argparse.Namespace) -> int:
         metrics = analyze(out, cfg.analysis, label_col=args.label_col, progress=not args.quiet)
     total = time.perf_counter() - started
     print_summary(out, info, metrics, total)
-    n_rows = max(1, info["n_input_rows"])
-    if info["n_failed"] / n_rows > cfg.max_error_rate:
-        print(
-            f"error: {info['n_failed']} of {n_rows} tracks failed, more than --max-error-rate "
-            f"{cfg.max_error_rate:.0%}; see {os.path.join(out, 'errors.parquet')}",
-            file=sys.stderr,
-        )
+    failure = error_rate_exceeded(info, cfg)
+    if failure:
+        print(f"error: {failure}; see {os.path.join(out, 'errors.parquet')}", file=sys.stderr)
         return EXIT_TOO_MANY_FAILURES
     return 0
 

@@ -507,30 +507,77 @@ def run_pipeline(
         result.n_skipped = skipped
         results.append(result)
         timings[product] = result.seconds
+    return finish_run(out, manifest, cfg, results, timings, input_desc)
+
+
+def products_in_out(out: str) -> list[str]:
+    """Every product with at least one committed shard in OUT."""
+    found = [p for p in (FEATURES, FEATURE_CHUNKS) if shards.list_shards(out, p)]
+    fs, base = shards.resolve(out)
+    for info in fs.get_file_info(pafs_selector(shards.join(base, "embeddings"))):
+        if shards.list_shards(out, f"embeddings/{info.base_name}"):
+            found.append(f"embeddings/{info.base_name}")
+    return found
+
+
+def finish_run(
+    out: str,
+    manifest: pd.DataFrame,
+    cfg: RunConfig,
+    results: list[ProductResult],
+    timings: dict[str, float],
+    input_desc: str,
+) -> dict:
+    """Consolidate errors and write OUT/run.json; returns the run info.
+
+    Products of earlier runs on the same OUT (e.g. ``jobs/embed.py`` after
+    ``jobs/extract_features.py``) keep their entries and their errors.
+    """
+    ran = [r.product for r in results]
+    products = list(dict.fromkeys([*ran, *products_in_out(out)]))
     errors = consolidate_errors(out, manifest, products)
     names = node_names()
+    previous = read_run_info(out)
     info = {
         "input": input_desc,
+        "source": cfg.source,
         "config": to_dict(cfg),
         "config_hash": config_hash(cfg),
-        "product_hashes": {p: product_hash(cfg, p) for p in products},
+        "product_hashes": {
+            **previous.get("product_hashes", {}),
+            **{p: product_hash(cfg, p) for p in ran},
+        },
         "products": {
-            r.product: {
-                "todo": r.n_todo,
-                "skipped": r.n_skipped,
-                "written": r.n_ok,
-                "failed": r.n_failed,
-                "seconds": round(r.seconds, 3),
-                "tracks_per_node": {names.get(k, k): v for k, v in r.nodes.items()},
-            }
-            for r in results
+            **{p: v for p, v in previous.get("products", {}).items() if p in products},
+            **{
+                r.product: {
+                    "todo": r.n_todo,
+                    "skipped": r.n_skipped,
+                    "written": r.n_ok,
+                    "failed": r.n_failed,
+                    "seconds": round(r.seconds, 3),
+                    "tracks_per_node": {names.get(k, k): v for k, v in r.nodes.items()},
+                }
+                for r in results
+            },
         },
         "n_input_rows": len(manifest),
         "n_failed": int(errors["track_id"].nunique()),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "timings": {**previous.get("timings", {}), **{k: round(v, 3) for k, v in timings.items()}},
     }
     write_run_info(out, info)
     return info
+
+
+def error_rate_exceeded(info: dict, cfg: RunConfig) -> str | None:
+    """What to print when more tracks failed than ``cfg.max_error_rate`` allows, else None."""
+    n_rows = max(1, info["n_input_rows"])
+    if info["n_failed"] / n_rows <= cfg.max_error_rate:
+        return None
+    return (
+        f"{info['n_failed']} of {n_rows} tracks failed, more than --max-error-rate "
+        f"{cfg.max_error_rate:.0%}"
+    )
 
 
 def embedding_pipeline(cfg: RunConfig, product: str):

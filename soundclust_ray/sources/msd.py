@@ -265,12 +265,8 @@ def run_msd_job(input_path: str, out: str, args) -> int:
 
         metrics = analyze(out, cfg.analysis, label_col=args.label_col, progress=not args.quiet)
     cli.print_summary(out, info, metrics, time.perf_counter() - started)
-    n_rows = max(1, info["n_input_rows"])
-    if info["n_failed"] / n_rows > cfg.max_error_rate:
-        print(
-            f"error: {info['n_failed']} of {n_rows} files failed, more than --max-error-rate "
-            f"{cfg.max_error_rate:.0%}; see {shards.join(out, 'errors.parquet')}",
-            file=sys.stderr,
-        )
+    failure = pipeline.error_rate_exceeded(info, cfg)
+    if failure:
+        print(f"error: {failure}; see {shards.join(out, 'errors.parquet')}", file=sys.stderr)
         return cli.EXIT_TOO_MANY_FAILURES
     return 0

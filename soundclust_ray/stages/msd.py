@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow.parquet as pq
 
-from soundclust_ray.config import RunConfig, config_hash, to_dict
+from soundclust_ray.config import RunConfig
 from soundclust_ray.sources.msd import (
     MANIFEST_CHUNK_ROWS,
     META_COLUMNS,
@@ -123,30 +123,7 @@ def run_msd_pipeline(
             total.nodes.update(result.nodes)
     manifest = pq.read_table(manifest_path, filesystem=fs, columns=["track_id", "path"]).to_pandas()
     manifest["invalid_reason"] = ""
-    errors = pl.consolidate_errors(out, manifest, [product])
-    names = pl.node_names()
-    info = {
-        "input": manifest_path,
-        "source": "msd",
-        "config": to_dict(cfg),
-        "config_hash": config_hash(cfg),
-        "product_hashes": {product: pl.product_hash(cfg, product)},
-        "products": {
-            product: {
-                "todo": total.n_todo,
-                "skipped": total.n_skipped,
-                "written": total.n_ok,
-                "failed": total.n_failed,
-                "seconds": round(total.seconds, 3),
-                "tracks_per_node": {names.get(k, k): v for k, v in total.nodes.items()},
-            }
-        },
-        "n_input_rows": n_rows,
-        "n_failed": int(errors["track_id"].nunique()),
-        "timings": {product: round(total.seconds, 3)},
-    }
-    pl.write_run_info(out, info)
-    return info
+    return pl.finish_run(out, manifest, cfg, [total], {product: total.seconds}, manifest_path)
 
 
 def add_msd_metadata_to_manifest(out: str) -> int:
