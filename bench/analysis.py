@@ -5,7 +5,9 @@ columns (``--quick``: 10k and 100k) is written as feature shards under a tempora
 
 - **ours**: ``analyze(OUT)`` in a fresh process (sampled HDBSCAN/UMAP fits, MiniBatchKMeans above
   20k rows, blocked scaling): seconds per step from metrics.json and the process's peak RSS
-  against the matrix bytes (goal: peak <= 3x matrix);
+  against the matrix bytes (goal: peak <= 3x matrix). Above ``--oos-limit`` rows HDBSCAN and
+  UMAP are turned off and their time is extrapolated (fit + per-row out-of-sample rate), because
+  their ~1 ms/row out-of-sample assignment would take most of an hour at 1M rows on 2 cores;
 - **seed style** (seed 002): every step fitted on all rows (StandardScaler, KMeans n_init=10,
   HDBSCAN, UMAP, PCA, silhouette on all rows), each step in its own process capped by
   ``--budget`` seconds (2 shared cores here: a capped step is reported as "> budget" and not
@@ -96,13 +98,14 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def worker_ours(out: str, k: int) -> dict:
+def worker_ours(out: str, k: int, neighbours: bool) -> dict:
     from soundclust_ray.analysis.driver import analyze, config_with
 
     warm_numba()
     base = rss_bytes()
     t0 = time.perf_counter()
-    m = analyze(out, config_with(k=k), label_col="centre", progress=False)
+    cfg = config_with(k=k, hdbscan=neighbours, umap=neighbours)
+    m = analyze(out, cfg, label_col="centre", progress=False)
     total = time.perf_counter() - t0
     return {
         "seconds": m["seconds_per_stage"],
@@ -111,6 +114,7 @@ def worker_ours(out: str, k: int) -> dict:
         "base_rss": base,
         "nmi": m.get("nmi"),
         "hdbscan": m.get("hdbscan"),
+        "umap": m.get("umap"),
     }
 
 
@@ -169,11 +173,31 @@ def run_worker(args: list[str], timeout: float | None) -> dict | None:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+def extrapolate(ours: dict, n: int) -> dict[str, float]:
+    """HDBSCAN/UMAP/neighbour-PCA seconds at ``n`` rows from the largest measured size:
+    the sampled fit is constant, the out-of-sample assignment linear in the remaining rows."""
+    measured = [m for m in sorted(ours) if not ours[m].get("estimated")]
+    if not measured:
+        return {}
+    m = measured[-1]
+    r = ours[m]
+    est = {}
+    for name in ("hdbscan", "umap"):
+        info = r.get(name) or {}
+        fit = info.get("seconds_fit", r["seconds"].get(name, 0.0))
+        rows = info.get("out_of_sample_rows") or 0
+        rate = info.get("seconds_out_of_sample", 0.0) / rows if rows else 0.0
+        est[name] = fit + rate * (n - info.get("fitted_rows", m))
+    est["neighbour pca"] = r["seconds"].get("neighbour pca", 0.0) * n / m
+    return est
+
+
 SEED_STEPS = ("scale", "kmeans", "hdbscan", "umap", "pca", "silhouette")
 OUR_STEPS = (
     "gather",
     "kmeans",
     "oof kmeans",
+    "neighbour pca",
     "hdbscan",
     "umap",
     "pca map",
@@ -200,6 +224,14 @@ def main() -> None:
         help="seconds allowed per seed-style step (default 60)",
     )
     p.add_argument("--no-seed", action="store_true", help="skip the seed-style reference")
+    p.add_argument(
+        "--oos-limit",
+        type=int,
+        default=200_000,
+        help="above this many rows run ours without HDBSCAN/UMAP and extrapolate them\n"
+        "from the per-row out-of-sample rate measured at the largest smaller size\n"
+        "(~1 ms per row each on 2 shared cores; default 200000)",
+    )
     p.add_argument("--keep", help="write the OUT folders under this folder and keep them")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -207,7 +239,7 @@ def main() -> None:
     if a.worker:
         kind = a.worker[0]
         if kind == "ours":
-            res = worker_ours(a.worker[1], int(a.worker[2]))
+            res = worker_ours(a.worker[1], int(a.worker[2]), a.worker[3] == "1")
         else:
             res = worker_seed(a.worker[1], int(a.worker[2]), int(a.worker[3]), int(a.worker[4]))
         print("RESULT " + json.dumps(res, default=str))
@@ -234,11 +266,25 @@ def main() -> None:
             t0 = time.perf_counter()
             write_out(str(out), n, a.dims)
             print(f"\n[{n:,} rows] shards written in {time.perf_counter() - t0:.1f} s (untimed)")
-            r = run_worker(["ours", str(out), str(a.k)], None)
+            neighbours = n <= a.oos_limit
+            r = run_worker(["ours", str(out), str(a.k), "1" if neighbours else "0"], None)
+            if not neighbours:
+                r["estimated"] = extrapolate(ours, n)
+                r["seconds"].update(r["estimated"])
+                r["total"] += sum(r["estimated"].values())
             ours[n] = r
             matrix = n * a.dims * 4
             steps = ", ".join(f"{s} {r['seconds'].get(s, 0):.1f}" for s in OUR_STEPS)
-            print(f"  ours: total {r['total']:.1f} s ({steps})")
+            est = f" [estimated: {', '.join(r['estimated'])}]" if r.get("estimated") else ""
+            print(f"  ours: total {r['total']:.1f} s ({steps}){est}")
+            for name in ("hdbscan", "umap"):
+                info = r.get(name) or {}
+                if info.get("seconds_out_of_sample") is not None:
+                    print(
+                        f"        {name}: fit {info['fitted_rows']:,} rows "
+                        f"{info['seconds_fit']:.1f} s, out of sample "
+                        f"{info['out_of_sample_rows']:,} rows {info['seconds_out_of_sample']:.1f} s"
+                    )
             print(
                 f"        peak RSS {gib(r['peak_rss'])} = {r['peak_rss'] / matrix:.2f}x matrix "
                 f"({gib(matrix)}); above the pre-analysis baseline "

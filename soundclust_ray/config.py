@@ -251,6 +251,8 @@ class AnalysisConfig:
     minibatch_above: int = 20000
     """Use MiniBatchKMeans (batch 2048, seed 004) above this many rows."""
     minibatch_size: int = 2048
+    hdbscan: bool = True
+    """Run HDBSCAN (off: the column is all -1; out-of-sample rows cost ~1 ms each on 2 cores)."""
     hdbscan_min_cluster_size: int = 4
     hdbscan_min_samples: int = 2
     neighbors_pca_above: int = 5000
@@ -258,6 +260,8 @@ class AnalysisConfig:
     degrade in high dimensions (HDBSCAN 10k x 512 took 120 s on 2 cores, 10k x 32 took 1.7 s)."""
     neighbors_pca_dims: int = 32
     """Components of that projection (no seed: seed 002 clusters 13 tracks on all columns)."""
+    umap: bool = True
+    """Compute the UMAP map (off: umap_x/umap_y are NaN; the slowest step at millions of rows)."""
     umap_n_neighbors: int = 10
     umap_min_dist: float = 0.1
     pca: float | None = None

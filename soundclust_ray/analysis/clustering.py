@@ -7,6 +7,8 @@ in batches, so a million rows never build a million-point density tree.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
@@ -109,13 +111,16 @@ def fit_hdbscan(
         cluster_selection_method="eom",
         prediction_data=sampled,
     )
+    t0 = time.perf_counter()
     fit_labels = model.fit_predict(X[idx] if sampled else X)
     info["fitted_rows"] = int(len(idx))
+    info["seconds_fit"] = round(time.perf_counter() - t0, 4)
     if not sampled:
         return fit_labels.astype(np.int32), info
     labels = np.empty(n, dtype=np.int32)
     labels[idx] = fit_labels
     rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
+    t0 = time.perf_counter()
     for start in tqdm(
         range(0, len(rest), predict_batch),
         desc="hdbscan predict",
@@ -126,6 +131,7 @@ def fit_hdbscan(
         pred, _ = hdbscan.approximate_predict(model, X[rows])
         labels[rows] = pred
     info["out_of_sample_rows"] = int(len(rest))
+    info["seconds_out_of_sample"] = round(time.perf_counter() - t0, 4)
     return labels, info
 
 

@@ -125,7 +125,9 @@ def gather_matrix(
 
     Features are standardized; embeddings are centered + L2-normalized (seed 000) and not
     standardized when alone (seed 001 clusters them directly); ``both`` standardizes the
-    joined matrix so neither part drowns the other, then family weights apply.
+    joined matrix so neither part drowns the other, then family weights apply. ``tabular``
+    reads OUT/embeddings/tabular as is: the source already standardized and weighted it
+    (seed 003).
     """
     if cfg.matrix not in MATRICES:
         raise ValueError(f"unknown matrix '{cfg.matrix}'; choose one of {', '.join(MATRICES)}")
@@ -319,7 +321,8 @@ def analyze(
 
         with steps("neighbour pca"):
             Xn = X
-            if n_rows > cfg.neighbors_pca_above and X.shape[1] > cfg.neighbors_pca_dims:
+            wide = X.shape[1] > cfg.neighbors_pca_dims
+            if (cfg.hdbscan or cfg.umap) and n_rows > cfg.neighbors_pca_above and wide:
                 Xn, result["neighbors_pca"] = projection.fit_pca_reduction(
                     X,
                     cfg.neighbors_pca_dims,
@@ -329,18 +332,24 @@ def analyze(
                 )
 
         with steps("hdbscan"):
-            hdb_labels, result["hdbscan"] = clustering.fit_hdbscan(
-                Xn,
-                cfg.hdbscan_min_cluster_size,
-                cfg.hdbscan_min_samples,
-                cfg.fit_sample,
-                cfg.random_state,
-                cfg.predict_batch,
-                progress,
-            )
+            if not cfg.hdbscan:
+                hdb_labels = np.full(n_rows, -1, dtype=np.int32)
+                result["hdbscan"] = {"skipped": "turned off (hdbscan=False)"}
+            else:
+                hdb_labels, result["hdbscan"] = clustering.fit_hdbscan(
+                    Xn,
+                    cfg.hdbscan_min_cluster_size,
+                    cfg.hdbscan_min_samples,
+                    cfg.fit_sample,
+                    cfg.random_state,
+                    cfg.predict_batch,
+                    progress,
+                )
 
         with steps("umap"):
             try:
+                if not cfg.umap:
+                    raise ValueError("turned off (umap=False)")
                 umap_xy, result["umap"] = projection.fit_umap_2d(
                     Xn,
                     cfg.umap_n_neighbors,
@@ -464,19 +473,18 @@ def analyze(
 def _write_oof(
     out: str, g: gather.Gathered, X: np.ndarray, k: int, cfg: AnalysisConfig, result: dict
 ) -> str | None:
+    """Seed 004's out-of-fold MiniBatchKMeans (n_init="auto") → OUT/oof.parquet, or a reason."""
     from soundclust_ray.analysis.oof import fit_oof_kmeans
 
-    n = X.shape[0]
-    minibatch = n > cfg.minibatch_above
     try:
         dist, labels = fit_oof_kmeans(
             X,
             k,
             cfg.oof_splits,
             cfg.random_state,
-            minibatch=minibatch,
+            minibatch=True,
             batch_size=cfg.minibatch_size,
-            n_init="auto" if minibatch else cfg.kmeans_n_init,
+            n_init="auto",
         )
     except ValueError as exc:
         result["oof"] = {"skipped": str(exc)}
@@ -490,12 +498,7 @@ def _write_oof(
     fs, base = shards.resolve(out)
     path = shards.join(base, "oof.parquet")
     shards.write_table_atomic(fs, path, pa.table(cols))
-    result["oof"] = {
-        "path": "oof.parquet",
-        "k": k,
-        "splits": cfg.oof_splits,
-        "minibatch": minibatch,
-    }
+    result["oof"] = {"path": "oof.parquet", "k": k, "splits": cfg.oof_splits}
     return path
 
 

@@ -6,6 +6,7 @@ transformed in batches, so memory is bounded by the matrix plus one batch.
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -118,10 +119,15 @@ def fit_umap_2d(
         warnings.filterwarnings("ignore", message=".*n_jobs.*")
         warnings.filterwarnings("ignore", message=".*k >= N.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+        t0 = time.perf_counter()
         if m == n:
-            return model.fit_transform(X).astype(np.float32), info
+            Y = model.fit_transform(X).astype(np.float32)
+            info["seconds_fit"] = round(time.perf_counter() - t0, 4)
+            return Y, info
         Y = np.empty((n, 2), dtype=np.float32)
         Y[idx] = model.fit_transform(X[idx])
+        info["seconds_fit"] = round(time.perf_counter() - t0, 4)
+        t0 = time.perf_counter()
         rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
         from tqdm.auto import tqdm
 
@@ -134,4 +140,5 @@ def fit_umap_2d(
             rows = rest[start : start + predict_batch]
             Y[rows] = model.transform(X[rows])
     info["out_of_sample_rows"] = int(len(rest))
+    info["seconds_out_of_sample"] = round(time.perf_counter() - t0, 4)
     return Y, info
