@@ -127,6 +127,10 @@ def mfcc_from_db(mel_db: np.ndarray, n_mfcc: int) -> np.ndarray:
     return scipy.fft.dct(mel_db, axis=-2, type=2, norm="ortho")[..., :n_mfcc, :]
 
 
+MOMENT_BLOCK_FRAMES = 4096
+"""Frames per float64 moment product (bounds memory on long tracks)."""
+
+
 @lru_cache(maxsize=16)
 def _moment_weights(sr: int, n_fft: int) -> np.ndarray:
     freq = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
@@ -141,7 +145,11 @@ def centroid_bandwidth(mag: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray
     Frames with no energy give 0 for both, as in librosa.
     """
     n_fft = 2 * (mag.shape[-2] - 1)
-    moments = np.matmul(_moment_weights(sr, n_fft), mag.astype(np.float64))
+    weights = _moment_weights(sr, n_fft)
+    moments = np.empty((*mag.shape[:-2], 3, mag.shape[-1]))
+    for start in range(0, mag.shape[-1], MOMENT_BLOCK_FRAMES):  # float64 copies stay small
+        stop = start + MOMENT_BLOCK_FRAMES
+        moments[..., start:stop] = np.matmul(weights, mag[..., start:stop].astype(np.float64))
     total = moments[..., 0, :]
     safe = np.where(total > 0, total, 1.0)
     centroid = np.where(total > 0, moments[..., 1, :] / safe, 0.0)
@@ -192,12 +200,39 @@ def zero_crossing_rate(y: np.ndarray, frame_length: int, hop_length: int) -> np.
     return inside / frame_length
 
 
+RMS_BLOCK_FRAMES = 4096
+"""Frames per block of the RMS framing (a frame copy is frame_length x larger than ``y``)."""
+
+
 def rms(y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
-    """``librosa.feature.rms(y)`` (centred, zero padding)."""
+    """``librosa.feature.rms(y)`` (centred, zero padding), framed block by block."""
     half = frame_length // 2
     padded = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(half, half)], mode="constant")
     frames = frame_signal(padded, frame_length, hop_length)
-    return np.sqrt(np.mean(np.abs(frames) ** 2, axis=-1))
+    out = np.empty(frames.shape[:-1], dtype=np.float32)
+    for start in range(0, frames.shape[-2], RMS_BLOCK_FRAMES):
+        block = frames[..., start : start + RMS_BLOCK_FRAMES, :]
+        out[..., start : start + RMS_BLOCK_FRAMES] = np.sqrt(np.mean(np.abs(block) ** 2, axis=-1))
+    return out
+
+
+def trim_bounds(
+    level: np.ndarray, top_db: float, hop_length: int, n_samples: int
+) -> tuple[int, int]:
+    """``librosa.effects.trim(ref=np.max)``'s kept interval, from the frames' ``rms``.
+
+    Frames more than ``top_db`` below the loudest are silent; the interval runs from the
+    first to one frame past the last non-silent frame ((0, 0) when all are silent).
+    """
+    magnitude = np.abs(level)
+    ref = np.max(magnitude)
+    power = np.square(magnitude)
+    db = 10.0 * np.log10(np.maximum(AMIN_DB, power))
+    db -= 10.0 * np.log10(np.maximum(AMIN_DB, ref**2))
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return 0, 0
+    return int(loud[0] * hop_length), min(n_samples, int((loud[-1] + 1) * hop_length))
 
 
 def _piptrack_band(power: np.ndarray, sr: int, fmin: float = 150.0, fmax: float = 4000.0):
@@ -273,6 +308,8 @@ TEMPO_START_BPM = 120.0
 TEMPO_STD_BPM = 1.0
 TEMPO_MAX_BPM = 320.0
 """librosa.feature.tempo's log-normal prior (start_bpm, std_bpm) and max_tempo."""
+TEMPO_BLOCK_FRAMES = 2048
+"""Onset frames per autocorrelation block (a 10 min track at 44.1 kHz has 52k frames)."""
 
 
 def tempo(onset_envelope: np.ndarray, sr: int, hop_length: int) -> float:
@@ -290,13 +327,17 @@ def tempo(onset_envelope: np.ndarray, sr: int, hop_length: int) -> float:
     win = int(librosa.time_to_frames(TEMPO_WINDOW_S, sr=sr, hop_length=hop_length))
     padded = np.pad(env, (win // 2, win // 2), mode="linear_ramp", end_values=(0, 0))
     window = scipy.signal.get_window("hann", win, fftbins=True)
-    frames = frame_signal(padded, win, 1)[:n] * window
+    frames = frame_signal(padded, win, 1)[:n]
     n_pad = scipy.fft.next_fast_len(2 * win - 1, real=True)
-    spectrum = scipy.fft.rfft(frames, n=n_pad, axis=-1)
-    power = spectrum.real**2 + spectrum.imag**2
-    energy = np.einsum("ij,ij->i", frames, frames)
-    weights = np.where(energy > np.finfo(np.float64).tiny, 1.0 / np.maximum(energy, 1e-300), 0.0)
-    mean_acf = scipy.fft.irfft(weights @ power / n, n=n_pad)[:win]
+    weighted = np.zeros(n_pad // 2 + 1)
+    for start in range(0, n, TEMPO_BLOCK_FRAMES):  # blocks bound memory on long tracks
+        block = frames[start : start + TEMPO_BLOCK_FRAMES] * window
+        spectrum = scipy.fft.rfft(block, n=n_pad, axis=-1)
+        energy = np.einsum("ij,ij->i", block, block)
+        usable = energy > np.finfo(np.float64).tiny
+        weights = np.where(usable, 1.0 / np.where(usable, energy, 1.0), 0.0)
+        weighted += weights @ (spectrum.real**2 + spectrum.imag**2)
+    mean_acf = scipy.fft.irfft(weighted / n, n=n_pad)[:win]
     bpms = librosa.tempo_frequencies(win, hop_length=hop_length, sr=sr)
     with np.errstate(divide="ignore"):
         logprior = -0.5 * ((np.log2(bpms) - np.log2(TEMPO_START_BPM)) / TEMPO_STD_BPM) ** 2

@@ -8,7 +8,6 @@ is the seed's own sequence of librosa calls, which the tests compare against col
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 
 from soundclust_ray.config import TimbreConfig
@@ -29,14 +28,16 @@ def timbre_columns(cfg: TimbreConfig) -> list[str]:
     return [f"{FAMILY}__{n}" for n in names]
 
 
-def trim_silence(y: np.ndarray, sr: int, cfg: TimbreConfig) -> np.ndarray:
-    """Trim leading/trailing silence; keep the whole signal if too little would remain."""
-    trimmed, _ = librosa.effects.trim(
-        y, top_db=cfg.trim_top_db, frame_length=cfg.n_fft, hop_length=cfg.hop_length
-    )
-    if len(trimmed) < int(cfg.min_trimmed_s * sr):
-        return y
-    return trimmed
+def trim_silence(y: np.ndarray, sr: int, cfg: TimbreConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Trim leading/trailing silence (``librosa.effects.trim``); keep the whole signal if too
+    little would remain. Also returns the kept signal's RMS frames, reused when nothing was cut.
+    """
+    level = dsp.rms(y, cfg.n_fft, cfg.hop_length)
+    start, end = dsp.trim_bounds(level, cfg.trim_top_db, cfg.hop_length, y.shape[0])
+    if end - start < int(cfg.min_trimmed_s * sr) or (start, end) == (0, y.shape[0]):
+        return y, level
+    trimmed = y[start:end]
+    return trimmed, dsp.rms(trimmed, cfg.n_fft, cfg.hop_length)
 
 
 def compute_timbre(y: np.ndarray, sr: int, cfg: TimbreConfig) -> dict[str, float]:
@@ -45,7 +46,7 @@ def compute_timbre(y: np.ndarray, sr: int, cfg: TimbreConfig) -> dict[str, float
     Raises:
         FeatureError: the signal is empty, not mono, or holds non-finite samples.
     """
-    y = trim_silence(dsp.check_signal(y, FAMILY), sr, cfg)
+    y, level = trim_silence(dsp.check_signal(y, FAMILY), sr, cfg)
     mag = dsp.stft_magnitude(y, cfg.n_fft, cfg.hop_length)
     mel_db = dsp.power_to_db(dsp.mel_power(mag**2, sr, cfg.n_mels), ref_max=True)
     mfcc = dsp.mfcc_from_db(mel_db, cfg.n_mfcc)
@@ -56,7 +57,7 @@ def compute_timbre(y: np.ndarray, sr: int, cfg: TimbreConfig) -> dict[str, float
             bandwidth,
             dsp.rolloff(mag, sr, cfg.rolloff_percent),
             dsp.flatness(mag),
-            dsp.rms(y, cfg.n_fft, cfg.hop_length),
+            level,
             dsp.zero_crossing_rate(y, cfg.n_fft, cfg.hop_length),
         ]
     )
