@@ -54,3 +54,15 @@ def test_tempo_equals_librosa_on_tracks_and_chunks(shared_data, sr):
         expected = float(librosa.feature.tempo(onset_envelope=part, sr=sr)[0])
         assert dsp.tempo(part, sr, 512) == expected
     assert dsp.tempo(np.zeros(300, np.float32), sr, 512) == 0.0
+
+
+@pytest.mark.parametrize("top_db", [30.0, 60.0])
+def test_trim_bounds_equal_librosa_trim(signal, top_db):
+    rng = np.random.default_rng(3)
+    burst = np.zeros(3 * 22050, np.float32)
+    burst[20000:31000] = 0.2 * rng.standard_normal(11000).astype(np.float32)
+    for y in (signal, burst, np.zeros(4000, np.float32)):
+        level = dsp.rms(y, 2048, 512)
+        np.testing.assert_array_equal(level, librosa.feature.rms(y=y)[0])
+        _, expected = librosa.effects.trim(y, top_db=top_db)
+        assert dsp.trim_bounds(level, top_db, 512, y.size) == tuple(expected)
