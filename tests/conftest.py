@@ -27,6 +27,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_jit_caches():
+    """Compile librosa's numba kernels once, under the cross-process lock, before any test.
+
+    Ray workers started by the tests compile the same kernels; see features/jit_cache.py.
+    """
+    from soundclust_ray.features.jit_cache import warm_jit_caches
+
+    warm_jit_caches(include_reference=True)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return SHARED_DATA

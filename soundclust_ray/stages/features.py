@@ -7,8 +7,6 @@ caches are built once per worker and reused across tracks.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
 from soundclust_ray.audio import load_audio
@@ -16,7 +14,13 @@ from soundclust_ray.audio.errors import TrackError
 from soundclust_ray.audio.probe import probe_duration
 from soundclust_ray.config import RunConfig
 from soundclust_ray.features.classic import classic_columns, compute_classic_chunks
-from soundclust_ray.features.registry import feature_columns, get_families
+from soundclust_ray.features.jit_cache import warm_jit_caches
+from soundclust_ray.features.registry import (
+    compute_family,
+    decode_rates,
+    feature_columns,
+    get_families,
+)
 from soundclust_ray.stages.base import Resources, map_tracks
 
 STAGE_NAME = "features"
@@ -39,18 +43,19 @@ class FeatureStage:
         self.cfg = cfg
         self.families = get_families(cfg.features.families)
         self.columns = feature_columns(cfg.features)
-        by_rate: dict[int, list] = defaultdict(list)
-        for family in self.families:
-            by_rate[family.sample_rate(cfg.features)].append(family)
-        self.by_rate = dict(by_rate)
+        self.rates = decode_rates(self.families, cfg.features)
+        warm_jit_caches()
 
     def compute_track(self, track_id: str, path: str) -> list[dict[str, float]]:
         """All requested feature columns of one track; raises on any per-track problem."""
+        audio = self.cfg.audio
+        signals = {
+            rate: load_audio(path, rate, audio.max_duration_s, audio.min_duration_s)
+            for rate in self.rates
+        }
         row: dict[str, float] = {}
-        for rate, families in self.by_rate.items():
-            y = load_audio(path, rate, self.cfg.audio.max_duration_s, self.cfg.audio.min_duration_s)
-            for family in families:
-                row.update(family.compute(y, rate, self.cfg.features))
+        for family in self.families:
+            row.update(compute_family(family, signals, self.cfg.features))
         values = np.array([row[c] for c in self.columns], dtype=np.float64)
         bad = ~np.isfinite(values)
         if bad.any():
@@ -69,6 +74,7 @@ class ClassicChunkStage:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.columns = classic_columns(cfg.features.classic)
+        warm_jit_caches()
 
     def compute_track(self, track_id: str, path: str) -> list[dict[str, float]]:
         classic = self.cfg.features.classic
