@@ -66,14 +66,25 @@ def main() -> None:
     if args.quick:
         args.tracks, args.minutes = 2, 5.0
     proc, endpoint = start_server()
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench",
-                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     from soundclust_ray.audio.decode import read_audio
     from soundclust_ray.storage import RangeReader
 
     try:
-        fs = pafs.S3FileSystem(endpoint_override=endpoint, access_key="bench", secret_key="bench",
-                               region="us-east-1", allow_bucket_creation=True)
+        fs = pafs.S3FileSystem(
+            endpoint_override=endpoint,
+            access_key="bench",
+            secret_key="bench",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
         fs.create_dir("bench")
         clips = sorted((DATA / "gtzan_mini").glob("*.wav"))[: args.tracks]
         keys = []
@@ -87,8 +98,10 @@ def main() -> None:
             with fs.open_output_stream(f"bench/clip/{i}.wav") as f:
                 f.write(clip.read_bytes())
             keys.append(i)
-        print(f"{len(keys)} tracks of {args.minutes:g} min (22.05 kHz 16-bit WAV), "
-              f"decoding the first {args.max_duration:g} s; S3 server {endpoint}")
+        print(
+            f"{len(keys)} tracks of {args.minutes:g} min (22.05 kHz 16-bit WAV), "
+            f"decoding the first {args.max_duration:g} s; S3 server {endpoint}"
+        )
         naive_load(fs, "bench/clip/0.wav", 1.0)  # warm both clients before timing
         read_audio("s3://bench/clip/0.wav", 1.0)
         for kind in ("long", "clip"):
@@ -108,9 +121,11 @@ def main() -> None:
                     snd.read(frames=int(args.max_duration * snd.samplerate))
                     fetched += r.bytes_fetched
             total = sum(sizes)
-            print(f"  {kind:<5} naive whole-object GET: {naive_s:6.2f} s {total / 2**20:7.1f} MiB"
-                  f" | ranged blocks: {ours_s:6.2f} s {fetched / 2**20:7.1f} MiB"
-                  f" | time ratio {naive_s / ours_s:5.2f}x  bytes ratio {total / fetched:5.2f}x")
+            print(
+                f"  {kind:<5} naive whole-object GET: {naive_s:6.2f} s {total / 2**20:7.1f} MiB"
+                f" | ranged blocks: {ours_s:6.2f} s {fetched / 2**20:7.1f} MiB"
+                f" | time ratio {naive_s / ours_s:5.2f}x  bytes ratio {total / fetched:5.2f}x"
+            )
     finally:
         proc.terminate()
         proc.wait(timeout=20)
