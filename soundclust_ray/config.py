@@ -299,6 +299,8 @@ class RunConfig:
     """audio, msd or tabular."""
     batch_size: int = 4
     """Tracks per Ray Data batch in CPU stages (small: one track is seconds of work)."""
+    concurrent_products: bool | None = None
+    """Run features and embeddings side by side; None: only when model actors use GPUs."""
     shard_rows: int = 64
     """Tracks per Parquet shard: at most this much work is redone after a crash."""
     max_error_rate: float = 0.5

@@ -19,6 +19,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -277,7 +278,12 @@ def run_product(
 
 
 def map_stage(
-    ds, stage_cls, cfg: RunConfig, resources: Resources, pool_size: int, args: tuple = ()
+    ds,
+    stage_cls,
+    cfg: RunConfig,
+    resources: Resources,
+    pool_size: int | tuple[int, int],
+    args: tuple = (),
 ):
     """``map_batches`` of a callable-class stage on an actor pool, resources as the stage declares.
 
@@ -304,14 +310,38 @@ def map_stage(
     )
 
 
-def features_pipeline(cfg: RunConfig):
-    """The feature product's stages: one actor per CPU, decode + families."""
+def run_concurrently(cfg: RunConfig, products: list[str]) -> bool:
+    """Run products side by side when embeddings go to GPUs (auto) or when asked to.
+
+    With model actors on GPUs, the feature actors' CPUs and the GPUs work at the same time
+    instead of one product after the other; on CPU-only clusters the products would only
+    compete for the same cores, so they run in turn.
+    """
+    if len(products) < 2:
+        return False
+    if cfg.concurrent_products is not None:
+        return cfg.concurrent_products
+    from soundclust_ray.stages.embed import embed_resources
+
+    return any(
+        embed_resources(cfg, p.split("/", 1)[1]).num_gpus > 0
+        for p in products
+        if p.startswith("embeddings/")
+    )
+
+
+def features_pipeline(cfg: RunConfig, shared: bool = False):
+    """The feature product's stages: one actor per CPU, decode + families.
+
+    ``shared``: another product runs at the same time, so the pool scales between one actor
+    and the cores, leaving room for that product's CPU workers.
+    """
     from soundclust_ray.stages.features import FeatureStage, feature_resources
 
     def build(ds):
         resources = feature_resources(cfg)
         pool = max(1, int(cluster_cpus() / resources.num_cpus))
-        return map_stage(ds, FeatureStage, cfg, resources, pool)
+        return map_stage(ds, FeatureStage, cfg, resources, (1, pool) if shared else pool)
 
     return build
 
@@ -490,23 +520,31 @@ def run_pipeline(
     fs.create_dir(base, recursive=True)
     write_manifest(out, manifest)
     timings = {"manifest": time.perf_counter() - t0}
-    results = []
-    for product in products:
+    concurrent = run_concurrently(cfg, products)
+
+    def run_one(product: str) -> ProductResult:
         done = set(shards.read_column(out, product).to_pylist())
         todo = valid[~valid["track_id"].isin(done)]
         skipped = len(valid) - len(todo)
         if skipped:
             progress(f"{product}: {skipped} tracks already in {shards.join(out, product)}, skipped")
         if product == FEATURES:
-            build = features_pipeline(cfg)
+            build = features_pipeline(cfg, shared=concurrent)
         elif product == FEATURE_CHUNKS:
             build = chunk_features_pipeline(cfg)
         else:
             build = embedding_pipeline(cfg, product)
         result = run_product(product, todo, out, cfg, build, progress)
         result.n_skipped = skipped
-        results.append(result)
-        timings[product] = result.seconds
+        return result
+
+    if concurrent:
+        progress(f"running {', '.join(products)} concurrently (model actors on GPUs)")
+        with ThreadPoolExecutor(max_workers=len(products)) as pool:
+            results = list(pool.map(run_one, products))
+    else:
+        results = [run_one(product) for product in products]
+    timings.update({r.product: r.seconds for r in results})
     return finish_run(out, manifest, cfg, results, timings, input_desc)
 
 

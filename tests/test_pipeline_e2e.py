@@ -135,3 +135,42 @@ def test_gtzan_manifest_with_labels(tmp_path, ray_local, shared_data):
     assert metrics["n_tracks"] == len(labels)
     assert {"features", "kmeans", "hdbscan", "umap"} <= set(metrics["seconds_per_stage"])
     assert 0.0 <= metrics["nmi"] <= 1.0 and -1.0 <= metrics["ari"] <= 1.0
+
+
+def test_features_and_embeddings_can_run_side_by_side(synth_corpus, tmp_path, ray_local):
+    """The concurrent path (automatic when model actors use GPUs) gives the same shards."""
+    import dataclasses
+
+    from soundclust_ray.config import EmbedConfig, RunConfig
+    from soundclust_ray.manifest import build_manifest
+    from soundclust_ray.pipeline import run_pipeline
+
+    manifest = build_manifest(str(synth_corpus), limit=4)
+    base = dataclasses.replace(RunConfig(), embed=EmbedConfig(backends=("musicnn",)))
+    side_by_side = run_pipeline(
+        manifest,
+        str(tmp_path / "a"),
+        dataclasses.replace(base, concurrent_products=True),
+        progress=lambda _t: None,
+    )
+    in_turn = run_pipeline(
+        manifest,
+        str(tmp_path / "b"),
+        dataclasses.replace(base, concurrent_products=False),
+        progress=lambda _t: None,
+    )
+    for info in (side_by_side, in_turn):
+        assert {p: v["written"] for p, v in info["products"].items()} == {
+            "features": 4,
+            "embeddings/musicnn": 4,
+        }
+    pd.testing.assert_frame_equal(read_features(tmp_path / "a"), read_features(tmp_path / "b"))
+    emb = [
+        pd.concat(
+            t.to_pandas() for t in shards.iter_shard_tables(str(tmp_path / o), "embeddings/musicnn")
+        )
+        .sort_values("track_id")
+        .reset_index(drop=True)
+        for o in "ab"
+    ]
+    np.testing.assert_array_equal(np.stack(emb[0]["embedding"]), np.stack(emb[1]["embedding"]))
