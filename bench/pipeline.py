@@ -5,7 +5,7 @@ function, (2) the Ray Data pipeline with one feature actor, (3) with one actor p
 tracks/s, the 1-actor overhead (goal ≤ 10 %) and the all-core speed-up over the loop
 (goal ≥ 0.8 × cores). Ray start-up is excluded; actor start-up is included.
 
-    python bench/pipeline.py [--families timbre] [--repeat 2] [--clips N]
+    python bench/pipeline.py [--families timbre,classic,soundspace] [--repeat 2] [--clips N]
 """
 
 from __future__ import annotations
@@ -30,10 +30,14 @@ GTZAN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtzan_
 
 
 def serial_loop(manifest: pd.DataFrame, cfg: RunConfig) -> float:
+    """One core, like one actor: Ray pins an actor's BLAS/OpenMP pools to its one CPU."""
+    from threadpoolctl import threadpool_limits
+
     stage = FeatureStage(cfg)
     start = time.perf_counter()
-    for track_id, path in zip(manifest["track_id"], manifest["path"], strict=True):
-        stage.compute_track(track_id, path)
+    with threadpool_limits(limits=1):
+        for track_id, path in zip(manifest["track_id"], manifest["path"], strict=True):
+            stage.compute_track(track_id, path)
     return time.perf_counter() - start
 
 
@@ -55,9 +59,9 @@ def ray_run(manifest: pd.DataFrame, cfg: RunConfig, actors: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default="timbre")
+    parser.add_argument("--families", default="timbre,classic,soundspace")
     parser.add_argument("--clips", type=int, default=37, help="GTZAN clips to use (30 s each)")
-    parser.add_argument("--repeat", type=int, default=1, help="tile the clips this many times")
+    parser.add_argument("--repeat", type=int, default=2, help="tile the clips this many times")
     args = parser.parse_args()
     base = RunConfig()
     cfg = dataclasses.replace(

@@ -21,7 +21,7 @@ from soundclust_ray.config import FeaturesConfig
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "soundclust_ray-numba-cache.lock")
 WARMUP_SECONDS = 6.0
 
-_warmed = False
+_warmed: set[tuple[tuple[str, ...], bool]] = set()
 
 
 def warmup_signal(sample_rate: int, seconds: float = WARMUP_SECONDS) -> np.ndarray:
@@ -32,28 +32,37 @@ def warmup_signal(sample_rate: int, seconds: float = WARMUP_SECONDS) -> np.ndarr
     return y.astype(np.float32)
 
 
-def warm_jit_caches(include_reference: bool = False) -> None:
-    """Run every feature family (and optionally the seed-style references) under the lock."""
-    global _warmed
-    if _warmed:
-        return
+def warm_jit_caches(
+    families: tuple[str, ...] | None = None, include_reference: bool = False
+) -> None:
+    """Run the named feature families (default: all; optionally the seed-style references too)
+    on a short signal under the lock, once per process and set of families."""
     from soundclust_ray.features import reference
-    from soundclust_ray.features.registry import FAMILIES, compute_family, decode_rates
+    from soundclust_ray.features.registry import (
+        FAMILIES,
+        compute_family,
+        decode_rates,
+        get_families,
+    )
 
-    cfg = FeaturesConfig(families=tuple(FAMILIES))
-    families = list(FAMILIES.values())
+    names = tuple(FAMILIES) if families is None else tuple(families)
+    key = (names, include_reference)
+    if key in _warmed:
+        return
+    cfg = FeaturesConfig(families=names)
+    selected = get_families(names)
     with open(LOCK_PATH, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            signals = {r: warmup_signal(r) for r in decode_rates(families, cfg)}
-            for family in families:
+            signals = {r: warmup_signal(r) for r in decode_rates(selected, cfg)}
+            for family in selected:
                 compute_family(family, signals, cfg)
             if include_reference:
-                y22 = signals[cfg.timbre.sample_rate]
+                y22 = warmup_signal(cfg.timbre.sample_rate)
                 reference.timbre_reference(y22, cfg.timbre.sample_rate, cfg.timbre)
                 reference.classic_reference(y22, cfg.classic.sample_rate, cfg.classic)
                 y44 = warmup_signal(cfg.soundspace.sample_rate)
                 reference.soundspace_reference(y22, y44, cfg.soundspace)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    _warmed = True
+    _warmed.add(key)

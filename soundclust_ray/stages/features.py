@@ -44,7 +44,7 @@ class FeatureStage:
         self.families = get_families(cfg.features.families)
         self.columns = feature_columns(cfg.features)
         self.rates = decode_rates(self.families, cfg.features)
-        warm_jit_caches()
+        warm_jit_caches(cfg.features.families)
 
     def compute_track(self, track_id: str, path: str) -> list[dict[str, float]]:
         """All requested feature columns of one track; raises on any per-track problem."""
@@ -74,7 +74,7 @@ class ClassicChunkStage:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.columns = classic_columns(cfg.features.classic)
-        warm_jit_caches()
+        warm_jit_caches(("classic",))
 
     def compute_track(self, track_id: str, path: str) -> list[dict[str, float]]:
         classic = self.cfg.features.classic
