@@ -63,6 +63,16 @@ def run_cli_subprocess(args: list[str], marker: str) -> subprocess.Popen:
     )
 
 
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process (its own embedded Ray), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "soundclust_ray.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(corpus, tmp_path):
     common = [
         "--num-cpus",
@@ -91,40 +101,12 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(corpus, tmp_path
     assert 3 <= partial < 24
     assert not list(killed_out.glob("features/part-*.parquet.tmp*"))
 
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "soundclust_ray.cli",
-            "run",
-            str(corpus),
-            "--out",
-            str(killed_out),
-            *common[:-1],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    rerun = run_cli(["run", str(corpus), "--out", str(killed_out), *common[:-1]])
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "already in" in rerun.stdout
 
     clean_out = tmp_path / "clean"
-    clean = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "soundclust_ray.cli",
-            "run",
-            str(corpus),
-            "--out",
-            str(clean_out),
-            *common,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    clean = run_cli(["run", str(corpus), "--out", str(clean_out), *common])
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
     resumed, reference = read_features(killed_out), read_features(clean_out)
