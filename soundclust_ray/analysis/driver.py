@@ -46,6 +46,7 @@ class _Steps:
         from tqdm.auto import tqdm
 
         self.seconds: dict[str, float] = {}
+        self.peak_rss_gib: dict[str, float] = {}
         self.bar = tqdm(total=total, desc="analysis", disable=not progress, unit="step")
 
     @contextmanager
@@ -56,11 +57,25 @@ class _Steps:
             yield
         finally:
             self.seconds[name] = round(time.perf_counter() - t0, 4)
+            self.peak_rss_gib[name] = _peak_rss_gib()
             self.bar.update(1)
 
     def close(self) -> None:
         self.bar.set_description("analysis")
         self.bar.close()
+
+
+def _peak_rss_gib() -> float | None:
+    """This process's peak resident memory so far (Linux/macOS), to check the memory bound."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return None
+    scale = 1 if sys.platform == "darwin" else 1024
+    return round(peak * scale / 2**30, 3)
 
 
 def _exists(out: str, name: str) -> bool:
@@ -253,6 +268,7 @@ def analyze(
     try:
         with steps("gather"):
             g, matrix_info = gather_matrix(out, cfg, progress=progress)
+        result["_matrix_gib"] = round(g.X.nbytes / 2**30, 3)
         if g.X.shape[0] == 0:
             raise _NoRows("the shards hold no rows")
         result["matrix"] = {k: v for k, v in matrix_info.items() if k != "embedding_sanity"}
@@ -510,6 +526,10 @@ def _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start
     timings = dict(run.get("timings", {}) or {})
     result["seconds_per_stage"] = {**timings, **steps.seconds}
     result["analysis_seconds"] = round(time.perf_counter() - t_start, 4)
+    result["memory"] = {
+        "matrix_gib": result.pop("_matrix_gib", None),
+        "peak_rss_gib_after_step": dict(steps.peak_rss_gib),
+    }
     result["notes"] = notes + result.get("matrix", {}).get("notes", [])
     fs, base = shards.resolve(out)
     table = pa.Table.from_pandas(clusters.reset_index(drop=True), preserve_index=False)
