@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-BLOCK_ROWS = 65536
-"""Rows per block of the scaler (bounds its float64 temporaries to ~0.25 GiB at d=512)."""
+BLOCK_ROWS = 16384
+"""Rows per block of the scaler (each float64 temporary is 64 MiB at d=512)."""
 
 
 def standardize_inplace(X: np.ndarray, block_rows: int = BLOCK_ROWS) -> dict:
