@@ -54,6 +54,15 @@ def _pca_value(text: str) -> float | int | None:
     return int(value) if value >= 1 else value
 
 
+def _weights_value(text: str) -> tuple[tuple[str, float], ...]:
+    from soundclust_ray.analysis.scaling import parse_weights
+
+    try:
+        return parse_weights(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``analyze``."""
     d = AnalysisConfig()
@@ -88,6 +97,19 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
         help="above this many rows HDBSCAN/UMAP are fitted on a seeded sample",
     )
     p.add_argument(
+        "--weights",
+        type=_weights_value,
+        default=None,
+        help="per-family weights after scaling, e.g. timbre=1,classic=0.5,embeddings=2",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="embedding backend to cluster when OUT has several (clap, musicnn, tabular)",
+    )
+    p.add_argument("--no-hdbscan", action="store_true", help="skip HDBSCAN")
+    p.add_argument("--no-umap", action="store_true", help="skip the UMAP map (PCA map only)")
+    p.add_argument(
         "--min-cluster-size",
         type=int,
         default=d.hdbscan_min_cluster_size,
@@ -109,7 +131,12 @@ def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
         "hdbscan_min_cluster_size": args.min_cluster_size,
         "hdbscan_min_samples": args.min_samples,
     }
-    extra = {"backend": getattr(args, "backend", None), "weights": getattr(args, "weights", None)}
+    extra = {
+        "backend": getattr(args, "backend", None),
+        "weights": getattr(args, "weights", None),
+        "hdbscan": False if getattr(args, "no_hdbscan", False) else None,
+        "umap": False if getattr(args, "no_umap", False) else None,
+    }
     values.update({k: v for k, v in extra.items() if v is not None})
     return AnalysisConfig(**{k: v for k, v in values.items() if k in names})
 
@@ -277,7 +304,7 @@ def execute_run(input_path: str, out: str, args: argparse.Namespace) -> int:
     if not args.no_analysis:
         from soundclust_ray.analysis.driver import analyze
 
-        metrics = analyze(out, cfg.analysis, label_col=args.label_col, progress=not args.quiet)
+        metrics = run_analysis(analyze, out, cfg.analysis, args)
     total = time.perf_counter() - started
     print_summary(out, info, metrics, total)
     failure = error_rate_exceeded(info, cfg)
@@ -285,6 +312,14 @@ def execute_run(input_path: str, out: str, args: argparse.Namespace) -> int:
         print(f"error: {failure}; see {os.path.join(out, 'errors.parquet')}", file=sys.stderr)
         return EXIT_TOO_MANY_FAILURES
     return 0
+
+
+def run_analysis(analyze, out: str, cfg: AnalysisConfig, args: argparse.Namespace) -> dict:
+    """The driver step; its option errors (unknown family, label, backend) are user errors."""
+    try:
+        return analyze(out, cfg, label_col=args.label_col, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from exc
 
 
 def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) -> None:
@@ -366,9 +401,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if not os.path.exists(os.path.join(args.out, "manifest.parquet")) and "://" not in args.out:
         raise UserError(f"{args.out} has no manifest.parquet: run `soundclust run` first")
-    metrics = analyze(
-        args.out, analysis_config(args), label_col=args.label_col, progress=not args.quiet
-    )
+    metrics = run_analysis(analyze, args.out, analysis_config(args), args)
     from soundclust_ray.pipeline import read_run_info
 
     info = read_run_info(args.out) or {"products": {}, "n_failed": metrics.get("n_failed", 0)}

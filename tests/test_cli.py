@@ -64,3 +64,16 @@ def test_k_must_be_an_integer_or_auto():
     assert parser.parse_args(["run", "x", "--out", "o", "--k", "auto"]).k == "auto"
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "x", "--out", "o", "--k", "1"])
+
+
+def test_analysis_options_reach_the_config():
+    from soundclust_ray.cli import analysis_config
+
+    args = build_parser().parse_args(
+        ["analyze", "o", "--weights", "timbre=1,musicnn=2", "--backend", "musicnn", "--no-umap"]
+    )
+    cfg = analysis_config(args)
+    assert cfg.weights == (("timbre", 1.0), ("musicnn", 2.0))
+    assert cfg.backend == "musicnn" and cfg.umap is False and cfg.hdbscan is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["analyze", "o", "--weights", "timbre"])

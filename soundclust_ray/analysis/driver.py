@@ -525,6 +525,10 @@ def _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start
     run = _read_json(out, "run.json")
     timings = dict(run.get("timings", {}) or {})
     result["seconds_per_stage"] = {**timings, **steps.seconds}
+    result["tracks_per_node"] = {
+        product: info.get("tracks_per_node", {})
+        for product, info in (run.get("products", {}) or {}).items()
+    }
     result["analysis_seconds"] = round(time.perf_counter() - t_start, 4)
     result["memory"] = {
         "matrix_gib": result.pop("_matrix_gib", None),
