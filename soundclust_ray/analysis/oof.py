@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.model_selection import KFold
-from sklearn.preprocessing import StandardScaler
 
 from soundclust_ray import shards
+from soundclust_ray.analysis.scaling import apply_scaling_inplace, standardize_inplace
 from soundclust_ray.config import RANDOM_STATE, MsdConfig, RunConfig
 
 _MSD = MsdConfig()
@@ -40,6 +40,8 @@ def fit_oof_kmeans(
     instead of letting scikit-learn fail deep inside a fold.
     """
     X = np.asarray(X)
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-d matrix, got shape {X.shape}")
     n = X.shape[0]
@@ -57,9 +59,11 @@ def fit_oof_kmeans(
     labels = np.zeros(n, dtype=np.int32)
     kf = KFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     for tr, va in kf.split(X):
-        scaler = StandardScaler().fit(X[tr])
-        z_tr = scaler.transform(X[tr])
-        z_va = scaler.transform(X[va])
+        # One copy of the training rows, standardized in place in blocks: StandardScaler's
+        # fit + transform would hold two more (one float64) and triple the memory at 1M rows.
+        z_tr = X[tr]
+        stats = standardize_inplace(z_tr)
+        z_va = apply_scaling_inplace(X[va], stats["mean"], stats["scale"])
         if minibatch:
             km = MiniBatchKMeans(
                 n_clusters=k, random_state=random_state, batch_size=batch_size, n_init=n_init

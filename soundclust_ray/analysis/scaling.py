@@ -32,12 +32,20 @@ def standardize_inplace(X: np.ndarray, block_rows: int = BLOCK_ROWS) -> dict:
     scale = np.sqrt(var)
     scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
     n_nonfinite = int(n * d - count.sum())
-    for start in range(0, n, block_rows):
+    apply_scaling_inplace(X, mean, scale, block_rows)
+    return {"mean": mean, "scale": scale, "n_nonfinite": n_nonfinite}
+
+
+def apply_scaling_inplace(
+    X: np.ndarray, mean: np.ndarray, scale: np.ndarray, block_rows: int = BLOCK_ROWS
+) -> np.ndarray:
+    """``(X - mean) / scale`` in place, block by block (float64 arithmetic, non-finite → 0)."""
+    for start in range(0, X.shape[0], block_rows):
         b = X[start : start + block_rows]
         z = (b.astype(np.float64) - mean) / scale
         z[~np.isfinite(z)] = 0.0
         b[...] = z
-    return {"mean": mean, "scale": scale, "n_nonfinite": n_nonfinite}
+    return X
 
 
 def parse_weights(spec: str | None) -> tuple[tuple[str, float], ...]:
