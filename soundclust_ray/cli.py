@@ -107,6 +107,12 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="embedding backend to cluster when OUT has several (clap, musicnn, tabular)",
     )
+    p.add_argument(
+        "--cluster-chunks",
+        action="store_true",
+        help="with --matrix features: cluster the classic 5 s chunks written by --chunk-level "
+        "and give each track its chunks' majority label (seed 001)",
+    )
     p.add_argument("--no-hdbscan", action="store_true", help="skip HDBSCAN")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP map (PCA map only)")
     p.add_argument(
@@ -136,6 +142,7 @@ def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
         "weights": getattr(args, "weights", None),
         "hdbscan": False if getattr(args, "no_hdbscan", False) else None,
         "umap": False if getattr(args, "no_umap", False) else None,
+        "chunk_level": True if getattr(args, "cluster_chunks", False) else None,
     }
     values.update({k: v for k, v in extra.items() if v is not None})
     return AnalysisConfig(**{k: v for k, v in values.items() if k in names})

@@ -231,6 +231,9 @@ class AnalysisConfig:
     """Driver-side scaling, clustering and projection (seeds 002 and 004)."""
 
     matrix: str = "auto"
+    chunk_level: bool = False
+    """With matrix=features: cluster the ``--chunk-level`` classic chunks, majority vote per track
+    (seed 001)."""
     """features, embeddings, both, tabular, or auto (embeddings when present, else features)."""
     backend: str | None = None
     """Embedding backend (OUT/embeddings/<backend>) when several exist; None takes the first."""

@@ -274,3 +274,35 @@ def test_default_config_is_the_seed_parameters():
     assert (cfg.k, cfg.kmeans_n_init, cfg.random_state) == (8, 10, 42)
     assert (cfg.hdbscan_min_cluster_size, cfg.hdbscan_min_samples) == (4, 2)
     assert (cfg.umap_n_neighbors, cfg.umap_min_dist) == (10, 0.1)
+
+
+def test_classic_chunks_are_clustered_per_chunk_with_a_vote(tmp_path):
+    ids, genre, _ = make_out(tmp_path)
+    rng = np.random.default_rng(3)
+    centres = {g: rng.normal(0, 6, 33) for g in sorted(set(genre))}
+    rows = [
+        (t, c, centres[g] + rng.normal(0, 0.5, 33))
+        for t, g in zip(ids, genre, strict=True)
+        for c in range(3)
+    ]
+    table = pa.table(
+        {
+            "track_id": pa.array([r[0] for r in rows]),
+            "chunk_index": pa.array([r[1] for r in rows], pa.int32()),
+            **{
+                f"classic__f{j:02d}": pa.array(np.array([r[2][j] for r in rows], np.float32))
+                for j in range(33)
+            },
+        }
+    )
+    fs, base = shards.resolve(str(tmp_path))
+    shards.write_table_atomic(fs, shards.new_shard_path(base, "features_chunks"), table)
+    m = analyze(
+        str(tmp_path),
+        config_with(k=3, matrix="features", chunk_level=True),
+        label_col="genre",
+        progress=False,
+    )
+    assert m["matrix"]["chunk_level"] and m["matrix"]["n_rows"] == 3 * len(ids)
+    assert m["n_tracks"] == len(ids) and m["nmi"] == pytest.approx(1)
+    assert len(pd.read_parquet(tmp_path / "clusters.parquet")) == len(ids)

@@ -183,6 +183,9 @@ def gather_matrix(
     if matrix == "tabular":
         g = gather.gather_embeddings(out, TABULAR_BACKEND, progress=progress)
         info["scaling"] = "none (standardized and weighted by the tabular source, seed 003)"
+    elif matrix == "features" and cfg.chunk_level:
+        g = gather.gather_features(out, progress=progress, product="features_chunks")
+        info["features"] = "classic chunks (features_chunks), majority vote per track"
     elif matrix == "features":
         g = gather.gather_features(out, progress=progress)
     else:

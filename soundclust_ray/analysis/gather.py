@@ -147,17 +147,22 @@ def _fill_matrix(
 
 
 def gather_features(
-    out: str, prefixes: tuple[str, ...] | None = None, progress: bool = False
+    out: str,
+    prefixes: tuple[str, ...] | None = None,
+    progress: bool = False,
+    product: str = "features",
 ) -> Gathered:
     """OUT/features shards → Gathered (columns whose names start with ``prefixes``, or all).
+
+    ``product="features_chunks"`` reads the ``--chunk-level`` rows (one per classic chunk).
 
     Columns are the intersection over shards (a shard missing a column cannot fill it); dropped
     columns are listed in ``notes``.
     """
     fs, _ = shards.resolve(out)
-    paths = shards.list_shards(out, "features")
+    paths = shards.list_shards(out, product)
     if not paths:
-        raise FileNotFoundError(f"no feature shards under {shards.join(out, 'features')}")
+        raise FileNotFoundError(f"no feature shards under {shards.join(out, product)}")
     schemas = [_shard_schema(p, fs) for p in paths]
     first = _value_columns(schemas[0], prefixes)
     common = set(first)
