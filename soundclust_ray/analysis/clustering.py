@@ -8,6 +8,7 @@ in batches, so a million rows never build a million-point density tree.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -95,7 +96,6 @@ def fit_hdbscan(
     all-noise labels and a reason.
     """
     import hdbscan
-    from tqdm.auto import tqdm
 
     n = X.shape[0]
     info: dict = {"min_cluster_size": min_cluster_size, "min_samples": min_samples}
@@ -119,20 +119,24 @@ def fit_hdbscan(
         return fit_labels.astype(np.int32), info
     labels = np.empty(n, dtype=np.int32)
     labels[idx] = fit_labels
-    rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
     t0 = time.perf_counter()
-    for start in tqdm(
-        range(0, len(rest), predict_batch),
-        desc="hdbscan predict",
-        disable=not progress,
-        leave=False,
-    ):
-        rows = rest[start : start + predict_batch]
+    for rows in out_of_sample_batches(n, idx, predict_batch, "hdbscan predict", progress):
         pred, _ = hdbscan.approximate_predict(model, X[rows])
         labels[rows] = pred
-    info["out_of_sample_rows"] = int(len(rest))
+    info["out_of_sample_rows"] = int(n - len(idx))
     info["seconds_out_of_sample"] = round(time.perf_counter() - t0, 4)
     return labels, info
+
+
+def out_of_sample_batches(
+    n: int, idx: np.ndarray, batch: int, desc: str, progress: bool
+) -> Iterator[np.ndarray]:
+    """The rows outside the fitted sample ``idx``, ``batch`` at a time (with a progress bar)."""
+    from tqdm.auto import tqdm
+
+    rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
+    for start in tqdm(range(0, len(rest), batch), desc=desc, disable=not progress, leave=False):
+        yield rest[start : start + batch]
 
 
 def vote_windows(track_ids: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from sklearn.decomposition import PCA
 
-from soundclust_ray.analysis.clustering import seeded_sample
+from soundclust_ray.analysis.clustering import out_of_sample_batches, seeded_sample
 from soundclust_ray.config import AnalysisConfig
 
 _CFG = AnalysisConfig()
@@ -128,17 +128,8 @@ def fit_umap_2d(
         Y[idx] = model.fit_transform(X[idx])
         info["seconds_fit"] = round(time.perf_counter() - t0, 4)
         t0 = time.perf_counter()
-        rest = np.setdiff1d(np.arange(n), idx, assume_unique=True)
-        from tqdm.auto import tqdm
-
-        for start in tqdm(
-            range(0, len(rest), predict_batch),
-            desc="umap transform",
-            disable=not progress,
-            leave=False,
-        ):
-            rows = rest[start : start + predict_batch]
+        for rows in out_of_sample_batches(n, idx, predict_batch, "umap transform", progress):
             Y[rows] = model.transform(X[rows])
-    info["out_of_sample_rows"] = int(len(rest))
+    info["out_of_sample_rows"] = int(n - len(idx))
     info["seconds_out_of_sample"] = round(time.perf_counter() - t0, 4)
     return Y, info
