@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 
 RANDOM_STATE = 42
 """Seed for every random step (k-means, UMAP, KFold, samples); seeds 002 and 004 use 42."""
@@ -322,8 +322,3 @@ def config_hash(cfg: object) -> str:
     """Stable short hash of a config's values; two runs with equal configs share it."""
     payload = json.dumps(to_dict(cfg), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def field_docs(cls: type) -> dict[str, object]:
-    """Field name → default, used by the CLI to print defaults in --help."""
-    return {f.name: f.default for f in fields(cls)}

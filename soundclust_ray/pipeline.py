@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -122,6 +121,15 @@ def block_rows(n_rows: int, batch_size: int, workers: int) -> int:
     """Rows per input block: about 8 blocks per worker, so the last blocks finish together
     (a track is seconds of work; coarse blocks leave workers idle at the end of a run)."""
     return max(batch_size, min(256, math.ceil(n_rows / max(1, 8 * workers))))
+
+
+def tracks_dataset(tracks: pd.DataFrame, batch_size: int):
+    """A Ray Dataset of (track_id, path) rows, cut into blocks sized by ``block_rows``."""
+    import ray.data
+
+    rows = block_rows(len(tracks), batch_size, cluster_cpus())
+    frames = [tracks.iloc[i : i + rows][["track_id", "path"]] for i in range(0, len(tracks), rows)]
+    return ray.data.from_pandas(frames)
 
 
 def product_hash(cfg: RunConfig, product: str) -> str:
@@ -247,10 +255,7 @@ def run_product(
         return result
     start = time.perf_counter()
     workers = cluster_cpus()
-    rows = block_rows(len(todo), cfg.batch_size, workers)
-    frames = [todo.iloc[i : i + rows][["track_id", "path"]] for i in range(0, len(todo), rows)]
-    ds = ray.data.from_pandas(frames)
-    ds = build(ds)
+    ds = build(tracks_dataset(todo, cfg.batch_size))
     writer_args = (out, product, product_hash(cfg, product))
     # The writer is I/O: it reserves no CPU, so it streams shards out while the compute actors
     # hold every core (with a CPU reservation it would wait for them to finish).
@@ -379,19 +384,13 @@ def with_classic_chunk_cap(
     previous = read_run_info(out).get("config", {}).get("features", {}).get("classic", {})
     cap = previous.get("max_chunks")
     if cap is None:
-        import ray.data
-
         from soundclust_ray.features.classic import classic_chunk_cap
         from soundclust_ray.stages.features import probe_durations
 
-        rows = block_rows(len(valid), 16, cluster_cpus())
-        frames = [
-            valid.iloc[i : i + rows][["track_id", "path"]] for i in range(0, len(valid), rows)
-        ]
         durations = np.concatenate(
             [
                 np.asarray(b["duration_s"])
-                for b in ray.data.from_pandas(frames)
+                for b in tracks_dataset(valid, 16)
                 .map_batches(probe_durations, batch_size=16, batch_format="numpy", num_cpus=0.5)
                 .iter_batches(batch_size=None, batch_format="numpy")
             ]
@@ -658,9 +657,3 @@ def embedding_pipeline(cfg: RunConfig, product: str):
         return map_stage(ds, EmbedStage, cfg, model, model_actors, args=(backend,))
 
     return build
-
-
-def remove_out(out: str) -> None:
-    """Delete a local OUT folder (tests and --overwrite on local paths)."""
-    if "://" not in out:
-        shutil.rmtree(out, ignore_errors=True)
