@@ -1,0 +1,176 @@
+"""The one owner of OUT: every file and folder name in it, and atomic readers and writers.
+
+Nothing else in the package spells a name of OUT or writes into it by hand. Every write goes
+to a temporary name beside its target and is then moved into place, so a killed run never
+leaves a half-written file that a later run or reader would trust. OUT may be a local path or
+an ``s3://``, ``gs://`` or ``file://`` URI (pyarrow filesystems).
+
+Layout::
+
+    OUT/run.json                         config, hashes, inputs, counts, timings of the last run
+    OUT/manifest.parquet                 every input row: track_id, path, metadata columns
+    OUT/features/part-*.parquet          track_id + flat float32 ``family__name`` columns
+    OUT/features_chunks/part-*.parquet   with --chunk-level: one row per classic chunk
+    OUT/embeddings/<backend>/part-*.parquet   track_id + ``embedding`` [+ ``tag__*``]
+    OUT/errors/<product>-*.parquet       failed tracks per product (while running)
+    OUT/errors.parquet                   all failures, consolidated at the end of a run
+    OUT/clusters.parquet, oof.parquet, oof/<field>.parquet, metrics.json,
+    OUT/cluster_summaries.json, report.html, id_to_index.json   driver outputs
+    OUT/corpus/                          the demo's synthesized audio
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+RUN = "run.json"
+MANIFEST = "manifest.parquet"
+ERRORS = "errors.parquet"
+ERRORS_DIR = "errors"
+FEATURES = "features"
+FEATURE_CHUNKS = "features_chunks"
+EMBEDDINGS = "embeddings"
+CLUSTERS = "clusters.parquet"
+OOF = "oof.parquet"
+OOF_DIR = "oof"
+METRICS = "metrics.json"
+SUMMARIES = "cluster_summaries.json"
+REPORT = "report.html"
+ID_TO_INDEX = "id_to_index.json"
+CORPUS = "corpus"
+LOGS = "logs"
+
+TMP_PREFIX = ".tmp-"
+"""Temporary files start with this; readers skip them, so a half write is never listed."""
+
+SHARD_PREFIX = "part-"
+CONFIG_HASH_KEY = b"soundclust.config_hash"
+
+ANALYSIS_OUTPUTS = (CLUSTERS, OOF, METRICS, SUMMARIES, REPORT, ID_TO_INDEX, ERRORS, RUN)
+"""Top-level files a run may write, in the order a summary lists them."""
+
+
+def embeddings_product(backend: str) -> str:
+    """The product (shard folder under OUT) of an embedding backend."""
+    return f"{EMBEDDINGS}/{backend}"
+
+
+def oof_field_table(field: str) -> str:
+    """OUT-relative name of MSD's per-field out-of-fold table."""
+    return f"{OOF_DIR}/{field}.parquet"
+
+
+def is_temporary(base_name: str) -> bool:
+    """True for files a writer has not committed yet."""
+    return base_name.startswith(TMP_PREFIX)
+
+
+def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it, for a local path or an s3/gs/file URI."""
+    if "://" in uri_or_path:
+        return pafs.FileSystem.from_uri(uri_or_path)
+    return pafs.LocalFileSystem(), os.path.abspath(uri_or_path)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with '/', which every pyarrow filesystem accepts."""
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def path(out: str, name: str) -> str:
+    """Filesystem path of ``name`` under OUT (for messages and pyarrow calls)."""
+    return join(resolve(out)[1], name)
+
+
+def exists(out: str, name: str) -> bool:
+    """True when ``OUT/name`` is there (file or folder)."""
+    fs, base = resolve(out)
+    return fs.get_file_info(join(base, name)).type != pafs.FileType.NotFound
+
+
+def _temporary_beside(target: str) -> str:
+    parent, _, name = target.rpartition("/")
+    suffix = ".parquet" if name.endswith(".parquet") else ""
+    return f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex}{suffix}"
+
+
+def write_bytes_atomic(fs: pafs.FileSystem, target: str, data: bytes) -> None:
+    """Write ``data`` to ``target`` under a temporary name, then move it into place."""
+    fs.create_dir(target.rpartition("/")[0], recursive=True)
+    tmp = _temporary_beside(target)
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, target)
+
+
+def write_table_atomic(
+    fs: pafs.FileSystem, target: str, table: pa.Table, config_hash: str | None = None
+) -> None:
+    """Write a Parquet file under a temporary name, then move it into place."""
+    if config_hash is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[CONFIG_HASH_KEY] = config_hash.encode()
+        table = table.replace_schema_metadata(meta)
+    fs.create_dir(target.rpartition("/")[0], recursive=True)
+    tmp = _temporary_beside(target)
+    pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+    fs.move(tmp, target)
+
+
+def write_bytes(out: str, name: str, data: bytes) -> str:
+    """Atomically write ``OUT/name``; returns its path."""
+    fs, base = resolve(out)
+    target = join(base, name)
+    write_bytes_atomic(fs, target, data)
+    return target
+
+
+def write_json(out: str, name: str, obj: object) -> str:
+    """Atomically write ``OUT/name`` as indented, key-sorted JSON."""
+    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+    return write_bytes(out, name, data)
+
+
+def write_table(out: str, name: str, table: pa.Table, config_hash: str | None = None) -> str:
+    """Atomically write ``OUT/name`` as a Parquet file."""
+    fs, base = resolve(out)
+    target = join(base, name)
+    write_table_atomic(fs, target, table, config_hash)
+    return target
+
+
+def read_bytes(out: str, name: str) -> bytes | None:
+    """Content of ``OUT/name``, or None when it is not a file."""
+    fs, base = resolve(out)
+    target = join(base, name)
+    if fs.get_file_info(target).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(target) as f:
+        return f.read()
+
+
+def read_json(out: str, name: str) -> dict:
+    """``OUT/name`` as a dict; {} when absent or not valid JSON (a reader never crashes on it)."""
+    data = read_bytes(out, name)
+    if data is None:
+        return {}
+    try:
+        value = json.loads(data.decode())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def read_table(out: str, name: str, columns: list[str] | None = None) -> pa.Table | None:
+    """``OUT/name`` as an Arrow table, or None when it is not there."""
+    fs, base = resolve(out)
+    target = join(base, name)
+    if fs.get_file_info(target).type != pafs.FileType.File:
+        return None
+    return pq.read_table(target, columns=columns, filesystem=fs)
