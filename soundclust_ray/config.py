@@ -289,6 +289,24 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """FAISS similar-track index (``soundclust similar``, OUT/index/); not part of a run's hash."""
+
+    exact_max_rows: int = 200_000
+    """Up to this many tracks the index is exact (IndexFlatIP: a query scans 200k x 512 in
+    ~10 ms on 2 cores); above it an IVF index (bench/similar.py: recall and queries/s)."""
+    ivf_cells_per_sqrt_row: float = 1.0
+    """IVF cells = this x sqrt(rows) (FAISS's guideline is 1-16 x sqrt(n); 1 keeps the k-means
+    training of a 1M-row index near 20 s on 2 cores)."""
+    ivf_train_per_cell: int = 64
+    """Training rows per IVF cell (FAISS warns below 39)."""
+    ivf_nprobe: int = 32
+    """Cells a query visits (bench/similar.py, 1M x 512: recall@10 >= 0.95)."""
+    query_batch: int = 1024
+    """Queries per FAISS call when many rows are queried at once (near-duplicates)."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; hashed into the shards so a resume never mixes configs."""
 

@@ -17,6 +17,9 @@ Layout::
     OUT/clusters.parquet, oof.parquet, oof/<field>.parquet, metrics.json,
     OUT/cluster_summaries.json, report.html, id_to_index.json   driver outputs
     OUT/corpus/                          the demo's synthesized audio
+    OUT/index/<key>.faiss, <key>.ids.parquet, <key>.json   similar-track index (FAISS)
+    OUT/duplicates.parquet               near-duplicate pairs above a cosine threshold
+    OUT/fitted/                          fitted parameters for placing new tracks (no pickle)
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ REPORT = "report.html"
 ID_TO_INDEX = "id_to_index.json"
 CORPUS = "corpus"
 LOGS = "logs"
+INDEX = "index"
+"""Folder of the FAISS similar-track index (analysis/search.py), one set of files per key."""
+DUPLICATES = "duplicates.parquet"
+FITTED = "fitted"
+"""Folder of fitted parameters (arrays + JSON, no pickle) for placing new tracks later."""
+EXPORT = "export"
+"""Default folder of ``soundclust export`` (under OUT unless --to is given)."""
 
 TMP_PREFIX = ".tmp-"
 """Temporary files start with this; readers skip them, so a half write is never listed."""
@@ -64,6 +74,16 @@ def embeddings_product(backend: str) -> str:
 def oof_field_table(field: str) -> str:
     """OUT-relative name of MSD's per-field out-of-fold table."""
     return f"{OOF_DIR}/{field}.parquet"
+
+
+def index_file(key: str, suffix: str) -> str:
+    """OUT-relative name of one file of the index built under ``key`` (``.faiss``, ``.json``…)."""
+    return f"{INDEX}/{key}{suffix}"
+
+
+def fitted_file(name: str) -> str:
+    """OUT-relative name of a fitted-parameter file (``scaler.npz``, ``placement.json``…)."""
+    return f"{FITTED}/{name}"
 
 
 def is_temporary(base_name: str) -> bool:
