@@ -14,7 +14,6 @@ import pytest
 from scipy.stats import kurtosis, skew
 from threadpoolctl import threadpool_limits
 
-from soundclust_ray.analysis.oof import msd_oof_tables, write_msd_oof
 from soundclust_ray.config import MsdConfig, RunConfig
 from soundclust_ray.sources.msd import (
     MsdTrackError,
@@ -25,6 +24,7 @@ from soundclust_ray.sources.msd import (
     stat_names,
     write_msd_manifest,
 )
+from soundclust_ray.sources.msd_post import msd_oof_tables, write_msd_oof
 from soundclust_ray.stages.msd import MsdStage
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -232,7 +232,7 @@ def test_oof_tables_clamp_on_tiny_inputs():
 def test_msd_pipeline_end_to_end(tmp_path):
     """Folder → streamed manifest → MsdStage on Ray Data → shards, errors, metadata, OOF."""
     ray = pytest.importorskip("ray")
-    from soundclust_ray.analysis.oof import run_msd_oof
+    from soundclust_ray.sources.msd_post import run_msd_field_oof
     from soundclust_ray.stages.msd import (
         add_msd_metadata_to_manifest,
         msd_manifest,
@@ -261,7 +261,7 @@ def test_msd_pipeline_end_to_end(tmp_path):
     manifest = pd.read_parquet(Path(out) / "manifest.parquet").set_index("track_id")
     assert manifest.loc["TRAAABD128F429CF47", "artist"] == "The Box Tops"
     assert manifest.loc["TRAAABD128F429CF47", "year"] == 1969
-    written = run_msd_oof(out, RunConfig())
+    written = run_msd_field_oof(out, RunConfig())
     assert len(written) == len(MsdConfig().fields)
     oof = pd.read_parquet(Path(out) / "oof" / "tatums_start.parquet")
     assert sorted(oof["track_id"]) == sorted(Path(p).stem for p in MSD_FILES)

@@ -493,18 +493,10 @@ def _write_oof(
     out: str, g: gather.Gathered, X: np.ndarray, k: int, cfg: AnalysisConfig, result: dict
 ) -> str | None:
     """Seed 004's out-of-fold MiniBatchKMeans (n_init="auto") → OUT/oof.parquet, or a reason."""
-    from soundclust_ray.analysis.oof import fit_oof_kmeans
+    from soundclust_ray.analysis.oof import OofParams, fit_oof_kmeans
 
     try:
-        dist, labels = fit_oof_kmeans(
-            X,
-            k,
-            cfg.oof_splits,
-            cfg.random_state,
-            minibatch=True,
-            batch_size=cfg.minibatch_size,
-            n_init="auto",
-        )
+        dist, labels = fit_oof_kmeans(X, OofParams.for_analysis(cfg, k))
     except ValueError as exc:
         result["oof"] = {"skipped": str(exc)}
         return None

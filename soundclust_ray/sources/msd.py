@@ -234,7 +234,7 @@ def run_msd_job(input_path: str, out: str, args) -> int:
     import time
 
     from soundclust_ray import cli, pipeline
-    from soundclust_ray.analysis.oof import run_msd_oof
+    from soundclust_ray.sources.msd_post import run_msd_field_oof
     from soundclust_ray.stages.msd import (
         add_msd_metadata_to_manifest,
         msd_manifest,
@@ -257,7 +257,7 @@ def run_msd_job(input_path: str, out: str, args) -> int:
     pipeline.init_ray(num_cpus=args.num_cpus, quiet=args.quiet)
     info = run_msd_pipeline(manifest_path, out, cfg, progress=lambda t: cli.say(args, t))
     add_msd_metadata_to_manifest(out)
-    oof = run_msd_oof(out, cfg) if info["products"][pipeline.FEATURES]["written"] else []
+    oof = run_msd_field_oof(out, cfg) if info["products"][pipeline.FEATURES]["written"] else []
     cli.say(args, f"out-of-fold k-means: {len(oof)} fields written to {shards.join(out, 'oof')}/")
     metrics = None
     if not args.no_analysis and info["products"][pipeline.FEATURES]["written"]:
