@@ -151,6 +151,29 @@ def write_bytes(out: str, name: str, data: bytes) -> str:
     return target
 
 
+def write_stream(out: str, name: str, fill) -> str:
+    """Atomically write ``OUT/name`` by calling ``fill(stream)`` on a temporary file (large
+    outputs such as a FAISS index are streamed instead of held twice as bytes); returns its path."""
+    fs, base = resolve(out)
+    target = join(base, name)
+    fs.create_dir(target.rpartition("/")[0], recursive=True)
+    tmp = _temporary_beside(target)
+    with fs.open_output_stream(tmp) as f:
+        fill(f)
+    fs.move(tmp, target)
+    return target
+
+
+def read_stream(out: str, name: str, consume):
+    """``consume(stream)`` on ``OUT/name`` and its result, or None when it is not a file."""
+    fs, base = resolve(out)
+    target = join(base, name)
+    if fs.get_file_info(target).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(target) as f:
+        return consume(f)
+
+
 def write_json(out: str, name: str, obj: object) -> str:
     """Atomically write ``OUT/name`` as indented, key-sorted JSON."""
     data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
@@ -173,6 +196,26 @@ def read_bytes(out: str, name: str) -> bytes | None:
         return None
     with fs.open_input_stream(target) as f:
         return f.read()
+
+
+def list_files(out: str, folder: str) -> list[str]:
+    """Base names of the committed files directly in ``OUT/folder`` (temporaries skipped)."""
+    fs, base = resolve(out)
+    target = join(base, folder)
+    if fs.get_file_info(target).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(target, recursive=False))
+    return sorted(
+        i.base_name for i in infos if i.type == pafs.FileType.File and not is_temporary(i.base_name)
+    )
+
+
+def remove_file(out: str, name: str) -> None:
+    """Delete ``OUT/name`` (callers pass only names soundclust wrote); absent is fine."""
+    fs, base = resolve(out)
+    target = join(base, name)
+    if fs.get_file_info(target).type == pafs.FileType.File:
+        fs.delete_file(target)
 
 
 def read_json(out: str, name: str) -> dict:

@@ -1,4 +1,4 @@
-"""Similar-track search: blocked exact top-k, IVF recall, matrix sources, unknown ids, output."""
+"""Similar-track search: FAISS indexes against numpy, the clustering's geometry, the OUT index."""
 
 from __future__ import annotations
 
@@ -9,32 +9,36 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from soundclust_ray import shards
+from soundclust_ray import outdir, shards
 from soundclust_ray.analysis.search import (
-    IVFIndex,
+    SearchIndex,
+    build_faiss_index,
     format_similar,
     format_similar_json,
     l2_normalize_inplace,
-    load_search_matrix,
+    open_index,
     similar_tracks,
-    topk_cosine,
 )
-from soundclust_ray.config import RunConfig
-from soundclust_ray.sources.tabular import run_tabular
+from soundclust_ray.config import SearchConfig
+from soundclust_ray.errors import UserError
 
 
-def brute_force(X, Q, k, exclude=None):
+def brute_force(X, Q, k, exclude):
     S = Q @ X.T
-    if exclude is not None:
-        S[np.arange(len(Q)), exclude] = -np.inf
+    S[np.arange(len(Q)), exclude] = -np.inf
     order = np.argsort(-S, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(S, order, 1)
 
 
-@pytest.fixture(scope="module")
-def unit_rows() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return l2_normalize_inplace(rng.normal(size=(1000, 24)).astype(np.float32), block_rows=77)
+def unit(X: np.ndarray) -> np.ndarray:
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def clustered_rows(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, d)) * 4
+    X = centres[rng.integers(0, 20, n)] + rng.normal(size=(n, d))
+    return l2_normalize_inplace(X.astype(np.float32))
 
 
 def test_l2_normalize_blocks_and_zero_rows():
@@ -48,72 +52,83 @@ def test_l2_normalize_blocks_and_zero_rows():
     np.testing.assert_allclose(np.linalg.norm(X[9]), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("k,block_rows", [(1, 1000), (10, 64), (10, 7), (50, 33)])
-def test_topk_matches_brute_force(unit_rows, k, block_rows):
-    Q = unit_rows[[5, 500, 999]]
-    exclude = np.array([5, 500, 999])
-    idx, sim = topk_cosine(unit_rows, Q, k, exclude=exclude, block_rows=block_rows)
-    ref_idx, ref_sim = brute_force(unit_rows, Q, k, exclude)
-    np.testing.assert_allclose(sim, ref_sim, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(idx, ref_idx)
-    assert not np.isin(exclude[:, None], idx).any(axis=1).any()
+@pytest.mark.parametrize("k", [1, 10, 50])
+def test_exact_index_equals_numpy_and_skips_the_query(k):
+    X = clustered_rows(1000, 24, 0)
+    si = SearchIndex(np.arange(1000), build_faiss_index(X, True, SearchConfig(), 0), {}, True)
+    rows = np.array([5, 500, 999])
+    idx, sim = si.search(X[rows], k, exclude=rows)
+    ref_idx, ref_sim = brute_force(X, X[rows], k, rows)
+    np.testing.assert_allclose(sim, ref_sim, rtol=1e-5, atol=1e-5)
+    assert (idx == ref_idx).mean() > 0.99  # ties may swap; the similarities above are equal
+    assert not (idx == rows[:, None]).any()
 
 
-def test_topk_clamps_k_to_rows():
+def test_k_above_rows_returns_the_others_only():
     X = l2_normalize_inplace(np.eye(3, dtype=np.float32))
-    idx, sim = topk_cosine(X, X[:1], k=10, exclude=np.array([0]))
-    assert idx.shape == (1, 2) and set(idx[0]) == {1, 2}
+    si = SearchIndex(np.arange(3), build_faiss_index(X, True, SearchConfig(), 0), {}, True)
+    idx, _ = si.search(X[:1], 10, exclude=np.array([0]))
+    assert set(idx[0][idx[0] >= 0]) == {1, 2}
 
 
-def test_ivf_full_probe_is_exact_and_partial_probe_recalls(unit_rows):
-    rng = np.random.default_rng(2)
-    centers = rng.normal(size=(20, 24)) * 4
-    X = l2_normalize_inplace(
-        (centers[rng.integers(0, 20, 4000)] + rng.normal(size=(4000, 24))).astype(np.float32)
-    )
-    index = IVFIndex(X, nlist=40)
-    Q, exclude = X[:30], np.arange(30)
-    exact_idx, exact_sim = topk_cosine(X, Q, 10, exclude=exclude)
-    full_idx, full_sim = index.search(Q, 10, nprobe=40, exclude=exclude)
-    np.testing.assert_allclose(full_sim, exact_sim, rtol=1e-5, atol=1e-6)
-    approx_idx, _ = index.search(Q, 10, nprobe=6, exclude=exclude)
+def test_ivf_full_probe_is_exact_and_partial_probe_recalls():
+    X = clustered_rows(4000, 24, 2)
+    search = SearchConfig(ivf_cells_per_sqrt_row=0.64, ivf_train_per_cell=64)
+    exact = SearchIndex(np.arange(4000), build_faiss_index(X, True, search, 0), {}, True)
+    index = build_faiss_index(X, False, search, 0)
+    assert index.nlist == 40
+    ivf = SearchIndex(np.arange(4000), index, {}, False)
+    rows = np.arange(30)
+    exact_idx, exact_sim = exact.search(X[rows], 10, exclude=rows)
+    index.nprobe = 40
+    _, full_sim = ivf.search(X[rows], 10, exclude=rows)
+    np.testing.assert_allclose(full_sim, exact_sim, rtol=1e-5, atol=1e-5)
+    index.nprobe = 4
+    approx_idx, _ = ivf.search(X[rows], 10, exclude=rows)
     recall = np.mean(
         [len(set(a) & set(b)) / 10 for a, b in zip(approx_idx, exact_idx, strict=True)]
     )
     assert recall > 0.8
 
 
-def _write_out(tmp_path, features: np.ndarray, ids: list[str]) -> str:
-    out = str(tmp_path / "out")
-    fs, base = shards.resolve(out)
-    cols = {f"timbre__f{j:02d}": pa.array(features[:, j]) for j in range(features.shape[1])}
+def write_features(out: str, features: np.ndarray, ids: list[str], families=("timbre",)) -> None:
+    fs, base = outdir.resolve(out)
+    width = features.shape[1] // len(families)
+    names = [f"{families[j // width]}__f{j:02d}" for j in range(features.shape[1])]
     half = len(ids) // 2
     for part in (slice(0, half), slice(half, None)):
-        table = pa.table({"track_id": ids[part], **{c: v[part] for c, v in cols.items()}})
-        shards.write_table_atomic(fs, shards.new_shard_path(base, "features"), table)
+        cols = {n: pa.array(features[part, j]) for j, n in enumerate(names)}
+        table = pa.table({"track_id": ids[part], **cols})
+        shards.write_table_atomic(fs, shards.new_shard_path(base, outdir.FEATURES), table)
+    write_manifest(out, ids)
+
+
+def write_manifest(out: str, ids: list[str]) -> None:
     manifest = pd.DataFrame(
         {"track_id": ids, "path": [f"/x/{i}.wav" for i in ids], "genre": ["g"] * len(ids)}
     )
-    shards.write_table_atomic(
-        fs,
-        shards.join(base, "manifest.parquet"),
-        pa.Table.from_pandas(manifest, preserve_index=False),
-    )
-    return out
+    outdir.write_table(out, outdir.MANIFEST, pa.Table.from_pandas(manifest, preserve_index=False))
 
 
-def test_similar_on_features_standardizes_first(tmp_path):
+def write_embeddings(out: str, emb: np.ndarray, ids: list[str], backend: str = "musicnn") -> None:
+    fs, base = outdir.resolve(out)
+    table = pa.table({"track_id": ids, "embedding": shards.embedding_array(emb)})
+    product = outdir.embeddings_product(backend)
+    shards.write_table_atomic(fs, shards.new_shard_path(base, product), table)
+
+
+def test_features_are_searched_standardized(tmp_path):
     rng = np.random.default_rng(3)
     base = rng.normal(size=(40, 4)).astype(np.float32)
     base[:, 0] *= 1000.0
     ids = [f"rock/{i:03d}.wav" for i in range(40)]
-    out = _write_out(tmp_path, base, ids)
+    out = str(tmp_path / "out")
+    write_features(out, base, ids)
     table = similar_tracks(out, "rock/007.wav", k=5, matrix="features")
     assert list(table.columns[:3]) == ["rank", "track_id", "similarity"]
     assert table["rank"].tolist() == [1, 2, 3, 4, 5] and "rock/007.wav" not in set(table.track_id)
     assert (table["genre"] == "g").all() and table.similarity.is_monotonic_decreasing
-    z = (base - base.mean(0)) / base.std(0)
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    z = unit((base - base.mean(0)) / base.std(0))
     ref = np.argsort(-(z @ z[7]))[1:6]
     assert table["track_id"].tolist() == [ids[i] for i in ref]
     text = format_similar(table)
@@ -121,59 +136,77 @@ def test_similar_on_features_standardizes_first(tmp_path):
     assert "/x/" not in text and len(text.splitlines()) == 7
     payload = json.loads(format_similar_json(table))
     assert payload["query"] == "rock/007.wav" and payload["matrix"] == "features"
+    assert payload["geometry"]["scaling"] == "standard"
     assert [r["track_id"] for r in payload["neighbours"]] == table["track_id"].tolist()
-    approx = similar_tracks(
-        out, "rock/007.wav", k=5, matrix="features", approximate=True, nprobe=99
+
+
+def test_embeddings_are_centred_like_the_clustering(tmp_path):
+    """A narrow cone (a shared offset, as CLAP's): centring changes who is nearest."""
+    rng = np.random.default_rng(4)
+    ids = [f"t{i:02d}" for i in range(60)]
+    emb = (rng.normal(size=(60, 16)) + 0.3 * rng.normal(size=16) * 20).astype(np.float32)
+    out = str(tmp_path / "out")
+    write_embeddings(out, emb, ids)
+    write_manifest(out, ids)
+    table = similar_tracks(out, "t07", k=8)
+    centred = unit(emb - emb.mean(0))
+    plain = unit(emb)
+    ref_centred = [ids[i] for i in np.argsort(-(centred @ centred[7]))[1:9]]
+    ref_plain = [ids[i] for i in np.argsort(-(plain @ plain[7]))[1:9]]
+    assert ref_centred != ref_plain
+    assert table["track_id"].tolist() == ref_centred
+    np.testing.assert_allclose(
+        table["similarity"], np.sort(centred @ centred[7])[::-1][1:9], atol=1e-5
     )
-    assert approx["track_id"].tolist() == table["track_id"].tolist()
+    payload = json.loads(format_similar_json(table))
+    assert payload["matrix"] == "embeddings/musicnn"
+    assert payload["geometry"]["embeddings"] == "centered + L2-normalized"
 
 
-def test_unknown_id_lists_close_matches(tmp_path):
-    ids = [f"rock/{i:03d}.wav" for i in range(12)]
-    out = _write_out(
-        tmp_path, np.random.default_rng(4).normal(size=(12, 3)).astype(np.float32), ids
-    )
-    with pytest.raises(
-        ValueError, match=r"unknown track id '007.wav'.*close matches: rock/007.wav"
-    ):
-        similar_tracks(out, "007.wav")
-    with pytest.raises(ValueError, match="no embedding shards"):
-        similar_tracks(out, "rock/001.wav", matrix="embeddings")
-    with pytest.raises(ValueError, match="unknown matrix"):
-        similar_tracks(out, "rock/001.wav", matrix="pixels")
-
-
-def test_embeddings_pool_windows_and_auto(tmp_path):
-    out = _write_out(tmp_path, np.zeros((6, 2), dtype=np.float32), [f"t{i}" for i in range(6)])
-    fs, base = shards.resolve(out)
+def test_the_runs_family_weights_apply(tmp_path):
+    """metrics.json says classic was weighted 0: neighbours then follow timbre alone."""
     rng = np.random.default_rng(5)
-    emb = rng.normal(size=(12, 16)).astype(np.float32)
-    table = pa.table(
-        {
-            "track_id": [f"t{i // 2}" for i in range(12)],
-            "window_index": pa.array([i % 2 for i in range(12)], type=pa.int32()),
-            "embedding": shards.embedding_array(emb),
-        }
-    )
-    shards.write_table_atomic(fs, shards.new_shard_path(base, "embeddings/clap"), table)
-    sm = load_search_matrix(out, "auto")
-    assert sm.source == "embeddings/clap" and sm.X.shape == (6, 16)
-    pooled = emb.reshape(6, 2, 16).mean(1)
-    np.testing.assert_allclose(sm.X[2], pooled[2] / np.linalg.norm(pooled[2]), rtol=1e-5)
-    assert load_search_matrix(out, "embeddings:clap").source == "embeddings/clap"
+    X = rng.normal(size=(50, 6)).astype(np.float32)
+    ids = [f"s{i:02d}" for i in range(50)]
+    out = str(tmp_path / "out")
+    write_features(out, X, ids, families=("timbre", "classic"))
+    config = {"matrix": "features", "weights": [["classic", 0.0]]}
+    outdir.write_json(out, outdir.METRICS, {"config": config, "matrix": {"matrix": "features"}})
+    table = similar_tracks(out, "s03", k=5)
+    t = X[:, :3]
+    z = unit((t - t.mean(0)) / t.std(0))
+    assert table["track_id"].tolist() == [ids[i] for i in np.argsort(-(z @ z[3]))[1:6]]
+    assert table.attrs["geometry"]["weights"] == {"timbre": 1.0, "classic": 0.0}
 
 
-def test_tabular_run_then_similar(tmp_path):
+def test_index_is_kept_in_out_and_rebuilt_when_shards_change(tmp_path):
     rng = np.random.default_rng(6)
-    n = 300
-    frame = pd.DataFrame({name: rng.random(n) for name in RunConfig().tabular.audio_features})
-    frame["id"] = [f"sp{i:04d}" for i in range(n)]
-    frame["name"] = [f"song {i}" for i in range(n)]
-    src = tmp_path / "t.parquet"
-    frame.to_parquet(src)
-    out = str(tmp_path / "tab")
-    run_tabular(str(src), out)
-    table = similar_tracks(out, "sp0010", k=3)
-    assert (
-        table.attrs["matrix"] == "embeddings/tabular" and table["name"].str.startswith("song").all()
-    )
+    ids = [f"a{i:02d}" for i in range(30)]
+    out = str(tmp_path / "out")
+    write_embeddings(out, rng.normal(size=(30, 8)).astype(np.float32), ids)
+    write_manifest(out, ids)
+    first = open_index(out)
+    files = outdir.list_files(out, outdir.INDEX)
+    assert sorted(f.split(".", 1)[1] for f in files) == ["faiss", "ids.parquet", "json"]
+    mtime = (tmp_path / "out" / outdir.index_file(first.key, ".faiss")).stat().st_mtime_ns
+    again = open_index(out)
+    assert again.key == first.key and again.index is not first.index
+    assert (tmp_path / "out" / outdir.index_file(first.key, ".faiss")).stat().st_mtime_ns == mtime
+    write_embeddings(out, rng.normal(size=(1, 8)).astype(np.float32), ["new"])
+    grown = open_index(out)
+    assert grown.key != first.key and "new" in set(grown.track_ids)
+    assert all(f.startswith(grown.key) for f in outdir.list_files(out, outdir.INDEX))
+    forced = open_index(out, approximate=True)
+    assert not forced.exact and forced.geometry["index"].startswith("IVF")
+
+
+def test_unknown_id_and_matrix_are_user_errors(tmp_path):
+    ids = [f"rock/{i:03d}.wav" for i in range(12)]
+    out = str(tmp_path / "out")
+    write_features(out, np.random.default_rng(7).normal(size=(12, 3)).astype(np.float32), ids)
+    with pytest.raises(UserError, match=r"unknown track id '007.wav'.*close matches: rock/007.wav"):
+        similar_tracks(out, "007.wav")
+    with pytest.raises(UserError, match="needs embeddings"):
+        similar_tracks(out, "rock/001.wav", matrix="embeddings")
+    with pytest.raises(UserError, match="unknown matrix"):
+        similar_tracks(out, "rock/001.wav", matrix="pixels")

@@ -1,50 +1,78 @@
-"""Similar-track search by cosine similarity over any matrix a run wrote.
+"""Similar-track search in the clustering's own geometry, over a FAISS index kept in OUT.
 
-Exact search is blocked: the matrix is L2-normalised in place, in row blocks, and queries are
-scored one block of rows at a time with ``argpartition`` keeping only each block's top k, so the
-memory beyond the matrix itself is ``block_rows × n_queries`` floats (a naive search copies the
-matrix to normalise it and scores all rows at once). :class:`IVFIndex` is an optional
-approximate index (inverted lists over k-means cells, numpy + scikit-learn only) for
-collections where a full pass per query is too slow.
+One geometry: the rows searched are the matrix the run clustered, built by the driver's own
+``gather_matrix`` with the run's analysis config (features standardized, embeddings centred +
+L2-normalised — seed 000: centring takes the mean pairwise cosine of CLAP from 0.94 to 0.02 —,
+family/block weights, PCA), then L2-normalised so that inner product = cosine. A neighbour list
+and a cluster therefore never disagree because of the matrix; ``--json`` states the geometry.
+
+The index is FAISS (``IndexFlatIP``, exact, up to ``SearchConfig.exact_max_rows`` tracks; an
+IVF index above), built once and kept in ``OUT/index/`` under a key that hashes the geometry
+config and the shard files the matrix is read from: a new shard or a changed config is a new key,
+so a stale index is never used. The ``.json`` of a key is written last: a build killed half way
+leaves no trusted index.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from soundclust_ray import shards
-from soundclust_ray.config import RANDOM_STATE
+from soundclust_ray import outdir, shards
+from soundclust_ray.config import AnalysisConfig, SearchConfig, to_dict
+from soundclust_ray.errors import UserError
 
-BLOCK_ROWS = 65536
-"""Rows scored per block: 65536 × 64 queries × 4 bytes = 16 MiB of similarities."""
-MATRICES = ("auto", "features", "embeddings", "tabular")
-TABULAR_BACKEND = "tabular"
+MATRICES = ("auto", "features", "embeddings", "both", "tabular")
 CLOSE_MATCHES = 5
+NORMALIZE_BLOCK_ROWS = 65536
+"""Rows normalised per block (64k x 512 float32 = 128 MiB of temporaries)."""
+NOT_GEOMETRY = {
+    "k",
+    "k_auto_range",
+    "kmeans_n_init",
+    "oof",
+    "oof_splits",
+    "minibatch_above",
+    "minibatch_size",
+    "hdbscan",
+    "hdbscan_min_cluster_size",
+    "hdbscan_min_samples",
+    "neighbors_pca_above",
+    "neighbors_pca_dims",
+    "umap",
+    "umap_n_neighbors",
+    "umap_min_dist",
+    "silhouette_sample",
+    "summary_nearest",
+    "summary_top_values",
+    "report",
+    "report_max_points",
+    "report_max_categories",
+    "predict_batch",
+}
+"""AnalysisConfig fields that do not change the clustered matrix; every other field (including
+ones added later) is part of the index key, so an unknown field can only cause a rebuild."""
+IDS_SUFFIX, FAISS_SUFFIX, META_SUFFIX = ".ids.parquet", ".faiss", ".json"
 
 
-@dataclass
-class SearchMatrix:
-    """L2-normalised rows and the track ids they belong to (sorted, unique)."""
-
-    track_ids: np.ndarray
-    X: np.ndarray
-    source: str
-    """Which matrix: ``features``, ``embeddings/<backend>`` or ``embeddings/tabular``."""
-
-    def row_of(self, track_id: str) -> int:
-        """Row index of a track id; ValueError listing close matches when it is unknown."""
-        i = int(np.searchsorted(self.track_ids, track_id))
-        if i < len(self.track_ids) and self.track_ids[i] == track_id:
-            return i
-        hits = np.flatnonzero(self.track_ids == track_id)
-        if len(hits):
-            return int(hits[0])
-        raise ValueError(unknown_id_message(track_id, self.track_ids, self.source))
+def l2_normalize_inplace(X: np.ndarray, block_rows: int = NORMALIZE_BLOCK_ROWS) -> np.ndarray:
+    """Divide each row by its norm, block by block; a block holding non-finite values has them
+    zeroed first, and zero rows stay zero. Returns X."""
+    for start in range(0, len(X), block_rows):
+        b = X[start : start + block_rows]
+        norms = np.sqrt(np.einsum("ij,ij->i", b, b))
+        if not np.isfinite(norms).all():
+            np.nan_to_num(b, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            norms = np.sqrt(np.einsum("ij,ij->i", b, b))
+        norms[norms == 0] = 1.0
+        b /= norms[:, None]
+    return X
 
 
 def unknown_id_message(track_id: str, track_ids: np.ndarray, source: str = "") -> str:
@@ -61,195 +89,235 @@ def unknown_id_message(track_id: str, track_ids: np.ndarray, source: str = "") -
     return text + (f"; close matches: {', '.join(close)}" if close else "; no close matches")
 
 
-def l2_normalize_inplace(X: np.ndarray, block_rows: int = BLOCK_ROWS) -> np.ndarray:
-    """Divide each row by its norm, block by block; a block holding non-finite values has them
-    zeroed first, and zero rows stay zero. Returns X."""
-    for start in range(0, len(X), block_rows):
-        b = X[start : start + block_rows]
-        norms = np.sqrt(np.einsum("ij,ij->i", b, b))
-        if not np.isfinite(norms).all():
-            np.nan_to_num(b, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-            norms = np.sqrt(np.einsum("ij,ij->i", b, b))
-        norms[norms == 0] = 1.0
-        b /= norms[:, None]
-    return X
+def config_from_dict(values: dict) -> AnalysisConfig:
+    """An AnalysisConfig from its JSON form (metrics.json's ``config``): unknown keys ignored,
+    lists back to the tuples the frozen dataclass holds."""
+
+    def tuples(v):
+        return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+
+    known = {f.name for f in fields(AnalysisConfig)}
+    return AnalysisConfig(**{k: tuples(v) for k, v in values.items() if k in known})
 
 
-def _merge_topk(
-    best_idx: np.ndarray, best_sim: np.ndarray, idx: np.ndarray, sim: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the k largest of two (m, ·) candidate sets."""
-    all_idx = np.concatenate([best_idx, idx], axis=1)
-    all_sim = np.concatenate([best_sim, sim], axis=1)
-    if all_sim.shape[1] <= k:
-        return all_idx, all_sim
-    keep = np.argpartition(-all_sim, k - 1, axis=1)[:, :k]
-    return np.take_along_axis(all_idx, keep, 1), np.take_along_axis(all_sim, keep, 1)
+def run_analysis_config(out: str, matrix: str = "auto") -> AnalysisConfig:
+    """The analysis config the run clustered with (OUT/metrics.json), its matrix resolved.
 
-
-def topk_cosine(
-    X: np.ndarray,
-    Q: np.ndarray,
-    k: int = 10,
-    exclude: np.ndarray | None = None,
-    block_rows: int = BLOCK_ROWS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k rows of L2-normalised ``X`` for each L2-normalised query row of ``Q``.
-
-    Returns (indices (m, k) int64, similarities (m, k) float32), best first; ``exclude[j]`` is a
-    row of X that query j must not return (itself), -1 for none. k is clamped to the rows left.
+    ``matrix`` other than ``auto`` searches another matrix of the run (``embeddings:<backend>``
+    picks a backend); the run's weights and PCA then apply only if it is the clustered one.
     """
-    Q = np.atleast_2d(np.asarray(Q, dtype=np.float32))
-    m, n = len(Q), len(X)
-    k = min(k, n - (exclude is not None))
-    if k <= 0:
-        return np.empty((m, 0), dtype=np.int64), np.empty((m, 0), dtype=np.float32)
-    best_idx = np.empty((m, 0), dtype=np.int64)
-    best_sim = np.empty((m, 0), dtype=np.float32)
-    for start in range(0, n, block_rows):
-        S = Q @ X[start : start + block_rows].T
-        if exclude is not None:
-            local = exclude - start
-            inside = (local >= 0) & (local < S.shape[1])
-            S[np.flatnonzero(inside), local[inside]] = -np.inf
-        if S.shape[1] > k:
-            part = np.argpartition(-S, k - 1, axis=1)[:, :k]
-            sim = np.take_along_axis(S, part, 1)
-        else:
-            part = np.broadcast_to(np.arange(S.shape[1]), S.shape)
-            sim = S
-        best_idx, best_sim = _merge_topk(best_idx, best_sim, part + start, sim, k)
-    order = np.argsort(-best_sim, axis=1, kind="stable")
-    return np.take_along_axis(best_idx, order, 1), np.take_along_axis(best_sim, order, 1)
-
-
-class IVFIndex:
-    """Approximate cosine search: spherical k-means cells over normalised rows; a query scores
-    the rows of its ``nprobe`` nearest cells exactly.
-
-    Centroids come from a few Lloyd iterations on a seeded sample (``sample_per_cell`` rows per
-    cell), then every row is assigned block by block; building costs about one exact search
-    per 4 cells. ``bench/similar.py`` reports recall against :func:`topk_cosine`.
-    """
-
-    def __init__(
-        self,
-        X: np.ndarray,
-        nlist: int | None = None,
-        sample_per_cell: int = 32,
-        n_iter: int = 5,
-        random_state: int = RANDOM_STATE,
-        block_rows: int = BLOCK_ROWS,
-    ):
-        n = len(X)
-        self.X = X
-        nlist = min(n, nlist or max(1, int(np.sqrt(n))))
-        rng = np.random.default_rng(random_state)
-        sample = X[np.sort(rng.choice(n, size=min(n, nlist * sample_per_cell), replace=False))]
-        centroids = sample[rng.choice(len(sample), size=nlist, replace=False)].copy()
-        for _ in range(n_iter):
-            labels = self._assign(sample, centroids, block_rows)
-            sums = np.zeros_like(centroids, dtype=np.float64)
-            np.add.at(sums, labels, sample)
-            filled = np.bincount(labels, minlength=nlist) > 0
-            centroids[filled] = sums[filled].astype(np.float32)
-            l2_normalize_inplace(centroids)
-        self.centroids = centroids
-        self.nlist = nlist
-        assign = self._assign(X, centroids, block_rows)
-        self.order = np.argsort(assign, kind="stable")
-        self.offsets = np.searchsorted(assign[self.order], np.arange(self.nlist + 1))
-
-    @staticmethod
-    def _assign(X: np.ndarray, centroids: np.ndarray, block_rows: int) -> np.ndarray:
-        labels = np.empty(len(X), dtype=np.int64)
-        for start in range(0, len(X), block_rows):
-            labels[start : start + block_rows] = np.argmax(
-                X[start : start + block_rows] @ centroids.T, axis=1
-            )
-        return labels
-
-    def search(
-        self, Q: np.ndarray, k: int = 10, nprobe: int = 8, exclude: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Like :func:`topk_cosine`, over the rows of the ``nprobe`` most similar cells."""
-        Q = np.atleast_2d(np.asarray(Q, dtype=np.float32))
-        nprobe = min(nprobe, self.nlist)
-        cells = np.argpartition(-(Q @ self.centroids.T), nprobe - 1, axis=1)[:, :nprobe]
-        out_idx = np.full((len(Q), k), -1, dtype=np.int64)
-        out_sim = np.full((len(Q), k), -np.inf, dtype=np.float32)
-        for j, q in enumerate(Q):
-            rows = np.concatenate(
-                [self.order[self.offsets[c] : self.offsets[c + 1]] for c in cells[j]]
-            )
-            if exclude is not None and exclude[j] >= 0:
-                rows = rows[rows != exclude[j]]
-            sim = self.X[rows] @ q
-            top = min(k, len(rows))
-            if top == 0:
-                continue
-            part = np.argpartition(-sim, top - 1)[:top]
-            part = part[np.argsort(-sim[part], kind="stable")]
-            out_idx[j, :top] = rows[part]
-            out_sim[j, :top] = sim[part]
-        return out_idx, out_sim
-
-
-def _tabular_present(out: str) -> bool:
-    return bool(shards.list_shards(out, f"embeddings/{TABULAR_BACKEND}"))
-
-
-def load_search_matrix(out: str, matrix: str = "auto") -> SearchMatrix:
-    """Gather a run's matrix, prepare it for cosine search and normalise it in place.
-
-    ``matrix``: ``tabular`` (seed 003 vectors, as written), ``embeddings`` or
-    ``embeddings:<backend>`` (windows mean-pooled per track), ``features`` (standardized first:
-    raw feature scales would let one column decide every similarity), or ``auto`` (tabular,
-    else embeddings, else features).
-    """
-    from soundclust_ray.analysis.gather import (
-        embedding_backends,
-        gather_embeddings,
-        gather_features,
-        pool_windows,
-    )
-    from soundclust_ray.analysis.scaling import standardize_inplace
-
     kind, _, backend = matrix.partition(":")
     if kind not in MATRICES:
-        raise ValueError(f"unknown matrix {matrix!r}: use one of {', '.join(MATRICES)}")
-    audio_backends = [b for b in embedding_backends(out) if b != TABULAR_BACKEND]
+        raise UserError(f"unknown matrix {matrix!r}: use one of {', '.join(MATRICES)}")
+    metrics = outdir.read_json(out, outdir.METRICS)
+    cfg = config_from_dict(metrics.get("config") or {})
+    clustered = metrics.get("matrix") or {}
+    if clustered.get("matrix"):
+        cfg = replace(cfg, matrix=clustered["matrix"], backend=clustered.get("backend"))
     if kind == "auto":
-        if _tabular_present(out):
-            kind = "tabular"
-        elif audio_backends:
-            kind = "embeddings"
-        else:
-            kind = "features"
-    if kind == "tabular":
-        if not _tabular_present(out):
-            raise ValueError(f"{out} has no tabular vectors (run with --source tabular)")
-        g = gather_embeddings(out, TABULAR_BACKEND)
-        source = f"embeddings/{TABULAR_BACKEND}"
-    elif kind == "embeddings":
-        if not audio_backends:
-            raise ValueError(f"{out} has no embedding shards (run with --embed)")
-        backend = backend or audio_backends[0]
-        if backend not in audio_backends:
-            raise ValueError(
-                f"no embeddings/{backend} in {out} (found: {', '.join(audio_backends)})"
-            )
-        g = pool_windows(gather_embeddings(out, backend))
-        source = f"embeddings/{backend}"
+        return cfg
+    wanted = replace(cfg, matrix=kind, backend=backend or None)
+    if (wanted.matrix, wanted.backend or cfg.backend) == (cfg.matrix, cfg.backend):
+        return replace(cfg, backend=cfg.backend)
+    return replace(wanted, weights=(), pca=None, chunk_level=False)
+
+
+def _shard_listing(out: str) -> list[list]:
+    """(OUT-relative path, size) of every product shard: what every matrix is read from."""
+    from soundclust_ray.analysis import gather
+
+    fs, base = outdir.resolve(out)
+    products = [outdir.FEATURES, outdir.FEATURE_CHUNKS]
+    products += [outdir.embeddings_product(b) for b in gather.embedding_backends(out)]
+    listing = []
+    for product in products:
+        paths = shards.list_shards(out, product)
+        for info in fs.get_file_info(paths):
+            listing.append([info.path[len(base) :].lstrip("/"), info.size])
+    return listing
+
+
+def index_key(out: str, cfg: AnalysisConfig, exact: bool | None, search: SearchConfig) -> str:
+    """Hash of what the index is built from: geometry config, shard files, index choice."""
+    geometry = {k: v for k, v in to_dict(cfg).items() if k not in NOT_GEOMETRY}
+    payload = {
+        "geometry": geometry,
+        "shards": _shard_listing(out),
+        "exact": exact,
+        "search": to_dict(search),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _describe(info: dict, cfg: AnalysisConfig) -> dict:
+    """What was done to the rows, for ``--json`` and the index metadata."""
+    keep = ("matrix", "backend", "scaling", "embeddings", "weights", "features", "fusion")
+    geometry = {k: info[k] for k in keep if k in info}
+    geometry["pca"] = cfg.pca
+    geometry["rows"] = "L2-normalised after the clustering's post-processing; similarity = cosine"
+    return geometry
+
+
+def clustered_matrix(out: str, cfg: AnalysisConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(track ids, L2-normalised rows, geometry) of the matrix ``cfg`` clusters, one row per
+    track (window rows mean-pooled), built by the driver's own gathering and PCA steps."""
+    from soundclust_ray.analysis import driver, gather, projection
+
+    try:
+        g, info = driver.gather_matrix(out, cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(str(exc).strip("'\"")) from exc
+    except Exception as exc:
+        if type(exc).__name__ == "_NoRows":
+            raise UserError(f"{out}: nothing to search ({exc})") from exc
+        raise
+    if cfg.pca is not None and len(g.X) >= 2:
+        g.X, _ = projection.fit_pca_reduction(
+            g.X, cfg.pca, cfg.random_state, cfg.fit_sample, cfg.predict_batch
+        )
+    g = gather.pool_windows(g)
+    X = l2_normalize_inplace(np.ascontiguousarray(g.X, dtype=np.float32))
+    return g.track_ids.astype(str).astype(object), X, _describe(info, cfg)
+
+
+def build_faiss_index(X: np.ndarray, exact: bool, search: SearchConfig, random_state: int):
+    """A FAISS inner-product index over the L2-normalised rows of ``X`` (pure: no OUT).
+
+    Approximate: IVF-Flat with spherical k-means cells trained on a seeded sample; the vectors
+    stay uncompressed, so the similarities it returns are exact, only candidates are skipped.
+    """
+    import faiss
+
+    n, d = X.shape
+    if exact:
+        index = faiss.IndexFlatIP(d)
     else:
-        try:
-            g = pool_windows(gather_features(out))
-        except FileNotFoundError as exc:
-            raise ValueError(str(exc)) from exc
-        standardize_inplace(g.X)
-        source = "features"
-    ids = g.track_ids.astype(str).astype(object)
-    return SearchMatrix(ids, l2_normalize_inplace(g.X), source)
+        nlist = int(max(1, min(n // 2, round(search.ivf_cells_per_sqrt_row * np.sqrt(n)))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.spherical = True
+        index.cp.seed = random_state
+        rng = np.random.default_rng(random_state)
+        size = min(n, nlist * search.ivf_train_per_cell)
+        index.train(X[np.sort(rng.choice(n, size, replace=False))])
+        index.make_direct_map()
+    index.add(X)
+    return index
+
+
+def _set_nprobe(index, nprobe: int) -> None:
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = min(nprobe, ivf.nlist)
+
+
+@dataclass
+class SearchIndex:
+    """A FAISS index, the track id of each of its rows (sorted) and the geometry it holds."""
+
+    track_ids: np.ndarray
+    index: object
+    geometry: dict
+    exact: bool
+    key: str = ""
+
+    @property
+    def source(self) -> str:
+        """``features``, ``both``, ``tabular`` or ``embeddings/<backend>``."""
+        g = self.geometry
+        return f"embeddings/{g['backend']}" if g.get("matrix") == "embeddings" else g["matrix"]
+
+    def row_of(self, track_id: str) -> int:
+        """Row of a track id; UserError listing close matches when it is unknown."""
+        i = int(np.searchsorted(self.track_ids, track_id))
+        if i < len(self.track_ids) and self.track_ids[i] == track_id:
+            return i
+        raise UserError(unknown_id_message(track_id, self.track_ids, self.source))
+
+    def vector(self, row: int) -> np.ndarray:
+        """The stored (search-ready) vector of one row, shape (1, d)."""
+        return self.index.reconstruct(int(row))[None, :]
+
+    def search(
+        self, Q: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cosines) of the k best rows per query, best first; ``exclude[j]`` is a row
+        query j must not return (itself), -1 for none; missing neighbours are row -1."""
+        Q = np.ascontiguousarray(np.atleast_2d(Q), dtype=np.float32)
+        extra = 0 if exclude is None else 1
+        k_ask = min(k + extra, self.index.ntotal)
+        sim, idx = self.index.search(Q, k_ask)
+        if exclude is not None:
+            drop = idx == np.asarray(exclude)[:, None]
+            idx[drop], sim[drop] = -1, -np.inf
+            order = np.argsort(drop, axis=1, kind="stable")
+            idx, sim = np.take_along_axis(idx, order, 1), np.take_along_axis(sim, order, 1)
+        return idx[:, :k], sim[:, :k]
+
+
+def _write_index(out: str, si: SearchIndex) -> None:
+    """ids, index, then the metadata that makes them trusted; other keys' files removed."""
+    import faiss
+
+    ids = pa.table({"track_id": pa.array(si.track_ids.astype(str), pa.string())})
+    outdir.write_table(out, outdir.index_file(si.key, IDS_SUFFIX), ids)
+
+    def fill(stream):
+        faiss.write_index(si.index, faiss.PyCallbackIOWriter(stream.write))
+
+    outdir.write_stream(out, outdir.index_file(si.key, FAISS_SUFFIX), fill)
+    meta = {"key": si.key, "exact": si.exact, "rows": len(si.track_ids), "geometry": si.geometry}
+    outdir.write_json(out, outdir.index_file(si.key, META_SUFFIX), meta)
+    for name in outdir.list_files(out, outdir.INDEX):
+        if not name.startswith(si.key):
+            outdir.remove_file(out, f"{outdir.INDEX}/{name}")
+
+
+def _read_index(out: str, key: str) -> SearchIndex | None:
+    import faiss
+
+    meta = outdir.read_json(out, outdir.index_file(key, META_SUFFIX))
+    if meta.get("key") != key:
+        return None
+    ids = outdir.read_table(out, outdir.index_file(key, IDS_SUFFIX))
+    index = outdir.read_stream(
+        out,
+        outdir.index_file(key, FAISS_SUFFIX),
+        lambda stream: faiss.read_index(faiss.PyCallbackIOReader(stream.read)),
+    )
+    if ids is None or index is None or index.ntotal != ids.num_rows:
+        return None
+    track_ids = np.asarray(ids.column("track_id").to_pylist(), dtype=object)
+    return SearchIndex(track_ids, index, meta["geometry"], bool(meta["exact"]), key)
+
+
+def open_index(
+    out: str,
+    matrix: str = "auto",
+    approximate: bool | None = None,
+    search: SearchConfig | None = None,
+) -> SearchIndex:
+    """The run's search index, read from OUT/index/ when its key matches, else built there.
+
+    ``approximate``: None lets the corpus size choose (exact up to ``exact_max_rows``).
+    """
+    search = search or SearchConfig()
+    cfg = run_analysis_config(out, matrix)
+    key = index_key(out, cfg, approximate, search)
+    si = _read_index(out, key)
+    if si is None:
+        track_ids, X, geometry = clustered_matrix(out, cfg)
+        exact = len(X) <= search.exact_max_rows if approximate is None else not approximate
+        index = build_faiss_index(X, exact, search, cfg.random_state)
+        del X
+        kind = "IndexFlatIP (exact)" if exact else f"IVF-Flat, {index.nlist} cells (approximate)"
+        geometry["index"] = kind
+        si = SearchIndex(track_ids, index, geometry, exact, key)
+        _write_index(out, si)
+    _set_nprobe(si.index, search.ivf_nprobe)
+    return si
 
 
 def similar_tracks(
@@ -257,40 +325,44 @@ def similar_tracks(
     track_id: str,
     k: int = 10,
     matrix: str = "auto",
-    approximate: bool = False,
-    nprobe: int = 8,
+    approximate: bool | None = None,
+    nprobe: int | None = None,
 ) -> pd.DataFrame:
     """The k tracks most similar to ``track_id`` with their manifest metadata.
 
     Columns: ``rank`` (1 = nearest), ``track_id``, ``similarity`` (cosine), then the manifest's
-    metadata columns. ``attrs`` holds the query, the matrix used and whether the search was exact.
-    Unknown id → ValueError naming close matches. ``approximate`` builds an :class:`IVFIndex`
-    (worth it only when many queries share one loaded matrix; one query is exact by default).
+    metadata columns. ``attrs`` holds the query, the matrix, whether the search was exact and
+    the geometry. Unknown id → UserError naming close matches.
     """
+    if k < 1:
+        raise UserError(f"k must be at least 1, got {k}")
+    search = SearchConfig()
+    if nprobe is not None:
+        search = replace(search, ivf_nprobe=nprobe)
+    si = open_index(out, matrix, approximate, search)
+    row = si.row_of(str(track_id))
+    idx, sim = si.search(si.vector(row), k, exclude=np.array([row]))
+    result = neighbour_table(out, si, idx[0], sim[0])
+    result.attrs.update(query=str(track_id))
+    return result
+
+
+def neighbour_table(out: str, si: SearchIndex, rows: np.ndarray, sims: np.ndarray) -> pd.DataFrame:
+    """rank, track_id, similarity and the manifest's metadata of one query's neighbours."""
     from soundclust_ray.analysis.gather import read_manifest
 
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    sm = load_search_matrix(out, matrix)
-    row = sm.row_of(str(track_id))
-    q = sm.X[row : row + 1]
-    exclude = np.array([row])
-    if approximate:
-        idx, sim = IVFIndex(sm.X).search(q, k, nprobe=nprobe, exclude=exclude)
-    else:
-        idx, sim = topk_cosine(sm.X, q, k, exclude=exclude)
-    keep = idx[0] >= 0
+    keep = rows >= 0
     result = pd.DataFrame(
         {
             "rank": np.arange(1, int(keep.sum()) + 1),
-            "track_id": sm.track_ids[idx[0][keep]].astype(str),
-            "similarity": sim[0][keep].astype(np.float64).round(6),
+            "track_id": si.track_ids[rows[keep]].astype(str),
+            "similarity": sims[keep].astype(np.float64).round(6),
         }
     )
     manifest = read_manifest(out)
     meta = manifest.drop(columns=[c for c in ("invalid_reason",) if c in manifest.columns])
     result = result.merge(meta, on="track_id", how="left")
-    result.attrs.update(query=str(track_id), matrix=sm.source, exact=not approximate)
+    result.attrs.update(matrix=si.source, exact=si.exact, geometry=si.geometry)
     return result
 
 
@@ -333,7 +405,7 @@ def format_similar(df: pd.DataFrame, width: int = 40) -> str:
 
 
 def format_similar_json(df: pd.DataFrame) -> str:
-    """Strict JSON of :func:`similar_tracks` output: query, matrix, exact and the neighbours.
+    """Strict JSON of :func:`similar_tracks` output: query, matrix, exact, geometry, neighbours.
 
     Missing values become ``null`` (``DataFrame.to_json`` semantics), never a bare ``NaN``.
     """
@@ -342,6 +414,7 @@ def format_similar_json(df: pd.DataFrame) -> str:
         "query": df.attrs.get("query"),
         "matrix": df.attrs.get("matrix"),
         "exact": df.attrs.get("exact", True),
+        "geometry": df.attrs.get("geometry", {}),
         "neighbours": neighbours,
     }
-    return json.dumps(payload, indent=2, ensure_ascii=False)
+    return json.dumps(payload, indent=2, ensure_ascii=False, default=str)
