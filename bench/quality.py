@@ -1,0 +1,369 @@
+"""Clustering quality of every representation × clustering on the labelled development corpora.
+
+Corpora (real audio, ``shared/data``): ``mer4q_genre`` (315 clips of 30 s, labels.csv with
+``genre`` (7) and ``quadrant`` (4 emotion quadrants)) and ``gtzan_mini`` (37 clips, 10 genres in
+the file names). For each representation (a feature family, a musicnn model's embedding or tag
+logits, their ensembles and block fusions) and each clustering (k-means with k = number of
+classes, spherical k-means, Ward, HDBSCAN) the table gives NMI and ARI against the labels, and
+the leave-one-out kNN label precision@10 of the representation itself, averaged over 5 seeds.
+
+The slow part (decoding, feature families, musicnn passes: minutes) runs once per corpus and
+source and is cached under ``bench/.work/quality/``; the table itself takes seconds.
+
+    nice -n 10 .venv/bin/python bench/quality.py [--recompute] [--corpus mer4q_genre ...]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from soundclust_ray.audio import load_audio  # noqa: E402
+from soundclust_ray.config import AudioConfig, FeaturesConfig, MusicnnConfig  # noqa: E402
+
+DATA = Path(os.environ.get("SOUNDCLUST_SHARED_DATA", REPO.parent / "shared" / "data"))
+WORK = REPO / "bench" / ".work" / "quality"
+FEATURE_FAMILIES = ("timbre", "classic", "soundspace")
+MUSICNN_MODELS = ("MSD_musicnn", "MTT_musicnn")
+SEEDS = (0, 1, 2, 3, 4)
+AUDIO = AudioConfig()
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A labelled corpus: track ids (paths relative to its root), paths and label columns."""
+
+    name: str
+    root: Path
+    table: pd.DataFrame
+    """``track_id``, ``path`` and one column per label kind."""
+    label_kinds: tuple[str, ...]
+
+
+def mer4q_genre() -> Corpus:
+    root = DATA / "mer4q_genre"
+    table = pd.read_csv(root / "labels.csv").sort_values("path", kind="stable")
+    table = table.assign(track_id=table["path"], path=[str(root / p) for p in table["path"]])
+    return Corpus("mer4q_genre", root, table.reset_index(drop=True), ("genre", "quadrant"))
+
+
+def gtzan_mini() -> Corpus:
+    root = DATA / "gtzan_mini"
+    paths = sorted(root.glob("*.wav"))
+    table = pd.DataFrame(
+        {
+            "track_id": [p.name for p in paths],
+            "path": [str(p) for p in paths],
+            "genre": [p.name.split(".")[0] for p in paths],
+        }
+    )
+    return Corpus("gtzan_mini", root, table, ("genre",))
+
+
+CORPORA = {"mer4q_genre": mer4q_genre, "gtzan_mini": gtzan_mini}
+
+
+# --- the cached sources: one pass over the audio each ------------------------------------------
+
+
+def _decode(path: str, rate: int) -> np.ndarray:
+    return load_audio(path, rate, AUDIO.max_duration_s, AUDIO.min_duration_s)
+
+
+def compute_feature_family(corpus: Corpus, family: str) -> dict[str, np.ndarray]:
+    """One family's columns for every track (NaN rows where a track fails), as the stage does."""
+    from soundclust_ray.features.registry import compute_family, decode_rates, get_families
+
+    cfg = FeaturesConfig(families=(family,))
+    fam = get_families(cfg.families)[0]
+    rates = decode_rates([fam], cfg)
+    columns = fam.columns(cfg)
+    X = np.full((len(corpus.table), len(columns)), np.nan, dtype=np.float32)
+    for i, path in enumerate(corpus.table["path"]):
+        try:
+            signals = {rate: _decode(path, rate) for rate in rates}
+            values = compute_family(fam, signals, cfg)
+            X[i] = [values[c] for c in columns]
+        except Exception as exc:  # one bad clip is one NaN row, reported below
+            print(f"  {corpus.name} {family}: {path}: {type(exc).__name__}: {exc}")
+    return {"X": X, "columns": np.array(columns)}
+
+
+def compute_musicnn_patches(corpus: Corpus, model: str) -> dict[str, np.ndarray]:
+    """Per-patch penultimates (P, 200) and tag logits (P, 50) of every track, with offsets.
+
+    Logits are the classifier's affine map of each patch's penultimate (the model's last
+    layer before the sigmoid), so every pooling of either can be taken from the cache.
+    """
+    import torch
+
+    from soundclust_ray.embed.musicnn import MusicnnEmbedder
+
+    torch.set_num_threads(1)
+    cfg = MusicnnConfig(model=model)
+    embedder = MusicnnEmbedder(cfg, "cpu")
+    pens, counts = [], []
+    for path in corpus.table["path"]:
+        try:
+            out = embedder.embed_tracks([embedder.prepare(_decode(path, cfg.sample_rate))])[0]
+            pens.append(out.embeddings)
+        except Exception as exc:  # one bad clip: no patches, reported
+            print(f"  {corpus.name} {model}: {path}: {type(exc).__name__}: {exc}")
+            pens.append(np.zeros((0, 200), dtype=np.float32))
+        counts.append(pens[-1].shape[0])
+    P = np.concatenate(pens)
+    with torch.inference_mode():
+        logits = embedder.model.classifier(torch.from_numpy(P)).numpy()
+    return {
+        "penultimate": P,
+        "logits": logits.astype(np.float32),
+        "offsets": np.cumsum([0, *counts]),
+        "tags": np.array(embedder.tag_names),
+    }
+
+
+SOURCES = {
+    **{f: (lambda c, f=f: compute_feature_family(c, f)) for f in FEATURE_FAMILIES},
+    **{m: (lambda c, m=m: compute_musicnn_patches(c, m)) for m in MUSICNN_MODELS},
+}
+
+
+def load_source(corpus: Corpus, source: str, recompute: bool) -> dict[str, np.ndarray]:
+    """A source's arrays from the cache, computed (and timed) first when absent or asked to."""
+    path = WORK / corpus.name / f"{source}.npz"
+    if recompute or not path.exists():
+        t0 = time.perf_counter()
+        arrays = SOURCES[source](corpus)
+        seconds = time.perf_counter() - t0
+        arrays["seconds_per_track"] = np.float64(seconds / len(corpus.table))
+        arrays["track_id"] = corpus.table["track_id"].to_numpy().astype(str)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        print(f"  cached {corpus.name}/{source}: {seconds:.0f} s", flush=True)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = dict(z)
+    if list(arrays["track_id"]) != list(corpus.table["track_id"]):
+        raise SystemExit(f"{path} is for another track list; rerun with --recompute")
+    return arrays
+
+
+# --- representations: blocks of the cached sources, fused by analysis/fusion.py ---------------
+
+
+def patch_pool(arrays: dict[str, np.ndarray], layer: str, how: str) -> np.ndarray:
+    """One row per track from a musicnn source's patches: mean, max or mean+std over patches."""
+    P, offsets = arrays[layer], arrays["offsets"]
+    rows = []
+    for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+        part = P[a:b].astype(np.float64)
+        if part.shape[0] == 0:
+            rows.append(np.full(P.shape[1] * (2 if how == "meanstd" else 1), np.nan))
+        elif how == "mean":
+            rows.append(part.mean(axis=0))
+        elif how == "max":
+            rows.append(part.max(axis=0))
+        else:
+            rows.append(np.concatenate([part.mean(axis=0), part.std(axis=0)]))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def block(sources: dict, spec: str) -> np.ndarray:
+    """``family`` → its feature columns; ``MODEL:layer:pool`` → a pooled musicnn output."""
+    source, _, view = spec.partition(":")
+    if not view:
+        return sources[source]["X"]
+    layer, how = view.split(":")
+    return patch_pool(sources[source], layer, how)
+
+
+MSD, MTT = "MSD_musicnn", "MTT_musicnn"
+EMB = {m: f"{m}:penultimate:mean" for m in MUSICNN_MODELS}
+LOGIT = {m: f"{m}:logits:mean" for m in MUSICNN_MODELS}
+FEATS = {f: f for f in FEATURE_FAMILIES}
+REPRESENTATIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    # name: ({block name: source spec}, {block name: kind}); "joint" = one standardized block
+    "timbre": ({"timbre": "timbre"}, {}),
+    "classic": ({"classic": "classic"}, {}),
+    "soundspace": ({"soundspace": "soundspace"}, {}),
+    "3 families, columns": ({"all": "joint:timbre+classic+soundspace"}, {}),
+    "3 families, fused": (FEATS, {}),
+    **{
+        f"{m} emb {how}": ({m: f"{m}:penultimate:{how}"}, {m: "direction"})
+        for m in MUSICNN_MODELS
+        for how in ("mean", "max", "meanstd")
+    },
+    **{f"{m} logits": ({m: LOGIT[m]}, {m: "center"}) for m in MUSICNN_MODELS},
+    "MSD+MTT emb": (EMB, dict.fromkeys(EMB, "direction")),
+    "MSD+MTT logits": (LOGIT, dict.fromkeys(LOGIT, "center")),
+    "MSD+MTT logits, std": (LOGIT, dict.fromkeys(LOGIT, "standardize")),
+    "MSD+MTT emb+logits": (
+        {**{f"e{m}": EMB[m] for m in EMB}, **{f"l{m}": LOGIT[m] for m in LOGIT}},
+        {**{f"e{m}": "direction" for m in EMB}, **{f"l{m}": "center" for m in LOGIT}},
+    ),
+    "timbre+MSD emb, columns": ({"j": f"joint:timbre+{EMB[MSD]}"}, {}),
+    "timbre+MSD emb, fused": ({"t": "timbre", "e": EMB[MSD]}, {"e": "direction"}),
+    "timbre+MSD+MTT logits": (
+        {"t": "timbre", **LOGIT},
+        dict.fromkeys(LOGIT, "center"),
+    ),
+    "3 families+MSD+MTT logits": (
+        {**FEATS, **LOGIT},
+        dict.fromkeys(LOGIT, "center"),
+    ),
+}
+
+
+def representation(sources: dict, name: str) -> np.ndarray:
+    """The matrix of a named representation (fusion rule of analysis/fusion.py)."""
+    from soundclust_ray.analysis.fusion import fuse_blocks
+
+    specs, kinds = REPRESENTATIONS[name]
+    blocks = {}
+    for block_name, spec in specs.items():
+        if spec.startswith("joint:"):
+            parts = [block(sources, s) for s in spec.removeprefix("joint:").split("+")]
+            blocks[block_name] = np.concatenate(parts, axis=1)
+        else:
+            blocks[block_name] = block(sources, spec)
+    return fuse_blocks(blocks, kinds=kinds)
+
+
+def representation_cost(sources: dict, name: str) -> float:
+    """Seconds per track of the cached sources a representation reads (measured when cached)."""
+    names = set()
+    for spec in REPRESENTATIONS[name][0].values():
+        for part in spec.removeprefix("joint:").split("+"):
+            names.add(part.partition(":")[0])
+    return float(sum(sources[s]["seconds_per_track"] for s in names))
+
+
+# --- clusterings and scores -----------------------------------------------------------------
+
+
+def cluster_all(X: np.ndarray, k: int) -> dict[str, list[np.ndarray]]:
+    """Clustering name → labels per seed (deterministic methods: one labelling)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    from soundclust_ray.analysis.clustering import fit_hdbscan, fit_kmeans
+    from soundclust_ray.config import AnalysisConfig
+
+    unit = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    out: dict[str, list[np.ndarray]] = {"kmeans": [], "spherical": []}
+    for seed in SEEDS:
+        cfg = AnalysisConfig(random_state=seed)
+        out["kmeans"].append(fit_kmeans(X, k, cfg)[0])
+        out["spherical"].append(fit_kmeans(unit, k, cfg)[0])
+    out["ward"] = [AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(X)]
+    out["hdbscan"] = [fit_hdbscan(X, AnalysisConfig())[0]]
+    return out
+
+
+def knn_precision(X: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Leave-one-out: mean fraction of each track's k nearest (Euclidean) sharing its label."""
+    sq = (X.astype(np.float64) ** 2).sum(axis=1)
+    d = sq[:, None] + sq[None, :] - 2 * X.astype(np.float64) @ X.T.astype(np.float64)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return float((labels[nearest] == labels[:, None]).mean())
+
+
+def score(X: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per clustering: mean NMI and ARI over seeds; plus the representation's kNN P@10."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    k = len(np.unique(labels))
+    out = {}
+    for method, runs in cluster_all(X, k).items():
+        out[method] = {
+            "nmi": float(np.mean([normalized_mutual_info_score(labels, r) for r in runs])),
+            "ari": float(np.mean([adjusted_rand_score(labels, r) for r in runs])),
+        }
+    out["p@10"] = knn_precision(X, labels)
+    return out
+
+
+def evaluate(corpus: Corpus, sources: dict, names: list[str]) -> pd.DataFrame:
+    """Long table: one row per (representation, clustering, label kind) of one corpus."""
+    rows = []
+    for name in names:
+        X = representation(sources, name)
+        for kind in corpus.label_kinds:
+            labels = corpus.table[kind].astype(str).to_numpy()
+            scores = score(X, labels)
+            for method in ("kmeans", "spherical", "ward", "hdbscan"):
+                rows.append(
+                    {
+                        "representation": name,
+                        "clustering": method,
+                        "target": f"{corpus.name}/{kind}",
+                        "nmi": scores[method]["nmi"],
+                        "ari": scores[method]["ari"],
+                        "p@10": scores["p@10"],
+                        "s/track": representation_cost(sources, name),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def print_table(table: pd.DataFrame) -> None:
+    """One row per representation × clustering; NMI / ARI per target, P@10 per target."""
+    wide = table.pivot_table(
+        index=["representation", "clustering"],
+        columns="target",
+        values=["nmi", "ari"],
+        sort=False,
+    )
+    wide.columns = [f"{t} {m}" for m, t in wide.columns]
+    wide = wide[sorted(wide.columns, key=lambda c: (c.split()[0], c.split()[1] != "nmi"))]
+    p10 = table.pivot_table(index="representation", columns="target", values="p@10", sort=False)
+    cost = table.groupby("representation", sort=False)["s/track"].first()
+    with pd.option_context("display.width", 250, "display.max_rows", 500):
+        print(wide.round(3).to_string())
+        print("\nLeave-one-out kNN label precision@10 of each representation, and its cost")
+        print(p10.assign(**{"s/track": cost}).round(3).to_string())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--corpus", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES))
+    p.add_argument("--recompute", action="store_true", help="refresh the cached sources")
+    p.add_argument("--cache-only", action="store_true", help="fill the cache, print no table")
+    p.add_argument("--representations", nargs="+", default=list(REPRESENTATIONS))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    tables = []
+    for name in args.corpus:
+        corpus = CORPORA[name]()
+        sources = {s: load_source(corpus, s, args.recompute) for s in args.sources}
+        if not args.cache_only:
+            t0 = time.perf_counter()
+            tables.append(evaluate(corpus, sources, args.representations))
+            print(f"  scored {corpus.name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    if tables:
+        print_table(pd.concat(tables, ignore_index=True))
+
+
+if __name__ == "__main__":
+    main()
