@@ -168,9 +168,12 @@ def _summary_table(entries: list[dict]) -> str:
             f"{esc(col)}: {_fmt(v)}" for col, v in (e.get("numeric_means") or {}).items()
         )
         near = "<br>".join(esc(t.get("track_id")) for t in e.get("nearest_tracks") or [])
-        tags = ", ".join(f"{esc(t)} ({_fmt(p, 2)})" for t, p in e.get("top_tags") or [])
+        tags = ", ".join(
+            f"{esc(t['tag'])} ({_fmt(t['mean'], 2)}, z {_fmt(t['z'], 1)})"
+            for t in e.get("distinctive_tags") or []
+        ) or ", ".join(f"{esc(t)} ({_fmt(p, 2)})" for t, p in e.get("top_tags") or [])
         rows.append([name, _fmt(e.get("size")), tops, means, near, tags])
-    headers = ["cluster", "tracks", "top values", "numeric means", "nearest the centre", "top tags"]
+    headers = ["cluster", "tracks", "top values", "numeric means", "nearest the centre", "tags"]
     if not any(r[5] for r in rows):
         headers, rows = headers[:5], [r[:5] for r in rows]
     return _table(headers, rows, "summary")
