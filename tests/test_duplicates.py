@@ -1,0 +1,71 @@
+"""Near-duplicates: FAISS range search against numpy pairs, and OUT/duplicates.parquet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from soundclust_ray import outdir, shards
+from soundclust_ray.analysis.duplicates import (
+    near_duplicate_pairs,
+    read_duplicates,
+    write_duplicates,
+)
+from soundclust_ray.analysis.search import build_faiss_index, l2_normalize_inplace
+from soundclust_ray.config import SearchConfig
+
+
+def write_run(out: str, X: np.ndarray, ids: list[str]) -> None:
+    """An OUT with one musicnn embedding shard and its manifest."""
+    fs, base = outdir.resolve(out)
+    table = pa.table({"track_id": ids, "embedding": shards.embedding_array(X)})
+    shards.write_table_atomic(fs, shards.new_shard_path(base, "embeddings/musicnn"), table)
+    manifest = pd.DataFrame({"track_id": ids, "path": [f"/x/{i}.wav" for i in ids]})
+    outdir.write_table(out, outdir.MANIFEST, pa.Table.from_pandas(manifest, preserve_index=False))
+
+
+def rows_with_copies(seed: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """200 random unit rows; rows 10-14 get a slightly perturbed copy appended."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 32)).astype(np.float32)
+    copies = X[10:15] + 0.05 * rng.normal(size=(5, 32)).astype(np.float32)
+    return l2_normalize_inplace(np.vstack([X, copies])), [(10 + i, 200 + i) for i in range(5)]
+
+
+def test_pairs_equal_numpy_above_the_threshold():
+    X, planted = rows_with_copies(0)
+    S = X @ X.T
+    for threshold in (0.99, 0.5, 0.3):
+        a, b, s = near_duplicate_pairs(build_faiss_index(X, True, SearchConfig(), 0), threshold, 37)
+        ref_a, ref_b = np.nonzero(np.triu(threshold <= S, 1))
+        assert list(zip(a, b, strict=True)) == list(zip(ref_a, ref_b, strict=True))
+        np.testing.assert_allclose(s, S[ref_a, ref_b], atol=1e-5)
+    a, b, _ = near_duplicate_pairs(build_faiss_index(X, True, SearchConfig(), 0), 0.99)
+    assert list(zip(a.tolist(), b.tolist(), strict=True)) == planted
+
+
+def test_ivf_index_finds_the_planted_copies():
+    X, planted = rows_with_copies(1)
+    index = build_faiss_index(X, False, SearchConfig(ivf_train_per_cell=10), 0)
+    a, b, _ = near_duplicate_pairs(index, 0.99)
+    assert list(zip(a.tolist(), b.tolist(), strict=True)) == planted
+
+
+def test_write_duplicates_uses_the_runs_index(tmp_path):
+    X, planted = rows_with_copies(2)
+    ids = [f"t{i:03d}" for i in range(len(X))]
+    out = str(tmp_path / "out")
+    write_run(out, X, ids)
+    entry = write_duplicates(out, 0.99)
+    assert (
+        entry["n_pairs"] == 5
+        and entry["n_tracks"] == 10
+        and entry["matrix"] == "embeddings/musicnn"
+    )
+    table = read_duplicates(out)
+    assert list(zip(table.track_id_a, table.track_id_b, strict=True)) == [
+        (ids[i], ids[j]) for i, j in planted
+    ]
+    assert (table.cosine >= 0.99).all() and outdir.exists(out, outdir.DUPLICATES)
+    assert read_duplicates(str(tmp_path / "none")).empty
