@@ -7,7 +7,9 @@ import pytest
 
 from soundclust_ray.analysis.fusion import (
     block_shares,
+    family_blocks,
     fuse_blocks,
+    fuse_families_inplace,
     fuse_inplace,
     total_variance,
 )
@@ -99,3 +101,17 @@ def test_in_place_on_row_blocks_equals_one_pass_and_imputes_nan():
     np.testing.assert_allclose(small, whole, atol=1e-6)
     assert info["musicnn"]["share"] == 0.5 and info["timbre"]["kind"] == "standardize"
     assert fuse_blocks({"a": X[:, :180]}).shape == (257, 180)
+
+
+def test_both_matrix_fuses_families_and_the_embedding_by_name():
+    blocks = _blocks(np.random.default_rng(6), n=120)
+    X = np.concatenate([blocks["timbre"], blocks["musicnn"]], axis=1).astype(np.float32)
+    columns = [f"timbre__f{i:03d}" for i in range(180)] + [
+        f"musicnn__emb_{i:03d}" for i in range(200)
+    ]
+    info = fuse_families_inplace(X, columns, {"musicnn"}, {"musicnn": 2})
+    assert info["timbre"]["kind"] == "standardize" and info["musicnn"]["kind"] == "direction"
+    assert _shares(X, [180, 200]) == pytest.approx([1 / 3, 2 / 3], abs=1e-5)
+    assert family_blocks(["a__x", "a__y", "b__z"]) == {"a": slice(0, 2), "b": slice(2, 3)}
+    with pytest.raises(ValueError, match="not contiguous"):
+        family_blocks(["a__x", "b__z", "a__y"])

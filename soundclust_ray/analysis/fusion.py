@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from soundclust_ray.analysis.scaling import BLOCK_ROWS, standardize_inplace
+from soundclust_ray.analysis.scaling import BLOCK_ROWS, column_family, standardize_inplace
 
 KINDS = ("standardize", "direction", "center")
 """How a block is made internally comparable before its variance share is set (see above)."""
@@ -151,3 +151,36 @@ def fuse_blocks(
         {name: shares[name] for name in kept},
     )
     return X
+
+
+def family_blocks(columns: list[str]) -> dict[str, slice]:
+    """Each family's columns (``family__name``; an embedding's family is its backend) as a slice.
+
+    Raises:
+        ValueError: a family's columns are not contiguous (the gathered matrices never are).
+    """
+    groups: dict[str, slice] = {}
+    start = 0
+    for i in range(1, len(columns) + 1):
+        family = column_family(columns[start])
+        if i == len(columns) or column_family(columns[i]) != family:
+            if family in groups:
+                raise ValueError(f"columns of family '{family}' are not contiguous")
+            groups[family] = slice(start, i)
+            start = i
+    return groups
+
+
+def fuse_families_inplace(
+    X: np.ndarray,
+    columns: list[str],
+    embedding_families: set[str],
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, dict[str, float]]:
+    """The ``both`` matrix: feature families standardized, embeddings by direction, then fused.
+
+    ``weights`` (``--weights``, by family or backend name) are the blocks' variance shares.
+    """
+    groups = family_blocks(columns)
+    kinds = {f: "direction" if f in embedding_families else "standardize" for f in groups}
+    return fuse_inplace(X, groups, kinds, weights)
