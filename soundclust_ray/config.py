@@ -148,6 +148,21 @@ class MusicnnConfig:
     """Padded samples per batched log-mel front-end call (≈ 17 min of 16 kHz audio)."""
 
 
+DEFAULT_EMBED_BACKENDS = ("musicnn",)
+"""What ``soundclust run`` embeds with when ``--embed`` is not given: musicnn (MSD_musicnn,
+200-d penultimate, mean over patches), clustered as the ``auto`` matrix does (centred +
+L2-normalized, k-means with k). Chosen by bench/quality.py (2026-12-01), NMI against genre of
+k-means, k = classes, mean of 5 seeds; the previous default, timbre features, in brackets:
+mer4q_genre 0.538 (0.236: 2.3x), its balanced 4-genre subsets 0.605 (0.218), gtzan_mini 0.800
+(0.619), mer4q quadrants 0.258 (0.192); kNN genre precision@10 0.756 (0.460). The best of the
+21 representations on every genre target save its own mean+std / max poolings (+0.01 to +0.02),
+ahead of the ensembles: MSD+MTT embeddings 0.523 / 0.566 / 0.785, MSD+MTT tag logits 0.477 /
+0.499 / 0.766, timbre + MSD fused 0.440 / 0.476 / 0.752 (MTT_musicnn alone 0.440 drags them
+down here). Cost on one core, 30 s mp3: 1.0 s CPU (MSD_musicnn) + 0.05 s (16 kHz decode) on
+top of the 0.10 s of timbre features that every run computes: 11x the old default's CPU time
+for 2.3x its NMI; a second model (MSD+MTT) would add 1.0 s more for less NMI."""
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
     """Which embedding backends run."""
@@ -240,7 +255,10 @@ class AnalysisConfig:
     backend: str | None = None
     """Embedding backend (OUT/embeddings/<backend>) when several exist; None takes the first."""
     weights: tuple[tuple[str, float], ...] = ()
-    """Per-family weights after scaling, e.g. (("timbre", 1.0), ("classic", 0.5)); default 1."""
+    """Per-family weights, e.g. (("timbre", 1.0), ("classic", 0.5)); default 1. With matrix=both
+    they are the blocks' shares of the total variance (analysis/fusion.py: each feature family
+    and the embedding backend is one block, equal shares by default); otherwise they multiply
+    the family's standardized columns."""
     embedding_postprocess: bool = True
     """Center + L2-normalize embeddings before scaling (seed 000)."""
     k: int | str = 8
@@ -306,6 +324,18 @@ class SearchConfig:
     """Cells a query visits (bench/similar.py, 1M x 512: recall@10 >= 0.95)."""
     query_batch: int = 1024
     """Queries per FAISS call when many rows are queried at once (near-duplicates)."""
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    """Placing new tracks into a saved clustering (analysis/placement.py)."""
+
+    neighbours: int = 10
+    """Saved training rows whose HDBSCAN labels vote and whose UMAP positions are averaged for
+    a new track (as UMAP's own n_neighbors default of this project, umap_n_neighbors)."""
+    map_sample: int = 50_000
+    """Training rows saved for that search (seeded sample; as fit_sample, the rows UMAP and
+    HDBSCAN are fitted on above it)."""
 
 
 @dataclass(frozen=True)
