@@ -210,3 +210,21 @@ def test_unknown_id_and_matrix_are_user_errors(tmp_path):
         similar_tracks(out, "rock/001.wav", matrix="embeddings")
     with pytest.raises(UserError, match="unknown matrix"):
         similar_tracks(out, "rock/001.wav", matrix="pixels")
+
+
+def test_the_runs_pca_applies(tmp_path):
+    """metrics.json says the run clustered 2 PCA components: similar searches those."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(40, 5)).astype(np.float32)
+    ids = [f"p{i:02d}" for i in range(40)]
+    out = str(tmp_path / "out")
+    write_features(out, X, ids)
+    config = {"matrix": "features", "pca": 2}
+    outdir.write_json(out, outdir.METRICS, {"config": config, "matrix": {"matrix": "features"}})
+    table = similar_tracks(out, "p04", k=5)
+    z = (X - X.mean(0)) / X.std(0)
+    p = unit(PCA(2, random_state=42).fit_transform(z))
+    assert table["track_id"].tolist() == [ids[i] for i in np.argsort(-(p @ p[4]))[1:6]]
+    assert table.attrs["geometry"]["pca"] == 2

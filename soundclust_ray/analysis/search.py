@@ -173,9 +173,7 @@ def clustered_matrix(out: str, cfg: AnalysisConfig) -> tuple[np.ndarray, np.ndar
             raise UserError(f"{out}: nothing to search ({exc})") from exc
         raise
     if cfg.pca is not None and len(g.X) >= 2:
-        g.X, _ = projection.fit_pca_reduction(
-            g.X, cfg.pca, cfg.random_state, cfg.fit_sample, cfg.predict_batch
-        )
+        g.X, _ = projection.fit_pca_reduction(g.X, cfg.pca, cfg)
     g = gather.pool_windows(g)
     X = l2_normalize_inplace(np.ascontiguousarray(g.X, dtype=np.float32))
     return g.track_ids.astype(str).astype(object), X, _describe(info, cfg)
