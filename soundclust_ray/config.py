@@ -153,11 +153,11 @@ DEFAULT_EMBED_BACKENDS = ("musicnn",)
 200-d penultimate, mean over patches), clustered as the ``auto`` matrix does (centred +
 L2-normalized, k-means with k). Chosen by bench/quality.py (2026-12-01), NMI against genre of
 k-means, k = classes, mean of 5 seeds; the previous default, timbre features, in brackets:
-mer4q_genre 0.538 (0.236: 2.3x), its balanced 4-genre subsets 0.605 (0.218), gtzan_mini 0.800
+mer4q_genre 0.538 (0.236: 2.3x), 10 balanced 4-genre subsets of it 0.618 (0.243), gtzan_mini 0.800
 (0.619), mer4q quadrants 0.258 (0.192); kNN genre precision@10 0.756 (0.460). The best of the
 21 representations on every genre target save its own mean+std / max poolings (+0.01 to +0.02),
-ahead of the ensembles: MSD+MTT embeddings 0.523 / 0.566 / 0.785, MSD+MTT tag logits 0.477 /
-0.499 / 0.766, timbre + MSD fused 0.440 / 0.476 / 0.752 (MTT_musicnn alone 0.440 drags them
+ahead of the ensembles: MSD+MTT embeddings 0.523 / 0.589 / 0.785, MSD+MTT tag logits 0.477 /
+0.523 / 0.766, timbre + MSD fused 0.440 / 0.476 / 0.752 (MTT_musicnn alone 0.440 drags them
 down here). Cost on one core, 30 s mp3: 1.0 s CPU (MSD_musicnn) + 0.05 s (16 kHz decode) on
 top of the 0.10 s of timbre features that every run computes: 11x the old default's CPU time
 for 2.3x its NMI; a second model (MSD+MTT) would add 1.0 s more for less NMI."""
