@@ -20,6 +20,7 @@ Usage: ``.venv/bin/python bench/analysis.py [--quick] [--sizes 10000,100000] [--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -99,12 +100,13 @@ def rss_bytes() -> int:
 
 
 def worker_ours(out: str, k: int, neighbours: bool) -> dict:
-    from soundclust_ray.analysis.driver import analyze, config_with
+    from soundclust_ray.analysis.driver import analyze
+    from soundclust_ray.config import AnalysisConfig
 
     warm_numba()
     base = rss_bytes()
     t0 = time.perf_counter()
-    cfg = config_with(k=k, hdbscan=neighbours, umap=neighbours)
+    cfg = dataclasses.replace(AnalysisConfig(), k=k, hdbscan=neighbours, umap=neighbours)
     m = analyze(out, cfg, label_col="centre", progress=False)
     total = time.perf_counter() - t0
     return {

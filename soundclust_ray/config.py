@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 
 RANDOM_STATE = 42
 """Seed for every random step (k-means, UMAP, KFold, samples); seeds 002 and 004 use 42."""
-OOF_N_INIT = "auto"
-"""Restarts of each out-of-fold MiniBatchKMeans: scikit-learn's "auto", as seed 004 passes."""
+MINIBATCH_N_INIT = "auto"
+"""Restarts of every MiniBatchKMeans (out-of-fold, and k-means above ``minibatch_above`` rows):
+scikit-learn's "auto", as seed 004 passes."""
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aiff", ".aif")
 """Extensions found by a folder scan, compared case-insensitively (seed 002 plus opus/aiff)."""

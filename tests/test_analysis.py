@@ -7,11 +7,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from helpers import config_with
 from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 
 from soundclust_ray import shards
 from soundclust_ray.analysis import clustering, gather, metrics, projection, scaling, summaries
+from soundclust_ray.config import AnalysisConfig
+
+CFG = AnalysisConfig()
 
 
 def write_features(out, parts: list[dict[str, np.ndarray]]) -> None:
@@ -175,37 +179,39 @@ def test_postprocess_embeddings_reports_before_and_after():
 
 def test_fit_kmeans_full_and_minibatch_recover_blobs():
     X, y = blobs()
-    labels, centres = clustering.fit_kmeans(X, 3)
+    labels, centres = clustering.fit_kmeans(X, 3, CFG)
     assert labels.dtype == np.int32 and centres.shape == (3, X.shape[1])
     assert adjusted_rand_score(y, labels) == 1.0
-    labels_mb, _ = clustering.fit_kmeans(X, 3, minibatch_above=10)
+    labels_mb, _ = clustering.fit_kmeans(X, 3, config_with(minibatch_above=10))
     assert adjusted_rand_score(y, labels_mb) > 0.9
     with pytest.raises(ValueError):
-        clustering.fit_kmeans(X[:2], 3)
+        clustering.fit_kmeans(X[:2], 3, CFG)
 
 
 def test_select_k_finds_blob_count():
     X, _ = blobs(n_per=15, centers=4)
-    best, curve = clustering.select_k(X, (2, 7), sample=1000, n_init=3)
+    best, curve = clustering.select_k(
+        X, config_with(k_auto_range=(2, 7), silhouette_sample=1000, kmeans_n_init=3)
+    )
     assert best == 4
     assert [c["k"] for c in curve] == [2, 3, 4, 5, 6, 7]
-    best3, curve3 = clustering.select_k(X[:5], (2, 16), n_init=2)
+    best3, curve3 = clustering.select_k(X[:5], config_with(k_auto_range=(2, 16), kmeans_n_init=2))
     assert [c["k"] for c in curve3] == [2, 3, 4]
     with pytest.raises(ValueError):
-        clustering.select_k(X[:2])
+        clustering.select_k(X[:2], CFG)
 
 
 def test_fit_hdbscan_full_and_sampled():
     X, y = blobs(n_per=60, centers=3)
-    labels, info = clustering.fit_hdbscan(X)
+    labels, info = clustering.fit_hdbscan(X, CFG)
     assert "out_of_sample_rows" not in info
     assert adjusted_rand_score(y[labels >= 0], labels[labels >= 0]) == 1.0
-    sampled, info = clustering.fit_hdbscan(X, fit_sample=90, predict_batch=25)
+    sampled, info = clustering.fit_hdbscan(X, config_with(fit_sample=90, predict_batch=25))
     assert info["fitted_rows"] == 90 and info["out_of_sample_rows"] == 90
     ok = sampled >= 0
     assert ok.mean() > 0.8
     assert adjusted_rand_score(y[ok], sampled[ok]) == 1.0
-    tiny, info = clustering.fit_hdbscan(X[:3])
+    tiny, info = clustering.fit_hdbscan(X[:3], CFG)
     assert (tiny == -1).all() and "skipped" in info
 
 
@@ -231,26 +237,26 @@ def test_seeded_sample_is_deterministic():
 
 def test_pca_reduction_int_and_fraction():
     X, _ = blobs(d=10)
-    Y, info = projection.fit_pca_reduction(X, 3)
+    Y, info = projection.fit_pca_reduction(X, 3, CFG)
     assert Y.shape == (60, 3) and Y.dtype == np.float32 and info["n_components"] == 3
-    Y, info = projection.fit_pca_reduction(X, 0.9)
+    Y, info = projection.fit_pca_reduction(X, 0.9, CFG)
     assert info["explained_variance"] >= 0.9 and Y.shape[1] == info["n_components"]
-    Ys, _ = projection.fit_pca_reduction(X, 3, fit_sample=30, predict_batch=7)
+    Ys, _ = projection.fit_pca_reduction(X, 3, config_with(fit_sample=30, predict_batch=7))
     assert Ys.shape == (60, 3)
     with pytest.raises(ValueError):
-        projection.fit_pca_reduction(X, 0)
+        projection.fit_pca_reduction(X, 0, CFG)
 
 
 def test_pca_2d_and_umap_guard():
     X, _ = blobs()
-    Y, info = projection.fit_pca_2d(X)
+    Y, info = projection.fit_pca_2d(X, CFG)
     assert Y.shape == (60, 2) and len(info["explained_variance_ratio"]) == 2
-    Y1, _ = projection.fit_pca_2d(X[:, :1])
+    Y1, _ = projection.fit_pca_2d(X[:, :1], CFG)
     assert Y1.shape == (60, 2) and (Y1[:, 1] == 0).all()
     with pytest.raises(ValueError):
-        projection.fit_pca_2d(X[:1])
+        projection.fit_pca_2d(X[:1], CFG)
     with pytest.raises(ValueError, match="at least 3 rows"):
-        projection.fit_umap_2d(X[:2])
+        projection.fit_umap_2d(X[:2], CFG)
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -258,15 +264,15 @@ def test_pca_2d_and_umap_guard():
 
 def test_internal_metrics_values_and_reasons():
     X, y = blobs()
-    m = metrics.internal_metrics(X, y)
+    m = metrics.internal_metrics(X, y, CFG)
     assert 0.5 < m["silhouette"] <= 1 and m["davies_bouldin"] > 0 and m["calinski_harabasz"] > 0
-    one = metrics.internal_metrics(X, np.zeros(len(X), int))
+    one = metrics.internal_metrics(X, np.zeros(len(X), int), CFG)
     assert one["silhouette"] is None and "reason" in one
     noisy = y.copy()
     noisy[:5] = -1
-    m2 = metrics.internal_metrics(X, noisy, ignore_noise=True)
+    m2 = metrics.internal_metrics(X, noisy, CFG, ignore_noise=True)
     assert m2["n_clusters"] == 3 and m2["silhouette"] is not None
-    sampled = metrics.internal_metrics(X, y, sample=20)
+    sampled = metrics.internal_metrics(X, y, config_with(silhouette_sample=20))
     assert sampled["silhouette_rows"] == 20
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from helpers import config_with
 
 from soundclust_ray import shards
-from soundclust_ray.analysis.driver import analyze, config_with
+from soundclust_ray.analysis.driver import analyze
 from soundclust_ray.config import AnalysisConfig
 
 GENRES = ("blues", "jazz", "metal")

@@ -134,7 +134,8 @@ def test_analysis_reads_shards_from_and_writes_results_to_s3(s3):
     import pyarrow as pa
 
     from soundclust_ray import shards
-    from soundclust_ray.analysis.driver import analyze, config_with
+    from soundclust_ray.analysis.driver import analyze
+    from helpers import config_with
 
     rng = np.random.default_rng(0)
     ids = [f"t{i:02d}" for i in range(24)]

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 
-from soundclust_ray.config import AnalysisConfig
-
-_CFG = AnalysisConfig()
+from soundclust_ray.analysis.executor import SERIAL, Executor
+from soundclust_ray.config import MINIBATCH_N_INIT, AnalysisConfig
 
 
 def seeded_sample(n: int, size: int, random_state: int) -> np.ndarray:
@@ -27,41 +27,43 @@ def seeded_sample(n: int, size: int, random_state: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False))
 
 
-def fit_kmeans(
-    X: np.ndarray,
-    k: int,
-    n_init: int = _CFG.kmeans_n_init,
-    random_state: int = _CFG.random_state,
-    minibatch_above: int = _CFG.minibatch_above,
-    batch_size: int = _CFG.minibatch_size,
-) -> tuple[np.ndarray, np.ndarray]:
+def fit_kmeans(X: np.ndarray, k: int, cfg: AnalysisConfig) -> tuple[np.ndarray, np.ndarray]:
     """(labels (n,) int32, centres (k, d) float32): KMeans, or MiniBatchKMeans above a size."""
     n = X.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k={k} must be between 1 and the number of rows ({n})")
-    if n > minibatch_above:
+    if n > cfg.minibatch_above:
         km = MiniBatchKMeans(
-            n_clusters=k, random_state=random_state, batch_size=batch_size, n_init="auto"
+            n_clusters=k,
+            random_state=cfg.random_state,
+            batch_size=cfg.minibatch_size,
+            n_init=MINIBATCH_N_INIT,
         )
     else:
-        km = KMeans(n_clusters=k, random_state=random_state, n_init=n_init)
+        km = KMeans(n_clusters=k, random_state=cfg.random_state, n_init=cfg.kmeans_n_init)
     labels = km.fit_predict(X)
     return labels.astype(np.int32), km.cluster_centers_.astype(np.float32)
 
 
-def select_k(
-    X: np.ndarray,
-    k_range: tuple[int, int] = _CFG.k_auto_range,
-    sample: int = _CFG.silhouette_sample,
-    random_state: int = _CFG.random_state,
-    n_init: int = _CFG.kmeans_n_init,
-) -> tuple[int, list[dict]]:
-    """k with the best silhouette over an inclusive range, fitted on a seeded sample.
+def score_k(Xs: np.ndarray, k: int, cfg: AnalysisConfig) -> dict:
+    """One point of the k-selection curve: {k, silhouette, inertia} of a KMeans on ``Xs``."""
+    km = KMeans(n_clusters=k, random_state=cfg.random_state, n_init=cfg.kmeans_n_init).fit(Xs)
+    labels = km.labels_
+    sil = float(silhouette_score(Xs, labels)) if len(np.unique(labels)) > 1 else float("nan")
+    return {"k": k, "silhouette": sil, "inertia": float(km.inertia_)}
 
-    Returns (best k, curve of {k, silhouette, inertia}). The range is clipped to what the sample
-    allows (2 <= k <= rows - 1); fewer than 3 rows is a ValueError.
+
+def select_k(
+    X: np.ndarray, cfg: AnalysisConfig, executor: Executor = SERIAL
+) -> tuple[int, list[dict]]:
+    """k with the best silhouette over ``cfg.k_auto_range`` (inclusive), on a seeded sample.
+
+    Returns (best k, curve of {k, silhouette, inertia}); each k is one ``score_k`` job of
+    ``executor``. The range is clipped to what the sample allows (2 <= k <= rows - 1); fewer
+    than 3 rows is a ValueError.
     """
-    idx = seeded_sample(X.shape[0], sample, random_state)
+    k_range = cfg.k_auto_range
+    idx = seeded_sample(X.shape[0], cfg.silhouette_sample, cfg.random_state)
     Xs = X[idx]
     m = len(idx)
     if m < 3:
@@ -69,41 +71,31 @@ def select_k(
     lo, hi = max(2, k_range[0]), min(k_range[1], m - 1)
     if lo > hi:
         raise ValueError(f"k range {k_range} is empty for {m} rows")
-    curve = []
-    for k in range(lo, hi + 1):
-        km = KMeans(n_clusters=k, random_state=random_state, n_init=n_init).fit(Xs)
-        labels = km.labels_
-        sil = float(silhouette_score(Xs, labels)) if len(np.unique(labels)) > 1 else float("nan")
-        curve.append({"k": k, "silhouette": sil, "inertia": float(km.inertia_)})
+    curve = executor.map(partial(score_k, Xs, cfg=cfg), range(lo, hi + 1))
     valid = [c for c in curve if np.isfinite(c["silhouette"])]
     best = max(valid, key=lambda c: c["silhouette"])["k"] if valid else lo
     return int(best), curve
 
 
 def fit_hdbscan(
-    X: np.ndarray,
-    min_cluster_size: int = _CFG.hdbscan_min_cluster_size,
-    min_samples: int | None = _CFG.hdbscan_min_samples,
-    fit_sample: int = _CFG.fit_sample,
-    random_state: int = _CFG.random_state,
-    predict_batch: int = _CFG.predict_batch,
-    progress: bool = False,
+    X: np.ndarray, cfg: AnalysisConfig, progress: bool = False
 ) -> tuple[np.ndarray, dict]:
     """(labels (n,) int32 with noise -1, info) of HDBSCAN (eom, as seed 002).
 
-    Above ``fit_sample`` rows the model is fitted on a seeded sample and the rest is assigned
+    Above ``cfg.fit_sample`` rows the model is fitted on a seeded sample and the rest is assigned
     out of sample (``approximate_predict``). Fewer rows than ``min_cluster_size`` give
     all-noise labels and a reason.
     """
     import hdbscan
 
+    min_cluster_size, min_samples = cfg.hdbscan_min_cluster_size, cfg.hdbscan_min_samples
     n = X.shape[0]
     info: dict = {"min_cluster_size": min_cluster_size, "min_samples": min_samples}
     if n < max(min_cluster_size, 2):
         info["skipped"] = f"{n} rows < min_cluster_size={min_cluster_size}: all rows are noise"
         return np.full(n, -1, dtype=np.int32), info
     min_samples = min(min_samples, n - 1) if min_samples is not None else None
-    idx = seeded_sample(n, fit_sample, random_state)
+    idx = seeded_sample(n, cfg.fit_sample, cfg.random_state)
     sampled = len(idx) < n
     model = hdbscan.HDBSCAN(
         min_cluster_size=min_cluster_size,
@@ -120,7 +112,8 @@ def fit_hdbscan(
     labels = np.empty(n, dtype=np.int32)
     labels[idx] = fit_labels
     t0 = time.perf_counter()
-    for rows in out_of_sample_batches(n, idx, predict_batch, "hdbscan predict", progress):
+    batches = out_of_sample_batches(n, idx, cfg.predict_batch, "hdbscan predict", progress)
+    for rows in batches:
         pred, _ = hdbscan.approximate_predict(model, X[rows])
         labels[rows] = pred
     info["out_of_sample_rows"] = int(n - len(idx))

@@ -8,9 +8,12 @@ It reads OUT/manifest.parquet and the shards, and writes:
 - OUT/metrics.json      counts, k, quality scores, sizes, label agreement, seconds per step
 - OUT/cluster_summaries.json and OUT/report.html
 
-A step that cannot run on the data (too few tracks for UMAP, one cluster for a silhouette)
-records None and a reason instead of failing the run. Chunk-level shards (one row per window)
-are clustered per window and each track takes its windows' majority label.
+``analyze`` is a sequence of named steps (gather → PCA → k → k-means → OOF → neighbour space →
+HDBSCAN → UMAP → PCA map → metrics → summaries → write); each step is a function of the matrix
+and the config that returns its result and what it records. A step that cannot run on the data
+(too few tracks for UMAP, one cluster for a silhouette) records None and a reason instead of
+failing the run. Chunk-level shards (one row per window) are clustered per window and each
+track takes its windows' majority label.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,17 +29,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from soundclust_ray import shards
-from soundclust_ray.analysis import clustering, gather, metrics, projection, scaling, summaries
+from soundclust_ray import outdir
+from soundclust_ray.analysis import clustering, gather, metrics, projection, summaries
+from soundclust_ray.analysis.executor import SERIAL, Executor
+from soundclust_ray.analysis.matrix import NoRows, gather_matrix
+from soundclust_ray.analysis.oof import OofParams, dist_columns, fit_oof_kmeans
 from soundclust_ray.config import AnalysisConfig, to_dict
 
-MATRICES = ("features", "embeddings", "both", "tabular", "auto")
-TABULAR_BACKEND = "tabular"
-"""Backend name the tabular source (seed 003) writes its vectors under."""
-
-
-class _NoRows(Exception):
-    """Nothing to cluster (every track failed, or empty shards): outputs are written empty."""
+STEP_COUNT = 12
+"""Steps the progress bar counts: the eleven timed steps and the final write."""
+LAYOUT_COLUMNS = ("kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "top_tags")
+"""Columns of clusters.parquet that are results, not manifest metadata."""
 
 
 class _Steps:
@@ -78,156 +81,234 @@ def _peak_rss_gib() -> float | None:
     return round(peak * scale / 2**30, 3)
 
 
-def _exists(out: str, name: str) -> bool:
-    fs, base = shards.resolve(out)
-    return fs.get_file_info(shards.join(base, name)).type != pafs.FileType.NotFound
+@dataclass
+class Fitted:
+    """Row-level results of the fitting steps (rows are windows for chunk-level shards)."""
+
+    g: gather.Gathered
+    X: np.ndarray
+    kmeans: np.ndarray
+    centres: np.ndarray
+    hdbscan: np.ndarray
+    umap_xy: np.ndarray
+    pca_xy: np.ndarray
+    wrote_oof: bool
 
 
-def _read_json(out: str, name: str) -> dict:
-    if not _exists(out, name):
-        return {}
-    fs, base = shards.resolve(out)
-    with fs.open_input_stream(shards.join(base, name)) as f:
-        try:
-            return json.loads(f.read().decode())
-        except json.JSONDecodeError:
-            return {}
+@dataclass
+class TrackView:
+    """The results per track: window rows voted (labels) or averaged (maps, tags)."""
+
+    track_ids: np.ndarray
+    kmeans: np.ndarray
+    hdbscan: np.ndarray
+    umap_xy: np.ndarray
+    pca_xy: np.ndarray
+    tags: pd.DataFrame | None
 
 
-def _write_bytes(out: str, name: str, data: bytes) -> str:
-    fs, base = shards.resolve(out)
-    fs.create_dir(base, recursive=True)
-    path = shards.join(base, name)
-    tmp = shards.join(base, f".tmp-{name}")
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, path)
-    return path
+# --- steps on the matrix ----------------------------------------------------------------------
 
 
-def count_failures(out: str) -> tuple[int, int]:
-    """(error rows, distinct failed tracks) from OUT/errors.parquet, else OUT/errors/ shards."""
-    fs, base = shards.resolve(out)
-    if _exists(out, "errors.parquet"):
-        tables = [pq.read_table(shards.join(base, "errors.parquet"), filesystem=fs)]
-    else:
-        tables = list(shards.iter_shard_tables(out, "errors"))
-        if not tables:
-            fs_paths = []
-            sel_dir = shards.join(base, "errors")
-            if fs.get_file_info(sel_dir).type == pafs.FileType.Directory:
-                sel = pafs.FileSelector(sel_dir)
-                fs_paths = [
-                    i.path
-                    for i in fs.get_file_info(sel)
-                    if i.type == pafs.FileType.File
-                    and not i.base_name.startswith(".tmp")
-                    and i.base_name.endswith(".parquet")
-                ]
-            tables = [pq.read_table(p, filesystem=fs) for p in sorted(fs_paths)]
-    rows = sum(t.num_rows for t in tables)
-    ids = set()
-    for t in tables:
-        if "track_id" in t.column_names:
-            ids.update(t.column("track_id").to_pylist())
-    return rows, len(ids)
+def reduce_step(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict | None]:
+    """Optional PCA before clustering (``cfg.pca``); (X, None) when it is off or X too small."""
+    if cfg.pca is None or X.shape[0] < 2:
+        return X, None
+    return projection.fit_pca_reduction(X, cfg.pca, cfg)
 
 
-def gather_matrix(
-    out: str, cfg: AnalysisConfig, progress: bool = False
-) -> tuple[gather.Gathered, dict]:
-    """The matrix ``cfg.matrix`` asks for, scaled as it should be, and what was done to it.
+def choose_k(
+    X: np.ndarray, cfg: AnalysisConfig, executor: Executor = SERIAL
+) -> tuple[int, dict | None, str | None]:
+    """(k, k-selection record or None, clamp note or None) for the rows of X.
 
-    Features are standardized; embeddings are centered + L2-normalized (seed 000) and not
-    standardized when alone (seed 001 clusters them directly); ``both`` standardizes the
-    joined matrix so neither part drowns the other, then family weights apply. ``tabular``
-    reads OUT/embeddings/tabular as is: the source already standardized and weighted it
-    (seed 003).
+    ``cfg.k="auto"`` picks by silhouette (falling back to the range's start with a reason);
+    k is clamped to rows - 1 so every cluster can hold a row.
     """
-    if cfg.matrix not in MATRICES:
-        raise ValueError(f"unknown matrix '{cfg.matrix}'; choose one of {', '.join(MATRICES)}")
-    backends = gather.embedding_backends(out)
-    audio_backends = [b for b in backends if b != TABULAR_BACKEND]
-    has_features = bool(shards.list_shards(out, "features"))
-    matrix = cfg.matrix
-    if matrix == "auto":
-        if audio_backends:
-            matrix = "embeddings"
-        elif has_features:
-            matrix = "features"
-        elif TABULAR_BACKEND in backends:
-            matrix = "tabular"
-        else:
-            raise _NoRows("no feature or embedding shards under OUT (every track failed?)")
-    info: dict = {"matrix": matrix, "requested": cfg.matrix}
-    if matrix in ("embeddings", "both"):
-        if not backends:
-            raise ValueError(
-                f"matrix '{matrix}' needs embeddings, but OUT/embeddings/ has no shards"
-            )
-        backend = cfg.backend or (audio_backends or backends)[0]
-        if backend not in backends:
-            raise ValueError(
-                f"embedding backend '{backend}' not found; present: {', '.join(backends)}"
-            )
-        info["backend"] = backend
-        if cfg.backend is None and len(backends) > 1:
-            info["note"] = f"several backends ({', '.join(backends)}); used '{backend}'"
-    if matrix in ("features", "both") and not has_features:
-        raise ValueError(f"matrix '{matrix}' needs feature shards, but OUT/features/ has none")
-    if matrix == "tabular" and TABULAR_BACKEND not in backends:
-        raise ValueError(
-            f"matrix 'tabular' needs OUT/embeddings/{TABULAR_BACKEND}/ shards (--source tabular)"
-        )
-
-    if matrix == "tabular":
-        g = gather.gather_embeddings(out, TABULAR_BACKEND, progress=progress)
-        info["scaling"] = "none (standardized and weighted by the tabular source, seed 003)"
-    elif matrix == "features" and cfg.chunk_level:
-        g = gather.gather_features(out, progress=progress, product="features_chunks")
-        info["features"] = "classic chunks (features_chunks), majority vote per track"
-    elif matrix == "features":
-        g = gather.gather_features(out, progress=progress)
-    else:
-        g = gather.gather_embeddings(out, info["backend"], progress=progress)
-        if cfg.embedding_postprocess and info["backend"] != TABULAR_BACKEND:
-            g.X, info["embedding_sanity"] = scaling.postprocess_embeddings(g.X)
-            info["embeddings"] = "centered + L2-normalized"
-        if matrix == "both":
-            f = gather.gather_features(out, progress=progress)
-            g = gather.join_on_tracks(gather.pool_windows(f), gather.pool_windows(g))
-
-    if matrix == "embeddings":
-        info["scaling"] = "none (embeddings are compared by direction)"
-    elif matrix in ("features", "both"):
-        stats = scaling.standardize_inplace(g.X)
-        info["scaling"] = "standard"
-        info["n_nonfinite_imputed"] = stats["n_nonfinite"]
-    if cfg.weights:
-        info["weights"] = scaling.apply_family_weights(g.X, g.columns, cfg.weights)
-    info["n_rows"] = int(g.X.shape[0])
-    info["n_columns"] = int(g.X.shape[1])
-    info["chunk_level"] = g.chunk_level
-    info["notes"] = list(g.notes)
-    return g, info
+    k_req, selection = cfg.k, None
+    if isinstance(k_req, str):
+        if k_req != "auto":
+            raise ValueError(f"k must be an integer or 'auto', got '{k_req}'")
+        try:
+            k_best, curve = clustering.select_k(X, cfg, executor)
+            selection = {"range": list(cfg.k_auto_range), "curve": curve, "best": k_best}
+            k_req = k_best
+        except ValueError as exc:
+            selection = {"skipped": str(exc)}
+            k_req = cfg.k_auto_range[0]
+    n_rows = X.shape[0]
+    k, k_max = int(k_req), max(1, n_rows - 1)
+    if k > k_max:
+        return k_max, selection, f"k={k} clamped to {k_max} for {n_rows} rows"
+    return k, selection, None
 
 
-def _empty_clusters(manifest: pd.DataFrame) -> pd.DataFrame:
-    df = manifest.iloc[:0].copy()
-    for col, dtype in (("kmeans", "int32"), ("hdbscan", "int32")):
-        df[col] = pd.Series(dtype=dtype)
-    for col in ("umap_x", "umap_y", "pca_x", "pca_y"):
-        df[col] = pd.Series(dtype="float32")
-    return df
+def oof_table(g: gather.Gathered, dist: np.ndarray, labels: np.ndarray) -> pa.Table:
+    """OUT/oof.parquet's table: track_id [, window_index], dist_00…, label."""
+    cols: dict[str, pa.Array] = {"track_id": pa.array(g.track_ids.astype(str), pa.string())}
+    if g.window_index is not None:
+        cols["window_index"] = pa.array(g.window_index, pa.int32())
+    for j, name in enumerate(dist_columns(dist.shape[1])):
+        cols[name] = pa.array(dist[:, j], pa.float32())
+    cols["label"] = pa.array(labels, pa.int32())
+    return pa.table(cols)
 
 
-def _per_track(track_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def oof_step(
+    out: str,
+    g: gather.Gathered,
+    X: np.ndarray,
+    k: int,
+    cfg: AnalysisConfig,
+    executor: Executor = SERIAL,
+) -> dict:
+    """Seed 004's out-of-fold MiniBatchKMeans → OUT/oof.parquet; its record, or a reason."""
+    try:
+        dist, labels = fit_oof_kmeans(X, OofParams.for_analysis(cfg, k), executor)
+    except ValueError as exc:
+        return {"skipped": str(exc)}
+    outdir.write_table(out, outdir.OOF, oof_table(g, dist, labels))
+    return {"path": outdir.OOF, "k": k, "splits": cfg.oof_splits}
+
+
+def neighbour_space(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict | None]:
+    """The matrix HDBSCAN and UMAP search neighbours in: a PCA of X when X is big and wide."""
+    wide = X.shape[1] > cfg.neighbors_pca_dims
+    if (cfg.hdbscan or cfg.umap) and X.shape[0] > cfg.neighbors_pca_above and wide:
+        return projection.fit_pca_reduction(X, cfg.neighbors_pca_dims, cfg)
+    return X, None
+
+
+def hdbscan_step(Xn: np.ndarray, cfg: AnalysisConfig, progress: bool) -> tuple[np.ndarray, dict]:
+    """HDBSCAN labels and record; all noise (-1) when turned off."""
+    if not cfg.hdbscan:
+        return np.full(Xn.shape[0], -1, dtype=np.int32), {"skipped": "turned off (hdbscan=False)"}
+    return clustering.fit_hdbscan(Xn, cfg, progress)
+
+
+def umap_step(Xn: np.ndarray, cfg: AnalysisConfig, progress: bool) -> tuple[np.ndarray, dict]:
+    """The UMAP map and record; NaN coordinates and a reason when off or impossible."""
+    try:
+        if not cfg.umap:
+            raise ValueError("turned off (umap=False)")
+        return projection.fit_umap_2d(Xn, cfg, progress)
+    except ValueError as exc:
+        return np.full((Xn.shape[0], 2), np.nan, dtype=np.float32), {"skipped": str(exc)}
+
+
+def pca_map_step(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict]:
+    """The 2-D PCA map and record; NaN coordinates and a reason when X is too small."""
+    try:
+        return projection.fit_pca_2d(X, cfg)
+    except ValueError as exc:
+        return np.full((X.shape[0], 2), np.nan, dtype=np.float32), {"skipped": str(exc)}
+
+
+def _fit(
+    out: str,
+    cfg: AnalysisConfig,
+    steps: _Steps,
+    result: dict,
+    notes: list[str],
+    progress: bool,
+    executor: Executor,
+) -> Fitted:
+    """The fitting steps in order, each timed; their records go into ``result``."""
+    with steps("gather"):
+        g, matrix_info = gather_matrix(out, cfg, progress=progress)
+    result["_matrix_gib"] = round(g.X.nbytes / 2**30, 3)
+    if g.X.shape[0] == 0:
+        raise NoRows("the shards hold no rows")
+    result["matrix"] = {k: v for k, v in matrix_info.items() if k != "embedding_sanity"}
+    if "embedding_sanity" in matrix_info:
+        result["embedding_sanity"] = matrix_info["embedding_sanity"]
+    with steps("pca"):
+        X, pca_info = reduce_step(g.X, cfg)
+    if pca_info is not None:
+        result["pca"] = pca_info
+    result["n_tracks"] = len(np.unique(g.track_ids.astype(str))) if g.chunk_level else len(X)
+    if g.chunk_level:
+        result["n_windows"] = int(X.shape[0])
+    with steps("k selection"):
+        k, selection, note = choose_k(X, cfg, executor)
+    if selection is not None:
+        result["k_selection"] = selection
+    notes.extend([note] if note else [])
+    result["k"] = k
+    with steps("kmeans"):
+        km_labels, centres = clustering.fit_kmeans(X, k, cfg)
+    with steps("oof kmeans"):
+        if cfg.oof:
+            result["oof"] = oof_step(out, g, X, k, cfg, executor)
+    with steps("neighbour pca"):
+        Xn, neighbours_info = neighbour_space(X, cfg)
+    if neighbours_info is not None:
+        result["neighbors_pca"] = neighbours_info
+    with steps("hdbscan"):
+        hdb_labels, result["hdbscan"] = hdbscan_step(Xn, cfg, progress)
+    with steps("umap"):
+        umap_xy, result["umap"] = umap_step(Xn, cfg, progress)
+    del Xn
+    with steps("pca map"):
+        pca_xy, result["pca_map"] = pca_map_step(X, cfg)
+    wrote_oof = "path" in result.get("oof", {})
+    return Fitted(g, X, km_labels, centres, hdb_labels, umap_xy, pca_xy, wrote_oof)
+
+
+# --- from rows to tracks, metrics, summaries ----------------------------------------------------
+
+
+def _mean_per_track(track_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Mean of window-level rows per track (coordinates), tracks sorted."""
     ids, inverse = np.unique(track_ids.astype(str), return_inverse=True)
     counts = np.bincount(inverse, minlength=len(ids)).astype(np.float64)
     acc = np.zeros((len(ids), values.shape[1]), dtype=np.float64)
     np.add.at(acc, inverse, values)
-    return ids, (acc / counts[:, None]).astype(np.float32)
+    return (acc / counts[:, None]).astype(np.float32)
+
+
+def per_track(f: Fitted) -> TrackView:
+    """Row results as track results: unchanged for track-level rows, voted/averaged windows."""
+    g = f.g
+    if not g.chunk_level:
+        return TrackView(g.track_ids, f.kmeans, f.hdbscan, f.umap_xy, f.pca_xy, g.tags)
+    ids, km_track = clustering.vote_windows(g.track_ids, f.kmeans)
+    _, hdb_track = clustering.vote_windows(g.track_ids, f.hdbscan)
+    tags = None
+    if g.tags is not None:
+        inverse = np.unique(g.track_ids.astype(str), return_inverse=True)[1]
+        tags = g.tags.groupby(inverse).mean().reset_index(drop=True)
+    umap_track = _mean_per_track(g.track_ids, f.umap_xy)
+    pca_track = _mean_per_track(g.track_ids, f.pca_xy)
+    return TrackView(ids, km_track, hdb_track, umap_track, pca_track, tags)
+
+
+def internal_scores(f: Fitted, cfg: AnalysisConfig) -> dict:
+    """Silhouette, Davies–Bouldin, Calinski–Harabasz of both labellings (on the rows)."""
+    km_m = metrics.internal_metrics(f.X, f.kmeans, cfg)
+    hdb_m = metrics.internal_metrics(f.X, f.hdbscan, cfg, ignore_noise=True)
+    if f.g.chunk_level:
+        km_m["level"] = hdb_m["level"] = "window"
+    return {
+        "silhouette": km_m["silhouette"],
+        "davies_bouldin": km_m["davies_bouldin"],
+        "calinski_harabasz": km_m["calinski_harabasz"],
+        "kmeans_metrics": km_m,
+        "hdbscan_metrics": hdb_m,
+    }
+
+
+def track_counts(t: TrackView) -> dict:
+    """Cluster sizes, HDBSCAN cluster count and noise fraction, over tracks."""
+    hdb = t.hdbscan
+    return {
+        "cluster_sizes": {
+            "kmeans": metrics.cluster_sizes(t.kmeans),
+            "hdbscan": metrics.cluster_sizes(hdb),
+        },
+        "n_hdbscan_clusters": int(len(np.unique(hdb[hdb >= 0]))),
+        "noise_fraction": float(np.mean(hdb < 0)) if len(hdb) else None,
+    }
 
 
 def _top_tags_text(tags: pd.DataFrame, n: int) -> list[str]:
@@ -245,6 +326,92 @@ def _top_tags_text(tags: pd.DataFrame, n: int) -> list[str]:
     return out
 
 
+def clusters_table(t: TrackView, manifest: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
+    """OUT/clusters.parquet's frame: track_id, manifest metadata, labels, maps [, top_tags]."""
+    clusters = pd.DataFrame({"track_id": np.asarray(t.track_ids).astype(str)})
+    clusters = clusters.merge(manifest, on="track_id", how="left")
+    clusters["kmeans"] = np.asarray(t.kmeans, dtype=np.int32)
+    clusters["hdbscan"] = np.asarray(t.hdbscan, dtype=np.int32)
+    clusters["umap_x"], clusters["umap_y"] = t.umap_xy[:, 0], t.umap_xy[:, 1]
+    clusters["pca_x"], clusters["pca_y"] = t.pca_xy[:, 0], t.pca_xy[:, 1]
+    if t.tags is not None:
+        clusters["top_tags"] = _top_tags_text(t.tags, cfg.summary_top_values)
+    return clusters
+
+
+def label_scores(labels: pd.Series, t: TrackView) -> dict:
+    """Agreement of both labellings with known labels; the k-means numbers also at top level."""
+    lab = {
+        "kmeans": metrics.label_metrics(labels, t.kmeans),
+        "hdbscan": metrics.label_metrics(labels, t.hdbscan),
+    }
+    keys = ("nmi", "ari", "homogeneity", "completeness", "contingency")
+    return {"label_metrics": lab, **{key: lab["kmeans"].get(key) for key in keys}}
+
+
+def summaries_step(
+    f: Fitted, t: TrackView, clusters: pd.DataFrame, cfg: AnalysisConfig
+) -> dict[str, list]:
+    """Per-cluster summaries of both labellings, over track-level rows (windows pooled)."""
+    meta = clusters.drop(columns=list(LAYOUT_COLUMNS), errors="ignore")
+    Xs, km_centres = f.X, {i: c for i, c in enumerate(f.centres)}
+    if f.g.chunk_level:
+        g = f.g
+        Xs = gather.pool_windows(gather.Gathered(g.track_ids, f.X, g.columns, g.window_index)).X
+        km_centres = None
+    n, top = cfg.summary_nearest, cfg.summary_top_values
+    return {
+        "kmeans": summaries.summarize_clusters(Xs, t.kmeans, meta, km_centres, t.tags, n, top),
+        "hdbscan": summaries.summarize_clusters(Xs, t.hdbscan, meta, None, t.tags, n, top),
+    }
+
+
+def _describe(
+    out: str,
+    f: Fitted,
+    manifest: pd.DataFrame,
+    label_col: str | None,
+    cfg: AnalysisConfig,
+    steps: _Steps,
+    result: dict,
+) -> tuple[pd.DataFrame, dict]:
+    """The metrics and summaries steps: (clusters frame, summaries); records into ``result``."""
+    with steps("metrics"):
+        result.update(internal_scores(f, cfg))
+        tracks = per_track(f)
+        result.update(track_counts(tracks))
+        clusters = clusters_table(tracks, manifest, cfg)
+        if label_col is not None:
+            result.update(label_scores(clusters[label_col], tracks))
+    with steps("summaries"):
+        cluster_summaries = summaries_step(f, tracks, clusters, cfg)
+        _write_json(out, outdir.SUMMARIES, cluster_summaries)
+    return clusters, cluster_summaries
+
+
+# --- the sequence and the outputs ---------------------------------------------------------------
+
+
+def check_label_column(manifest: pd.DataFrame, label_col: str | None) -> None:
+    """ValueError naming the manifest's metadata columns when ``label_col`` is not one."""
+    if label_col is None or label_col in manifest.columns:
+        return
+    meta_cols = [c for c in manifest.columns if c not in ("track_id", "path")]
+    raise ValueError(
+        f"label column '{label_col}' is not in the manifest; its metadata columns are: "
+        + (", ".join(meta_cols) if meta_cols else "(none)")
+    )
+
+
+def _empty_clusters(manifest: pd.DataFrame) -> pd.DataFrame:
+    df = manifest.iloc[:0].copy()
+    for col, dtype in (("kmeans", "int32"), ("hdbscan", "int32")):
+        df[col] = pd.Series(dtype=dtype)
+    for col in ("umap_x", "umap_y", "pca_x", "pca_y"):
+        df[col] = pd.Series(dtype="float32")
+    return df
+
+
 def analyze(
     out: str,
     cfg: AnalysisConfig | None = None,
@@ -259,265 +426,71 @@ def analyze(
     cfg = cfg or AnalysisConfig()
     t_start = time.perf_counter()
     manifest = gather.read_manifest(out)
-    if label_col is not None and label_col not in manifest.columns:
-        meta_cols = [c for c in manifest.columns if c not in ("track_id", "path")]
-        raise ValueError(
-            f"label column '{label_col}' is not in the manifest; its metadata columns are: "
-            + (", ".join(meta_cols) if meta_cols else "(none)")
-        )
-    steps = _Steps(total=12, progress=progress)
+    check_label_column(manifest, label_col)
+    steps = _Steps(total=STEP_COUNT, progress=progress)
     notes: list[str] = []
     result: dict = {"out": out, "label_col": label_col, "config": to_dict(cfg)}
     try:
-        with steps("gather"):
-            g, matrix_info = gather_matrix(out, cfg, progress=progress)
-        result["_matrix_gib"] = round(g.X.nbytes / 2**30, 3)
-        if g.X.shape[0] == 0:
-            raise _NoRows("the shards hold no rows")
-        result["matrix"] = {k: v for k, v in matrix_info.items() if k != "embedding_sanity"}
-        if "embedding_sanity" in matrix_info:
-            result["embedding_sanity"] = matrix_info["embedding_sanity"]
-        X = g.X
-        with steps("pca"):
-            if cfg.pca is not None and X.shape[0] >= 2:
-                X, result["pca"] = projection.fit_pca_reduction(
-                    X, cfg.pca, cfg.random_state, cfg.fit_sample, cfg.predict_batch
-                )
-        n_rows = X.shape[0]
-        track_ids = g.track_ids
-        unique_tracks = np.unique(track_ids.astype(str)) if g.chunk_level else track_ids
-        n_tracks = len(unique_tracks)
-        result["n_tracks"] = int(n_tracks)
-        if g.chunk_level:
-            result["n_windows"] = int(n_rows)
-
-        k_req = cfg.k
-        with steps("k selection"):
-            if isinstance(k_req, str):
-                if k_req != "auto":
-                    raise ValueError(f"k must be an integer or 'auto', got '{k_req}'")
-                try:
-                    k_best, curve = clustering.select_k(
-                        X,
-                        cfg.k_auto_range,
-                        cfg.silhouette_sample,
-                        cfg.random_state,
-                        cfg.kmeans_n_init,
-                    )
-                    result["k_selection"] = {
-                        "range": list(cfg.k_auto_range),
-                        "curve": curve,
-                        "best": k_best,
-                    }
-                    k_req = k_best
-                except ValueError as exc:
-                    result["k_selection"] = {"skipped": str(exc)}
-                    k_req = cfg.k_auto_range[0]
-        k = int(k_req)
-        k_max = max(1, n_rows - 1)
-        if k > k_max:
-            notes.append(f"k={k} clamped to {k_max} for {n_rows} rows")
-            k = k_max
-        result["k"] = k
-
-        with steps("kmeans"):
-            if n_rows >= 1:
-                km_labels, centres = clustering.fit_kmeans(
-                    X,
-                    k,
-                    cfg.kmeans_n_init,
-                    cfg.random_state,
-                    cfg.minibatch_above,
-                    cfg.minibatch_size,
-                )
-            else:
-                km_labels, centres = np.zeros(0, dtype=np.int32), np.zeros((0, X.shape[1]))
-
-        with steps("oof kmeans"):
-            oof_path = None
-            if cfg.oof:
-                oof_path = _write_oof(out, g, X, k, cfg, result)
-
-        with steps("neighbour pca"):
-            Xn = X
-            wide = X.shape[1] > cfg.neighbors_pca_dims
-            if (cfg.hdbscan or cfg.umap) and n_rows > cfg.neighbors_pca_above and wide:
-                Xn, result["neighbors_pca"] = projection.fit_pca_reduction(
-                    X,
-                    cfg.neighbors_pca_dims,
-                    cfg.random_state,
-                    cfg.fit_sample,
-                    cfg.predict_batch,
-                )
-
-        with steps("hdbscan"):
-            if not cfg.hdbscan:
-                hdb_labels = np.full(n_rows, -1, dtype=np.int32)
-                result["hdbscan"] = {"skipped": "turned off (hdbscan=False)"}
-            else:
-                hdb_labels, result["hdbscan"] = clustering.fit_hdbscan(
-                    Xn,
-                    cfg.hdbscan_min_cluster_size,
-                    cfg.hdbscan_min_samples,
-                    cfg.fit_sample,
-                    cfg.random_state,
-                    cfg.predict_batch,
-                    progress,
-                )
-
-        with steps("umap"):
-            try:
-                if not cfg.umap:
-                    raise ValueError("turned off (umap=False)")
-                umap_xy, result["umap"] = projection.fit_umap_2d(
-                    Xn,
-                    cfg.umap_n_neighbors,
-                    cfg.umap_min_dist,
-                    cfg.random_state,
-                    cfg.fit_sample,
-                    cfg.predict_batch,
-                    progress,
-                )
-            except ValueError as exc:
-                umap_xy = np.full((n_rows, 2), np.nan, dtype=np.float32)
-                result["umap"] = {"skipped": str(exc)}
-            del Xn
-
-        with steps("pca map"):
-            try:
-                pca_xy, result["pca_map"] = projection.fit_pca_2d(
-                    X, cfg.random_state, cfg.fit_sample, cfg.predict_batch
-                )
-            except ValueError as exc:
-                pca_xy = np.full((n_rows, 2), np.nan, dtype=np.float32)
-                result["pca_map"] = {"skipped": str(exc)}
-
-        with steps("metrics"):
-            km_m = metrics.internal_metrics(X, km_labels, cfg.silhouette_sample, cfg.random_state)
-            hdb_m = metrics.internal_metrics(
-                X, hdb_labels, cfg.silhouette_sample, cfg.random_state, ignore_noise=True
-            )
-            if g.chunk_level:
-                km_m["level"] = hdb_m["level"] = "window"
-                ids_k, km_track = clustering.vote_windows(track_ids, km_labels)
-                _, hdb_track = clustering.vote_windows(track_ids, hdb_labels)
-                _, umap_track = _per_track(track_ids, umap_xy)
-                _, pca_track = _per_track(track_ids, pca_xy)
-                track_index = ids_k
-            else:
-                km_track, hdb_track = km_labels, hdb_labels
-                umap_track, pca_track = umap_xy, pca_xy
-                track_index = track_ids
-            result["silhouette"] = km_m["silhouette"]
-            result["davies_bouldin"] = km_m["davies_bouldin"]
-            result["calinski_harabasz"] = km_m["calinski_harabasz"]
-            result["kmeans_metrics"] = km_m
-            result["hdbscan_metrics"] = hdb_m
-            result["cluster_sizes"] = {
-                "kmeans": metrics.cluster_sizes(km_track),
-                "hdbscan": metrics.cluster_sizes(hdb_track),
-            }
-            result["n_hdbscan_clusters"] = int(len(np.unique(hdb_track[hdb_track >= 0])))
-            result["noise_fraction"] = float(np.mean(hdb_track < 0)) if len(hdb_track) else None
-            clusters = pd.DataFrame({"track_id": np.asarray(track_index).astype(str)})
-            clusters = clusters.merge(manifest, on="track_id", how="left")
-            clusters["kmeans"] = np.asarray(km_track, dtype=np.int32)
-            clusters["hdbscan"] = np.asarray(hdb_track, dtype=np.int32)
-            clusters["umap_x"], clusters["umap_y"] = umap_track[:, 0], umap_track[:, 1]
-            clusters["pca_x"], clusters["pca_y"] = pca_track[:, 0], pca_track[:, 1]
-            tags_track = None
-            if g.tags is not None:
-                tags_track = (
-                    g.tags.groupby(np.unique(track_ids.astype(str), return_inverse=True)[1]).mean()
-                    if g.chunk_level
-                    else g.tags
-                ).reset_index(drop=True)
-                clusters["top_tags"] = _top_tags_text(tags_track, cfg.summary_top_values)
-            if label_col is not None:
-                lab = {
-                    "kmeans": metrics.label_metrics(clusters[label_col], km_track),
-                    "hdbscan": metrics.label_metrics(clusters[label_col], hdb_track),
-                }
-                result["label_metrics"] = lab
-                for key in ("nmi", "ari", "homogeneity", "completeness", "contingency"):
-                    result[key] = lab["kmeans"].get(key)
-
-        with steps("summaries"):
-            meta = clusters.drop(
-                columns=["kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "top_tags"],
-                errors="ignore",
-            )
-            Xs = X
-            km_centres = {i: c for i, c in enumerate(centres)}
-            if g.chunk_level:
-                Xs = gather.pool_windows(gather.Gathered(track_ids, X, g.columns, g.window_index)).X
-                km_centres = None
-            cluster_summaries = {
-                "kmeans": summaries.summarize_clusters(
-                    Xs,
-                    km_track,
-                    meta,
-                    km_centres,
-                    tags_track,
-                    cfg.summary_nearest,
-                    cfg.summary_top_values,
-                ),
-                "hdbscan": summaries.summarize_clusters(
-                    Xs,
-                    hdb_track,
-                    meta,
-                    None,
-                    tags_track,
-                    cfg.summary_nearest,
-                    cfg.summary_top_values,
-                ),
-            }
-            _write_bytes(
-                out,
-                "cluster_summaries.json",
-                json.dumps(metrics.json_safe(cluster_summaries), indent=2).encode(),
-            )
-    except _NoRows as exc:
+        fitted = _fit(out, cfg, steps, result, notes, progress, SERIAL)
+        clusters, cluster_summaries = _describe(
+            out, fitted, manifest, label_col, cfg, steps, result
+        )
+        wrote_oof = fitted.wrote_oof
+    except NoRows as exc:
         result["n_tracks"] = 0
         result["skipped"] = str(exc)
         clusters = _empty_clusters(manifest)
         cluster_summaries = {"kmeans": [], "hdbscan": []}
-        oof_path = None
+        wrote_oof = False
+        _write_json(out, outdir.SUMMARIES, cluster_summaries)
     steps.bar.set_description("analysis: write")
-    _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start, oof_path)
+    _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start, wrote_oof)
     steps.close()
     return result
 
 
-def _write_oof(
-    out: str, g: gather.Gathered, X: np.ndarray, k: int, cfg: AnalysisConfig, result: dict
-) -> str | None:
-    """Seed 004's out-of-fold MiniBatchKMeans (n_init="auto") → OUT/oof.parquet, or a reason."""
-    from soundclust_ray.analysis.oof import OofParams, fit_oof_kmeans
-
-    try:
-        dist, labels = fit_oof_kmeans(X, OofParams.for_analysis(cfg, k))
-    except ValueError as exc:
-        result["oof"] = {"skipped": str(exc)}
-        return None
-    cols: dict[str, pa.Array] = {"track_id": pa.array(g.track_ids.astype(str), pa.string())}
-    if g.window_index is not None:
-        cols["window_index"] = pa.array(g.window_index, pa.int32())
-    for j in range(k):
-        cols[f"dist_{j:02d}"] = pa.array(dist[:, j], pa.float32())
-    cols["label"] = pa.array(labels, pa.int32())
-    fs, base = shards.resolve(out)
-    path = shards.join(base, "oof.parquet")
-    shards.write_table_atomic(fs, path, pa.table(cols))
-    result["oof"] = {"path": "oof.parquet", "k": k, "splits": cfg.oof_splits}
-    return path
+def _write_json(out: str, name: str, obj: object) -> None:
+    """Indented JSON with the keys in the order the steps recorded them (not sorted)."""
+    outdir.write_bytes(out, name, json.dumps(metrics.json_safe(obj), indent=2).encode())
 
 
-def _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start, oof_path):
+def _error_shard_paths(out: str) -> list[str]:
+    """The per-product error shards under OUT/errors/ a run writes before consolidating them."""
+    fs, base = outdir.resolve(out)
+    folder = outdir.join(base, outdir.ERRORS_DIR)
+    if fs.get_file_info(folder).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(folder))
+    return sorted(
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.File
+        and not outdir.is_temporary(i.base_name)
+        and i.base_name.endswith(".parquet")
+    )
+
+
+def count_failures(out: str) -> tuple[int, int]:
+    """(error rows, distinct failed tracks) from OUT/errors.parquet, else OUT/errors/ shards."""
+    consolidated = outdir.read_table(out, outdir.ERRORS)
+    if consolidated is not None:
+        tables = [consolidated]
+    else:
+        fs, _ = outdir.resolve(out)
+        tables = [pq.read_table(p, filesystem=fs) for p in _error_shard_paths(out)]
+    ids = set()
+    for t in tables:
+        if "track_id" in t.column_names:
+            ids.update(t.column("track_id").to_pylist())
+    return sum(t.num_rows for t in tables), len(ids)
+
+
+def _run_records(out: str, result: dict, steps: _Steps, t_start: float) -> dict:
+    """Failures, timings and memory into ``result``; returns OUT/run.json (for the report)."""
     n_err_rows, n_failed_tracks = count_failures(out)
     result["n_failed"] = int(n_err_rows)
     result["n_failed_tracks"] = int(n_failed_tracks)
-    run = _read_json(out, "run.json")
+    run = outdir.read_json(out, outdir.RUN)
     timings = dict(run.get("timings", {}) or {})
     result["seconds_per_stage"] = {**timings, **steps.seconds}
     result["tracks_per_node"] = {
@@ -529,13 +502,18 @@ def _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start
         "matrix_gib": result.pop("_matrix_gib", None),
         "peak_rss_gib_after_step": dict(steps.peak_rss_gib),
     }
+    return run
+
+
+def _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start, wrote_oof):
+    """Write clusters.parquet, the report and metrics.json (last: it lists what was written)."""
+    run = _run_records(out, result, steps, t_start)
     result["notes"] = notes + result.get("matrix", {}).get("notes", [])
-    fs, base = shards.resolve(out)
     table = pa.Table.from_pandas(clusters.reset_index(drop=True), preserve_index=False)
-    shards.write_table_atomic(fs, shards.join(base, "clusters.parquet"), table)
-    outputs = ["clusters.parquet", "metrics.json", "cluster_summaries.json"]
-    if oof_path:
-        outputs.insert(1, "oof.parquet")
+    outdir.write_table(out, outdir.CLUSTERS, table)
+    outputs = [outdir.CLUSTERS, outdir.METRICS, outdir.SUMMARIES]
+    if wrote_oof:
+        outputs.insert(1, outdir.OOF)
     if cfg.report:
         try:
             from soundclust_ray.report import write_report
@@ -543,17 +521,11 @@ def _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start
             t0 = time.perf_counter()
             write_report(out, metrics.json_safe(result), clusters, cluster_summaries, run, cfg)
             result["seconds_per_stage"]["report"] = round(time.perf_counter() - t0, 4)
-            outputs.append("report.html")
+            outputs.append(outdir.REPORT)
         except Exception as exc:  # noqa: BLE001 - a broken report must not lose the metrics
             result["report_error"] = f"{type(exc).__name__}: {exc}"
     result["outputs"] = outputs
     safe = metrics.json_safe(result)
     result.clear()
     result.update(safe)
-    _write_bytes(out, "metrics.json", json.dumps(safe, indent=2).encode())
-
-
-def config_with(cfg: AnalysisConfig | None = None, **changes) -> AnalysisConfig:
-    """A copy of ``cfg`` (or the defaults) with fields replaced; None values are ignored."""
-    cfg = cfg or AnalysisConfig()
-    return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    _write_json(out, outdir.METRICS, safe)

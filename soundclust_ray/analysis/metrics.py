@@ -15,8 +15,6 @@ from sklearn import metrics as skm
 from soundclust_ray.analysis.clustering import seeded_sample
 from soundclust_ray.config import AnalysisConfig
 
-_CFG = AnalysisConfig()
-
 
 def cluster_sizes(labels: np.ndarray) -> dict[str, int]:
     """Label → count, keys as strings (JSON), sorted by label."""
@@ -25,13 +23,10 @@ def cluster_sizes(labels: np.ndarray) -> dict[str, int]:
 
 
 def internal_metrics(
-    X: np.ndarray,
-    labels: np.ndarray,
-    sample: int = _CFG.silhouette_sample,
-    random_state: int = _CFG.random_state,
-    ignore_noise: bool = False,
+    X: np.ndarray, labels: np.ndarray, cfg: AnalysisConfig, ignore_noise: bool = False
 ) -> dict:
-    """Silhouette (on a seeded sample), Davies–Bouldin, Calinski–Harabasz of a labelling.
+    """Silhouette (on a ``cfg.silhouette_sample`` seeded sample), Davies–Bouldin and
+    Calinski–Harabasz of a labelling.
 
     With ``ignore_noise`` rows labelled -1 are left out (HDBSCAN). Values that cannot be
     computed (fewer than 2 clusters, or as many clusters as rows) are None, with ``reason``.
@@ -47,7 +42,7 @@ def internal_metrics(
         return out
     rows = np.flatnonzero(keep)
     Xk, lk = (X, labels) if n == len(labels) else (X[rows], labels[rows])
-    idx = seeded_sample(n, sample, random_state)
+    idx = seeded_sample(n, cfg.silhouette_sample, cfg.random_state)
     ls = lk[idx]
     if 2 <= len(np.unique(ls)) <= len(idx) - 1:
         out["silhouette"] = float(skm.silhouette_score(Xk[idx], ls))

@@ -19,7 +19,7 @@ from sklearn.model_selection import KFold
 
 from soundclust_ray.analysis.executor import SERIAL, Executor
 from soundclust_ray.analysis.scaling import apply_scaling_inplace, standardize_inplace
-from soundclust_ray.config import OOF_N_INIT, AnalysisConfig, MsdConfig
+from soundclust_ray.config import MINIBATCH_N_INIT, AnalysisConfig, MsdConfig
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class OofParams:
     random_state: int
     minibatch: bool = True
     """False: full KMeans (same seeding) for small matrices."""
-    n_init: int | str = OOF_N_INIT
+    n_init: int | str = MINIBATCH_N_INIT
 
     @classmethod
     def for_analysis(cls, cfg: AnalysisConfig, k: int) -> OofParams:

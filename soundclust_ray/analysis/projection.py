@@ -15,8 +15,6 @@ from sklearn.decomposition import PCA
 from soundclust_ray.analysis.clustering import out_of_sample_batches, seeded_sample
 from soundclust_ray.config import AnalysisConfig
 
-_CFG = AnalysisConfig()
-
 
 def _transform_batches(model, X: np.ndarray, batch: int, desc: str, progress: bool) -> np.ndarray:
     from tqdm.auto import tqdm
@@ -32,11 +30,7 @@ def _transform_batches(model, X: np.ndarray, batch: int, desc: str, progress: bo
 
 
 def fit_pca_reduction(
-    X: np.ndarray,
-    n_components: float,
-    random_state: int = _CFG.random_state,
-    fit_sample: int = _CFG.fit_sample,
-    predict_batch: int = _CFG.predict_batch,
+    X: np.ndarray, n_components: float, cfg: AnalysisConfig
 ) -> tuple[np.ndarray, dict]:
     """PCA to an int number of components, or to a variance fraction in (0, 1).
 
@@ -45,14 +39,16 @@ def fit_pca_reduction(
     n, d = X.shape
     if n_components <= 0:
         raise ValueError(f"pca must be a positive int or a fraction in (0, 1), got {n_components}")
-    idx = seeded_sample(n, fit_sample, random_state)
+    idx = seeded_sample(n, cfg.fit_sample, cfg.random_state)
     limit = min(len(idx), d)
     if n_components < 1:
-        pca = PCA(n_components=float(n_components), svd_solver="full", random_state=random_state)
+        pca = PCA(
+            n_components=float(n_components), svd_solver="full", random_state=cfg.random_state
+        )
     else:
-        pca = PCA(n_components=min(int(n_components), limit), random_state=random_state)
+        pca = PCA(n_components=min(int(n_components), limit), random_state=cfg.random_state)
     pca.fit(X[idx])
-    Y = _transform_batches(pca, X, predict_batch, "pca", False)
+    Y = _transform_batches(pca, X, cfg.predict_batch, "pca", False)
     info = {
         "requested": n_components,
         "n_components": int(pca.n_components_),
@@ -62,19 +58,14 @@ def fit_pca_reduction(
     return Y, info
 
 
-def fit_pca_2d(
-    X: np.ndarray,
-    random_state: int = _CFG.random_state,
-    fit_sample: int = _CFG.fit_sample,
-    predict_batch: int = _CFG.predict_batch,
-) -> tuple[np.ndarray, dict]:
+def fit_pca_2d(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict]:
     """(n, 2) PCA map (seed 002) and the explained variance ratio of its two axes."""
     n, d = X.shape
     if n < 2 or d < 1:
         raise ValueError(f"a PCA map needs at least 2 rows and 1 column, got {X.shape}")
-    idx = seeded_sample(n, fit_sample, random_state)
-    pca = PCA(n_components=min(2, d, len(idx)), random_state=random_state).fit(X[idx])
-    Y = _transform_batches(pca, X, predict_batch, "pca map", False)
+    idx = seeded_sample(n, cfg.fit_sample, cfg.random_state)
+    pca = PCA(n_components=min(2, d, len(idx)), random_state=cfg.random_state).fit(X[idx])
+    Y = _transform_batches(pca, X, cfg.predict_batch, "pca map", False)
     if Y.shape[1] < 2:
         Y = np.column_stack([Y, np.zeros(n, dtype=np.float32)])
     info = {"explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_]}
@@ -82,13 +73,7 @@ def fit_pca_2d(
 
 
 def fit_umap_2d(
-    X: np.ndarray,
-    n_neighbors: int = _CFG.umap_n_neighbors,
-    min_dist: float = _CFG.umap_min_dist,
-    random_state: int = _CFG.random_state,
-    fit_sample: int = _CFG.fit_sample,
-    predict_batch: int = _CFG.predict_batch,
-    progress: bool = False,
+    X: np.ndarray, cfg: AnalysisConfig, progress: bool = False
 ) -> tuple[np.ndarray, dict]:
     """(n, 2) seeded UMAP map (seed 002); above ``fit_sample`` rows fit on a sample, then transform.
 
@@ -97,10 +82,11 @@ def fit_umap_2d(
     """
     import umap
 
+    n_neighbors, min_dist, random_state = cfg.umap_n_neighbors, cfg.umap_min_dist, cfg.random_state
     n = X.shape[0]
     if n < 3:
         raise ValueError(f"UMAP needs at least 3 rows, got {n}")
-    idx = seeded_sample(n, fit_sample, random_state)
+    idx = seeded_sample(n, cfg.fit_sample, random_state)
     m = len(idx)
     nn = max(2, min(n_neighbors, m - 1))
     info: dict = {"n_neighbors": nn, "min_dist": min_dist, "fitted_rows": int(m)}
@@ -128,7 +114,8 @@ def fit_umap_2d(
         Y[idx] = model.fit_transform(X[idx])
         info["seconds_fit"] = round(time.perf_counter() - t0, 4)
         t0 = time.perf_counter()
-        for rows in out_of_sample_batches(n, idx, predict_batch, "umap transform", progress):
+        batches = out_of_sample_batches(n, idx, cfg.predict_batch, "umap transform", progress)
+        for rows in batches:
             Y[rows] = model.transform(X[rows])
     info["out_of_sample_rows"] = int(n - len(idx))
     info["seconds_out_of_sample"] = round(time.perf_counter() - t0, 4)

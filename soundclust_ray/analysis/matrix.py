@@ -1,0 +1,115 @@
+"""Which matrix the analysis clusters, read from OUT's shards and scaled as it should be.
+
+Features are standardized; embeddings are centered + L2-normalized (seed 000) and not
+standardized when alone (seed 001 clusters them directly); ``both`` standardizes the joined
+matrix so neither part drowns the other, then family weights apply. ``tabular`` reads
+OUT/embeddings/tabular as is: the source already standardized and weighted it (seed 003).
+"""
+
+from __future__ import annotations
+
+from soundclust_ray import outdir, shards
+from soundclust_ray.analysis import gather, scaling
+from soundclust_ray.config import AnalysisConfig
+
+MATRICES = ("features", "embeddings", "both", "tabular", "auto")
+TABULAR_BACKEND = "tabular"
+"""Backend name the tabular source (seed 003) writes its vectors under."""
+
+
+class NoRows(Exception):
+    """Nothing to cluster (every track failed, or empty shards): outputs are written empty."""
+
+
+def choose_matrix(out: str, cfg: AnalysisConfig) -> dict:
+    """{matrix, requested[, backend, note]}: what ``cfg.matrix`` means for the shards in OUT.
+
+    ValueError when the request cannot be met (unknown name, missing shards or backend);
+    NoRows when ``auto`` finds no shards at all.
+    """
+    if cfg.matrix not in MATRICES:
+        raise ValueError(f"unknown matrix '{cfg.matrix}'; choose one of {', '.join(MATRICES)}")
+    backends = gather.embedding_backends(out)
+    audio_backends = [b for b in backends if b != TABULAR_BACKEND]
+    has_features = bool(shards.list_shards(out, outdir.FEATURES))
+    matrix = cfg.matrix
+    if matrix == "auto":
+        matrix = _auto_matrix(audio_backends, has_features, TABULAR_BACKEND in backends)
+    info: dict = {"matrix": matrix, "requested": cfg.matrix}
+    if matrix in ("embeddings", "both"):
+        if not backends:
+            raise ValueError(
+                f"matrix '{matrix}' needs embeddings, but OUT/embeddings/ has no shards"
+            )
+        backend = cfg.backend or (audio_backends or backends)[0]
+        if backend not in backends:
+            raise ValueError(
+                f"embedding backend '{backend}' not found; present: {', '.join(backends)}"
+            )
+        info["backend"] = backend
+        if cfg.backend is None and len(backends) > 1:
+            info["note"] = f"several backends ({', '.join(backends)}); used '{backend}'"
+    if matrix in ("features", "both") and not has_features:
+        raise ValueError(f"matrix '{matrix}' needs feature shards, but OUT/features/ has none")
+    if matrix == "tabular" and TABULAR_BACKEND not in backends:
+        raise ValueError(
+            f"matrix 'tabular' needs OUT/embeddings/{TABULAR_BACKEND}/ shards (--source tabular)"
+        )
+    return info
+
+
+def _auto_matrix(audio_backends: list[str], has_features: bool, has_tabular: bool) -> str:
+    if audio_backends:
+        return "embeddings"
+    if has_features:
+        return "features"
+    if has_tabular:
+        return "tabular"
+    raise NoRows("no feature or embedding shards under OUT (every track failed?)")
+
+
+def load_matrix(out: str, info: dict, cfg: AnalysisConfig, progress: bool) -> gather.Gathered:
+    """The shards ``info`` names, as one matrix (embeddings post-processed); notes into info."""
+    matrix = info["matrix"]
+    if matrix == "tabular":
+        info["scaling"] = "none (standardized and weighted by the tabular source, seed 003)"
+        return gather.gather_embeddings(out, TABULAR_BACKEND, progress=progress)
+    if matrix == "features" and cfg.chunk_level:
+        info["features"] = "classic chunks (features_chunks), majority vote per track"
+        return gather.gather_features(out, progress=progress, product=outdir.FEATURE_CHUNKS)
+    if matrix == "features":
+        return gather.gather_features(out, progress=progress)
+    g = gather.gather_embeddings(out, info["backend"], progress=progress)
+    if cfg.embedding_postprocess and info["backend"] != TABULAR_BACKEND:
+        g.X, info["embedding_sanity"] = scaling.postprocess_embeddings(g.X)
+        info["embeddings"] = "centered + L2-normalized"
+    if matrix == "both":
+        f = gather.gather_features(out, progress=progress)
+        g = gather.join_on_tracks(gather.pool_windows(f), gather.pool_windows(g))
+    return g
+
+
+def scale_matrix(g: gather.Gathered, info: dict, cfg: AnalysisConfig) -> None:
+    """Standardize (features, both) and weight families in place; what was done into info."""
+    if info["matrix"] == "embeddings":
+        info["scaling"] = "none (embeddings are compared by direction)"
+    elif info["matrix"] in ("features", "both"):
+        stats = scaling.standardize_inplace(g.X)
+        info["scaling"] = "standard"
+        info["n_nonfinite_imputed"] = stats["n_nonfinite"]
+    if cfg.weights:
+        info["weights"] = scaling.apply_family_weights(g.X, g.columns, cfg.weights)
+
+
+def gather_matrix(
+    out: str, cfg: AnalysisConfig, progress: bool = False
+) -> tuple[gather.Gathered, dict]:
+    """The matrix ``cfg.matrix`` asks for, scaled as it should be, and what was done to it."""
+    info = choose_matrix(out, cfg)
+    g = load_matrix(out, info, cfg, progress)
+    scale_matrix(g, info, cfg)
+    info["n_rows"] = int(g.X.shape[0])
+    info["n_columns"] = int(g.X.shape[1])
+    info["chunk_level"] = g.chunk_level
+    info["notes"] = list(g.notes)
+    return g, info
