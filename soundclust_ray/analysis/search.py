@@ -1,7 +1,7 @@
 """Similar-track search in the clustering's own geometry, over a FAISS index kept in OUT.
 
-One geometry: the rows searched are the matrix the run clustered, built by the driver's own
-``gather_matrix`` with the run's analysis config (features standardized, embeddings centred +
+One geometry: the rows searched are the matrix the run clustered, built by the analysis's own
+``matrix.gather_matrix`` with the run's analysis config (features standardized, embeddings centred +
 L2-normalised — seed 000: centring takes the mean pairwise cosine of CLAP from 0.94 to 0.02 —,
 family/block weights, PCA), then L2-normalised so that inner product = cosine. A neighbour list
 and a cluster therefore never disagree because of the matrix; ``--json`` states the geometry.
@@ -161,17 +161,16 @@ def _describe(info: dict, cfg: AnalysisConfig) -> dict:
 
 def clustered_matrix(out: str, cfg: AnalysisConfig) -> tuple[np.ndarray, np.ndarray, dict]:
     """(track ids, L2-normalised rows, geometry) of the matrix ``cfg`` clusters, one row per
-    track (window rows mean-pooled), built by the driver's own gathering and PCA steps."""
-    from soundclust_ray.analysis import driver, gather, projection
+    track (window rows mean-pooled), built by the analysis's own gathering and PCA steps."""
+    from soundclust_ray.analysis import gather, projection
+    from soundclust_ray.analysis.matrix import NoRows, gather_matrix
 
     try:
-        g, info = driver.gather_matrix(out, cfg)
+        g, info = gather_matrix(out, cfg)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc).strip("'\"")) from exc
-    except Exception as exc:
-        if type(exc).__name__ == "_NoRows":
-            raise UserError(f"{out}: nothing to search ({exc})") from exc
-        raise
+    except NoRows as exc:
+        raise UserError(f"{out}: nothing to search ({exc})") from exc
     if cfg.pca is not None and len(g.X) >= 2:
         g.X, _ = projection.fit_pca_reduction(g.X, cfg.pca, cfg)
     g = gather.pool_windows(g)
