@@ -80,8 +80,9 @@ def file_info(uri: str) -> pafs.FileInfo:
     return fs.get_file_info(path)
 
 
-def list_files(uri: str, extensions: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(path relative to ``uri``, URI) of every file below a prefix with one of ``extensions``.
+def list_files(uri: str, extensions: tuple[str, ...]) -> list[tuple[str, str, int, int]]:
+    """(path relative to ``uri``, URI, size, mtime_ns) of every file below a prefix with one of
+    ``extensions``: the size and time come with the listing and tell a rewritten object apart.
 
     Recursive; extensions compare case-insensitively; "directories" named like audio files
     (object-store prefixes such as ``x.wav/``) are skipped like in a local scan.
@@ -94,7 +95,7 @@ def list_files(uri: str, extensions: tuple[str, ...]) -> list[tuple[str, str]]:
         if info.type != pafs.FileType.File or extension not in wanted:
             continue
         relative = info.path[len(root):].lstrip("/")
-        found.append((relative, to_uri(uri, info.path)))
+        found.append((relative, to_uri(uri, info.path), info.size, info.mtime_ns or 0))
     return sorted(found)
 
 
