@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from soundclust_ray import shards
+from soundclust_ray import outdir, shards
 
 WINDOW_COLUMNS = ("window_index", "chunk_index")
 """Key columns that mark chunk-level rows (one row per window of a track)."""
@@ -150,7 +150,7 @@ def gather_features(
     out: str,
     prefixes: tuple[str, ...] | None = None,
     progress: bool = False,
-    product: str = "features",
+    product: str = outdir.FEATURES,
 ) -> Gathered:
     """OUT/features shards → Gathered (columns whose names start with ``prefixes``, or all).
 
@@ -204,20 +204,20 @@ def gather_features(
 def embedding_backends(out: str) -> list[str]:
     """Backends with at least one shard under OUT/embeddings/, sorted."""
     fs, base = shards.resolve(out)
-    folder = shards.join(base, "embeddings")
+    folder = shards.join(base, outdir.EMBEDDINGS)
     import pyarrow.fs as pafs
 
     if fs.get_file_info(folder).type == pafs.FileType.NotFound:
         return []
     infos = fs.get_file_info(pafs.FileSelector(folder, recursive=False))
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
-    return [b for b in names if shards.list_shards(out, f"embeddings/{b}")]
+    return [b for b in names if shards.list_shards(out, outdir.embeddings_product(b))]
 
 
 def gather_embeddings(out: str, backend: str, progress: bool = False) -> Gathered:
     """OUT/embeddings/<backend> shards → Gathered, with ``tag__*`` columns as ``tags``."""
     fs, _ = shards.resolve(out)
-    product = f"embeddings/{backend}"
+    product = outdir.embeddings_product(backend)
     paths = shards.list_shards(out, product)
     if not paths:
         raise FileNotFoundError(f"no embedding shards under {shards.join(out, product)}")
@@ -289,12 +289,9 @@ def pool_windows(g: Gathered) -> Gathered:
 
 def read_manifest(out: str) -> pd.DataFrame:
     """OUT/manifest.parquet as a frame (empty frame with track_id/path when missing)."""
-    fs, base = shards.resolve(out)
-    path = shards.join(base, "manifest.parquet")
-    import pyarrow.fs as pafs
-
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+    table = outdir.read_table(out, outdir.MANIFEST)
+    if table is None:
         return pd.DataFrame({"track_id": pd.Series(dtype=str), "path": pd.Series(dtype=str)})
-    df = pq.read_table(path, filesystem=fs).to_pandas()
+    df = table.to_pandas()
     df["track_id"] = df["track_id"].astype(str)
     return df.drop_duplicates("track_id").reset_index(drop=True)
