@@ -1,15 +1,16 @@
 """Which matrix the analysis clusters, read from OUT's shards and scaled as it should be.
 
 Features are standardized; embeddings are centered + L2-normalized (seed 000) and not
-standardized when alone (seed 001 clusters them directly); ``both`` standardizes the joined
-matrix so neither part drowns the other, then family weights apply. ``tabular`` reads
+standardized when alone (seed 001 clusters them directly); ``both`` fuses by block
+(analysis/fusion.py): each feature family and the embedding hold a set share of the variance
+(equal, or the weights), so a wide block never outvotes a narrow one. ``tabular`` reads
 OUT/embeddings/tabular as is: the source already standardized and weighted it (seed 003).
 """
 
 from __future__ import annotations
 
 from soundclust_ray import outdir, shards
-from soundclust_ray.analysis import gather, scaling
+from soundclust_ray.analysis import fusion, gather, scaling
 from soundclust_ray.config import AnalysisConfig
 
 MATRICES = ("features", "embeddings", "both", "tabular", "auto")
@@ -90,15 +91,28 @@ def load_matrix(out: str, info: dict, cfg: AnalysisConfig, progress: bool) -> ga
 
 
 def scale_matrix(g: gather.Gathered, info: dict, cfg: AnalysisConfig) -> None:
-    """Standardize (features, both) and weight families in place; what was done into info."""
+    """Standardize features, fuse ``both``, weight families in place; what was done into info."""
+    if info["matrix"] == "both":
+        fuse_both(g, info, cfg)
+        return
     if info["matrix"] == "embeddings":
         info["scaling"] = "none (embeddings are compared by direction)"
-    elif info["matrix"] in ("features", "both"):
+    elif info["matrix"] == "features":
         stats = scaling.standardize_inplace(g.X)
         info["scaling"] = "standard"
         info["n_nonfinite_imputed"] = stats["n_nonfinite"]
     if cfg.weights:
         info["weights"] = scaling.apply_family_weights(g.X, g.columns, cfg.weights)
+
+
+def fuse_both(g: gather.Gathered, info: dict, cfg: AnalysisConfig) -> None:
+    """Feature families + embedding as blocks whose variance shares are the weights (default
+    equal); standardizing the joined columns instead gives 180-column timbre 180 / 380 of the
+    variance against a 200-d embedding whatever either is worth (docs/quality.md)."""
+    weights = dict(cfg.weights)
+    info["fusion"] = fusion.fuse_families_inplace(g.X, g.columns, {info["backend"]}, weights)
+    info["scaling"] = "block fusion: families standardized, the embedding by direction"
+    info["weights"] = {name: float(weights.get(name, 1.0)) for name in info["fusion"]}
 
 
 def gather_matrix(
