@@ -264,3 +264,38 @@ def test_hostile_inputs_each_give_a_result_or_a_clear_error_row(tmp_path, ray_lo
     assert all(m and "\n" not in m for m in errors["message"])
     run = json.loads((out / "run.json").read_text())
     assert run["n_input_rows"] == len(manifest)
+
+
+def write_hostile_folder(root: Path) -> set[str]:
+    """A folder with entries a scan must not crash on or block on; returns the good track ids."""
+    sr = 22050
+    outside = root / "outside"
+    outside.mkdir()
+    sf.write(outside / "secret.wav", tone(440, 2.0, sr), sr)
+    audio = root / "audio"
+    audio.mkdir()
+    good = {"good_a.wav", "sub/good_b.wav", "inner_link.wav"}
+    sf.write(audio / "good_a.wav", tone(220, 3.0, sr, noise=0.05), sr)
+    (audio / "sub").mkdir()
+    sf.write(audio / "sub" / "good_b.wav", tone(660, 3.0, sr, noise=0.05, seed=1), sr)
+    (audio / "inner_link.wav").symlink_to(audio / "good_a.wav")
+    (audio / "out_link.wav").symlink_to(outside / "secret.wav")
+    (audio / "linked_dir").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(audio / "pipe.wav")
+    with open(os.path.join(os.fsencode(audio), b"caf\xe9.wav"), "wb") as f:
+        f.write((audio / "good_a.wav").read_bytes())
+    return good
+
+
+@pytest.mark.timeout(600)
+def test_hostile_folder_entries_are_error_rows_and_nothing_blocks(tmp_path, ray_local):
+    good = write_hostile_folder(tmp_path)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "audio"), "--out", str(out), "--quiet", "--no-analysis"]
+    assert main([*args, "--max-error-rate", "0.9"]) == 0
+    errors = pd.read_parquet(out / "errors.parquet").set_index("track_id")["message"]
+    assert set(read_features(out)["track_id"]) == good
+    assert set(errors.index) == {"out_link.wav", "pipe.wav", "caf\\xe9.wav"}
+    assert "escapes" in errors["out_link.wav"] and "FIFO" in errors["pipe.wav"]
+    assert "not valid UTF-8" in errors["caf\\xe9.wav"]
+    assert len(pd.read_parquet(out / "manifest.parquet")) == len(good) + len(errors)
