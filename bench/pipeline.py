@@ -23,8 +23,10 @@ import pandas as pd
 
 from soundclust_ray.config import RunConfig
 from soundclust_ray.manifest import build_manifest
-from soundclust_ray.pipeline import cluster_cpus, init_ray, map_stage, run_product
+from soundclust_ray.pipeline import run_product
+from soundclust_ray.ray_env import cluster_cpus, init_ray
 from soundclust_ray.stages.features import FeatureStage, feature_resources
+from soundclust_ray.stages.pools import map_stage
 
 GTZAN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtzan_mini"
 
@@ -49,7 +51,9 @@ def ray_run(manifest: pd.DataFrame, cfg: RunConfig, actors: int) -> float:
             return map_stage(ds, FeatureStage, cfg, feature_resources(cfg), actors)
 
         start = time.perf_counter()
-        result = run_product("features", manifest, out, cfg, build, progress=lambda _t: None)
+        result = run_product(
+            "features", manifest, out, cfg, build, FeatureStage.WRITES, progress=lambda _t: None
+        )
         seconds = time.perf_counter() - start
         assert result.n_ok == len(manifest), result
         return seconds

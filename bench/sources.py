@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from soundclust_ray import shards
 from soundclust_ray.config import RunConfig
-from soundclust_ray.sources.msd import msd_columns, msd_track_row
+from soundclust_ray.sources.msd_h5 import msd_columns, msd_track_row
 from soundclust_ray.sources.tabular import run_tabular
 from soundclust_ray.stages.msd import MsdStage
 

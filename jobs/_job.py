@@ -45,7 +45,7 @@ def wait_for_resources(cpus: int, gpus: int, timeout_s: float, quiet: bool) -> d
     import ray
     from ray.autoscaler.sdk import request_resources
 
-    from soundclust_ray.pipeline import init_ray
+    from soundclust_ray.ray_env import init_ray
 
     init_ray(quiet=quiet)
     request_resources(bundles=[{"CPU": 1}] * cpus + [{"GPU": 1}] * gpus)

@@ -22,13 +22,8 @@ from soundclust_ray.config import (
     MusicnnConfig,
     RunConfig,
 )
-
-EXIT_USER_ERROR = 2
-EXIT_TOO_MANY_FAILURES = 3
-
-
-class UserError(Exception):
-    """Reported as ``error: <message>`` with exit code 2, never a traceback."""
+from soundclust_ray.errors import EXIT_TOO_MANY_FAILURES, EXIT_USER_ERROR, UserError
+from soundclust_ray.sources.base import RunOptions
 
 
 def _csv_tuple(text: str) -> tuple[str, ...]:
@@ -276,57 +271,33 @@ def say(args: argparse.Namespace, text: str) -> None:
         print(text, flush=True)
 
 
-def execute_run(input_path: str, out: str, args: argparse.Namespace) -> int:
-    """Manifest → pipeline → analysis → summary; the body of ``run`` and ``demo``."""
-    from soundclust_ray.manifest import build_manifest
-    from soundclust_ray.pipeline import error_rate_exceeded, init_ray, run_pipeline
-
-    cfg = run_config(args)
-    started = time.perf_counter()
-    manifest = build_manifest(
-        input_path, allow_outside_root=args.allow_outside_root, limit=args.limit
-    )
-    if args.label_col and args.label_col not in manifest.columns:
-        raise UserError(
-            f"--label-col {args.label_col!r} is not a manifest column "
-            f"(columns: {', '.join(c for c in manifest.columns if c != 'invalid_reason')})"
-        )
-    from soundclust_ray.features.registry import get_families
-
-    try:
-        get_families(cfg.features.families)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-    say(args, f"{len(manifest)} tracks in {input_path}")
-    init_ray(num_cpus=args.num_cpus, quiet=args.quiet)
-    info = run_pipeline(
-        manifest,
-        out,
-        cfg,
+def run_options(input_path: str, args: argparse.Namespace) -> RunOptions:
+    """RunOptions from parsed ``run``/``demo`` options."""
+    return RunOptions(
+        input_path=input_path,
+        out=args.out,
         overwrite=args.overwrite,
-        input_desc=input_path,
-        progress=lambda t: say(args, t),
+        allow_outside_root=args.allow_outside_root,
+        limit=args.limit,
+        label_col=args.label_col,
+        no_analysis=args.no_analysis,
+        num_cpus=args.num_cpus,
+        quiet=args.quiet,
     )
-    metrics = None
-    if not args.no_analysis:
-        from soundclust_ray.analysis.driver import analyze
 
-        metrics = run_analysis(analyze, out, cfg.analysis, args)
-    total = time.perf_counter() - started
-    print_summary(out, info, metrics, total)
-    failure = error_rate_exceeded(info, cfg)
-    if failure:
-        print(f"error: {failure}; see {os.path.join(out, 'errors.parquet')}", file=sys.stderr)
+
+def execute_run(source: str, input_path: str, args: argparse.Namespace) -> int:
+    """The body of ``run`` and ``demo``: the orchestrator, then the summary and the verdict."""
+    from soundclust_ray.run import execute
+
+    opts = run_options(input_path, args)
+    outcome = execute(source, opts, run_config(args), lambda t: say(args, t))
+    print_summary(args.out, outcome.info, outcome.metrics, outcome.seconds)
+    if outcome.failure:
+        errors = os.path.join(args.out, "errors.parquet")
+        print(f"error: {outcome.failure}; see {errors}", file=sys.stderr)
         return EXIT_TOO_MANY_FAILURES
     return 0
-
-
-def run_analysis(analyze, out: str, cfg: AnalysisConfig, args: argparse.Namespace) -> dict:
-    """The driver step; its option errors (unknown family, label, backend) are user errors."""
-    try:
-        return analyze(out, cfg, label_col=args.label_col, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UserError(str(exc)) from exc
 
 
 def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) -> None:
@@ -380,15 +351,7 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.source == "tabular":
-        from soundclust_ray.sources.tabular import run_tabular_job
-
-        return run_tabular_job(args.input, args.out, args)
-    if args.source == "msd":
-        from soundclust_ray.sources.msd import run_msd_job
-
-        return run_msd_job(args.input, args.out, args)
-    return execute_run(args.input, args.out, args)
+    return execute_run(args.source, args.input, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -400,19 +363,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         say(args, f"synthesizing the demo corpus in {corpus} …")
         manifest = make_demo_corpus(corpus)
     args.label_col = args.label_col or "style"
-    return execute_run(str(manifest), args.out, args)
+    return execute_run("audio", str(manifest), args)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from soundclust_ray.analysis.driver import analyze
+    from soundclust_ray.run import run_analysis
+    from soundclust_ray.runinfo import read_run_info
 
     if not os.path.exists(os.path.join(args.out, "manifest.parquet")) and "://" not in args.out:
         raise UserError(f"{args.out} has no manifest.parquet: run `soundclust run` first")
-    metrics = run_analysis(analyze, args.out, analysis_config(args), args)
-    from soundclust_ray.pipeline import read_run_info
-
+    started = time.perf_counter()
+    metrics = run_analysis(args.out, analysis_config(args), args.label_col, not args.quiet)
     info = read_run_info(args.out) or {"products": {}, "n_failed": metrics.get("n_failed", 0)}
-    print_summary(args.out, info, metrics, 0.0)
+    print_summary(args.out, info, metrics, time.perf_counter() - started)
     return 0
 
 
@@ -518,13 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from soundclust_ray.manifest import ManifestError
-    from soundclust_ray.pipeline import ConfigMismatchError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, ManifestError, ConfigMismatchError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -132,7 +132,8 @@ class MusicnnConfig:
     """
 
     model: str = "MSD_musicnn"
-    """MSD_musicnn (Million Song Dataset tags), MTT_musicnn (MagnaTagATune), or a .safetensors."""
+    """MSD_musicnn / MSD_vgg (Million Song Dataset tags), MTT_musicnn / MTT_vgg (MagnaTagATune),
+    or a .safetensors; the backend ``musicnn`` uses it, ``msd_vgg`` etc. name their own."""
     sample_rate: int = 16000
     n_fft: int = 512
     hop_length: int = 256
@@ -140,7 +141,17 @@ class MusicnnConfig:
     patch_frames: int = 187
     """Frames per model input (≈ 3 s), hop 187: no overlap, the last partial patch dropped."""
     pool: str = "mean"
-    """How patch penultimates (and tags) become one track vector: mean or max."""
+    """How patch vectors become one track vector: mean, max or mean_std (mean then std, 2x the
+    dims; tags are always the mean, or the max with ``max``). Pooling costs < 0.1 ms a track."""
+    layer: str = ""
+    """Which activation a track summary is made of; "" = the model's default: penultimate (200-d)
+    for the musicnn pair, pool5 for the vgg pair. musicnn: penultimate, max_pool, mean_pool
+    (753-d, the mid-end pooled over time as the original ``extractor`` exposes them), logits
+    (50 pre-sigmoid tag scores); vgg: pool1 … pool5 (128-d: each block's map averaged over
+    time and mel), logits. Every layer comes out of the same forward pass: no extra cost."""
+    patch_hop: int = 187
+    """Frames between patch starts; < patch_frames overlaps patches (the extractor's
+    ``input_overlap``) and costs patch_frames / patch_hop times the model time."""
     batch_size: int = 32
     """Patches per forward pass."""
     max_patches: int = 200
@@ -306,6 +317,9 @@ class AnalysisConfig:
     """Points drawn per map in the report (a seeded sample above this keeps the file small)."""
     report_max_categories: int = 40
     """Metadata columns with at most this many distinct values get a "colour by" choice."""
+    report_neighbours: int = 10
+    """Nearest tracks the report's player lists for a clicked point (as ``similar``'s default
+    count: one screen of tracks to explore by ear)."""
     random_state: int = RANDOM_STATE
 
 
@@ -340,6 +354,28 @@ class PlacementConfig:
 
 
 @dataclass(frozen=True)
+class PoolConfig:
+    """How the pipeline sizes Ray Data blocks and actor pools (measured on the 2-core bench)."""
+
+    blocks_per_worker: int = 8
+    """Input blocks per worker: finer blocks let the last ones finish together (bench/pipeline.py:
+    0.68 → 0.71 × cores on 2 cores)."""
+    max_block_rows: int = 256
+    """Rows per input block at most (a track is seconds of work)."""
+    blocks_in_flight_per_actor: int = 2
+    """The next block is already there when one ends; no actor hoards a queue at the end."""
+    writers_per_cpus: int = 4
+    """One shard-writer actor per this many cluster CPUs (writing is I/O; it reserves 0 CPU)."""
+    probe_batch_size: int = 16
+    """Tracks per batch of the classic family's duration probe (header reads, milliseconds)."""
+    probe_num_cpus: float = 0.5
+    """CPU share of a duration-probe task."""
+    stage_resources: tuple[tuple[str, str, float], ...] = ()
+    """Per-run overrides of a stage's declared resources: (stage name, field, value), e.g.
+    ("features", "num_cpus", 2.0); fields: num_cpus, num_gpus, batch_size."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; hashed into the shards so a resume never mixes configs."""
 
@@ -360,6 +396,7 @@ class RunConfig:
     max_error_rate: float = 0.5
     """Exit non-zero when more than this fraction of tracks failed."""
     random_state: int = RANDOM_STATE
+    pools: PoolConfig = field(default_factory=PoolConfig)
 
 
 def to_dict(cfg: object) -> dict:

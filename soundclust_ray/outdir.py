@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -141,6 +142,32 @@ def write_table_atomic(
     tmp = _temporary_beside(target)
     pq.write_table(table, tmp, filesystem=fs, compression="zstd")
     fs.move(tmp, target)
+
+
+def stream_table_atomic(
+    fs: pafs.FileSystem, target: str, schema: pa.Schema, tables: Iterable[pa.Table]
+) -> int:
+    """Write ``tables`` as row groups of one Parquet file, then move it into place.
+
+    Streams (one table in memory at a time). Returns the rows written; with none, nothing is
+    moved into place and the temporary file is removed.
+    """
+    fs.create_dir(target.rpartition("/")[0], recursive=True)
+    tmp = _temporary_beside(target)
+    n = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, filesystem=fs, compression="zstd") as writer:
+            for table in tables:
+                writer.write_table(table)
+                n += table.num_rows
+    except BaseException:
+        fs.delete_file(tmp)
+        raise
+    if n == 0:
+        fs.delete_file(tmp)
+    else:
+        fs.move(tmp, target)
+    return n
 
 
 def write_bytes(out: str, name: str, data: bytes) -> str:

@@ -10,9 +10,10 @@ Layout of an output folder::
     OUT/errors/<product>-*.parquet     one row per failed track and stage (while running)
     OUT/errors.parquet                 all of them, consolidated at the end of a run
 
-Shards are written under a temporary name and renamed, so a killed run never leaves a half
-file that a rerun would trust; each carries the producing config hash in its metadata.
-Writing and reading go through pyarrow filesystems, so OUT may be a local path or a URI.
+Shards are written under a temporary name and renamed (``outdir.write_table_atomic``), so a
+killed run never leaves a half file that a rerun would trust; each carries the producing config
+hash in its metadata. Writing and reading go through pyarrow filesystems, so OUT may be a local
+path or a URI; the folder names are :mod:`soundclust_ray.outdir`'s.
 """
 
 from __future__ import annotations
@@ -26,44 +27,22 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-CONFIG_HASH_KEY = b"soundclust.config_hash"
+from soundclust_ray.outdir import (  # noqa: F401 - the shard format's filesystem helpers
+    CONFIG_HASH_KEY,
+    SHARD_PREFIX,
+    join,
+    resolve,
+    write_table_atomic,
+)
+
 ERROR_COLUMNS = ("track_id", "path", "stage", "error_type", "message")
 ERROR_SCHEMA = pa.schema([(name, pa.string()) for name in ERROR_COLUMNS])
 EMBEDDING_COLUMN = "embedding"
 
 
-def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path inside it, for a local path or an s3/gs/file URI."""
-    if "://" in uri_or_path:
-        return pafs.FileSystem.from_uri(uri_or_path)
-    import os
-
-    return pafs.LocalFileSystem(), os.path.abspath(uri_or_path)
-
-
-def join(base: str, *parts: str) -> str:
-    """Join path parts with '/', which every pyarrow filesystem accepts."""
-    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
-
-
-def write_table_atomic(
-    fs: pafs.FileSystem, path: str, table: pa.Table, config_hash: str | None = None
-) -> None:
-    """Write a Parquet file under a temporary name, then move it into place."""
-    if config_hash is not None:
-        meta = dict(table.schema.metadata or {})
-        meta[CONFIG_HASH_KEY] = config_hash.encode()
-        table = table.replace_schema_metadata(meta)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}.parquet"
-    pq.write_table(table, tmp, filesystem=fs, compression="zstd")
-    fs.move(tmp, path)
-
-
 def new_shard_path(out: str, product: str) -> str:
     """A fresh, unique shard path for a product ('features' or 'embeddings/<backend>')."""
-    return join(out, product, f"part-{uuid.uuid4().hex}.parquet")
+    return join(out, product, f"{SHARD_PREFIX}{uuid.uuid4().hex}.parquet")
 
 
 def list_shards(out: str, product: str) -> list[str]:
@@ -77,7 +56,7 @@ def list_shards(out: str, product: str) -> list[str]:
     return sorted(
         f.path
         for f in fs.get_file_info(sel)
-        if f.type == pafs.FileType.File and f.base_name.startswith("part-")
+        if f.type == pafs.FileType.File and f.base_name.startswith(SHARD_PREFIX)
     )
 
 

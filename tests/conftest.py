@@ -72,7 +72,7 @@ def ray_local():
     """One embedded local Ray (2 CPUs) for every test that needs it; shut down at the end."""
     import ray
 
-    from soundclust_ray.pipeline import configure_data_context
+    from soundclust_ray.ray_env import configure_data_context
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

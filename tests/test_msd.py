@@ -15,7 +15,7 @@ from scipy.stats import kurtosis, skew
 from threadpoolctl import threadpool_limits
 
 from soundclust_ray.config import MsdConfig, RunConfig
-from soundclust_ray.sources.msd import (
+from soundclust_ray.sources.msd_h5 import (
     MsdTrackError,
     iter_msd_paths,
     msd_columns,
@@ -232,12 +232,12 @@ def test_oof_tables_clamp_on_tiny_inputs():
 def test_msd_pipeline_end_to_end(tmp_path):
     """Folder → streamed manifest → MsdStage on Ray Data → shards, errors, metadata, OOF."""
     ray = pytest.importorskip("ray")
-    from soundclust_ray.sources.msd_post import run_msd_field_oof
-    from soundclust_ray.stages.msd import (
+    from soundclust_ray.sources.msd import (
         add_msd_metadata_to_manifest,
         msd_manifest,
         run_msd_pipeline,
     )
+    from soundclust_ray.sources.msd_post import run_msd_field_oof
 
     root = tmp_path / "msd"
     root.mkdir()

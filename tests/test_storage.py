@@ -132,10 +132,10 @@ def test_file_uris_behave_like_local_paths(tmp_path, shared_data):
 def test_analysis_reads_shards_from_and_writes_results_to_s3(s3):
     """The driver step on an OUT that is an s3:// URI (shards written as the pipeline does)."""
     import pyarrow as pa
+    from helpers import config_with
 
     from soundclust_ray import shards
     from soundclust_ray.analysis.driver import analyze
-    from helpers import config_with
 
     rng = np.random.default_rng(0)
     ids = [f"t{i:02d}" for i in range(24)]

@@ -74,7 +74,7 @@ def test_artists_table_without_explicit_and_year(artists):
 
 def test_missing_optional_feature_keeps_weights_aligned(tracks):
     dropped = tracks.drop(columns=["liveness", "valence"])
-    _, X, report = tabular_vectors(dropped)
+    _, X, report = tabular_vectors(dropped, TabularConfig())
     keep = [i for i, c in enumerate(AUDIO) if c not in ("liveness", "valence")]
     ref = seed_vectors(dropped, [AUDIO[i] for i in keep], [WEIGHTS[i] for i in keep])
     np.testing.assert_array_equal(X, ref)
@@ -88,7 +88,7 @@ def test_year_from_release_date(tracks):
             f"{y}-05-0{i % 9 + 1}" if i % 3 else str(y) for i, y in enumerate(tracks.year)
         ]
     )
-    _, X, report = tabular_vectors(dated)
+    _, X, report = tabular_vectors(dated, TabularConfig())
     assert report["year_from"] == "release_date"
     np.testing.assert_array_equal(X, seed_vectors(tracks))
 
@@ -96,16 +96,16 @@ def test_year_from_release_date(tracks):
 def test_missing_values_become_column_mean(tracks):
     holed = tracks.copy()
     holed.loc[5, "energy"] = np.nan
-    _, X, report = tabular_vectors(holed)
+    _, X, report = tabular_vectors(holed, TabularConfig())
     assert report["missing_values_filled"] == 1
     assert np.isfinite(X).all() and X[5, 1] == 0.0
 
 
 def test_required_columns_errors(tracks):
     with pytest.raises(ValueError, match="no id column"):
-        tabular_vectors(tracks.drop(columns=["id", "artists"]))
+        tabular_vectors(tracks.drop(columns=["id", "artists"]), TabularConfig())
     with pytest.raises(ValueError, match="none of the audio feature columns"):
-        tabular_vectors(tracks.drop(columns=AUDIO))
+        tabular_vectors(tracks.drop(columns=AUDIO), TabularConfig())
     with pytest.raises(ValueError, match="required column.*genre_top"):
         tabular_vectors(tracks, TabularConfig(required_columns=("genre_top",)))
 
@@ -131,9 +131,9 @@ def test_run_on_parquet_replaces_parts(tmp_path, tracks):
     tracks.to_parquet(src)
     out = tmp_path / "out"
     run_tabular(str(src), str(out), RunConfig(tabular=TabularConfig(shard_rows=1000)))
-    run_tabular(str(src), str(out))
+    run_tabular(str(src), str(out), RunConfig())
     assert len(shards.list_shards(str(out), "embeddings/tabular")) == 1
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert "year" in manifest.columns and "explicit" not in manifest.columns
     with pytest.raises(ValueError, match="expected a .csv"):
-        run_tabular(str(tmp_path / "table.xlsx"), str(out))
+        run_tabular(str(tmp_path / "table.xlsx"), str(out), RunConfig())

@@ -1,272 +1,136 @@
-"""Million Song Dataset per-track HDF5 files: analysis arrays → seed 004's 30 statistics per field.
+"""Million Song Dataset HDF5 files: seed 004's statistics per field, then per-field OOF k-means.
 
-Pure functions (no Ray): :func:`read_msd_track` opens one file, :func:`msd_field_stats` turns one
-analysis array into the seed's ``cal_stat_matrix`` row. Listing is a generator
-(:func:`iter_msd_paths`) and the manifest is written in Parquet row groups
-(:func:`write_msd_manifest`), so millions of files never sit in driver memory as one list.
+The pure readers are in ``sources/msd_h5.py``, the Ray stage in ``stages/msd.py``; this module
+lists the files as a manifest in OUT, streams it through the stage in chunks, and runs the
+per-field out-of-fold tables after the products.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator
 
-import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from soundclust_ray import shards
-from soundclust_ray.audio.errors import TrackError
-from soundclust_ray.config import MsdConfig
+from soundclust_ray import outdir, shards
+from soundclust_ray.config import RunConfig
+from soundclust_ray.errors import UserError
+from soundclust_ray.sources.base import Listing, RunOptions, Say
+from soundclust_ray.sources.msd_h5 import MANIFEST_CHUNK_ROWS, META_COLUMNS, write_msd_manifest
 
-SEQ_STATS = ("mean", "std", "iqr", "cv", "skew", "kurtosis", "q10", "q50", "q90", "length")
-"""Seed 004's ``seq_stats`` in its order; a density histogram follows them."""
-META_COLUMNS = ("artist", "title", "year")
-"""Metadata the MSD stage carries beside the statistics, as text (year "" when unknown)."""
-MSD_EXTENSIONS = (".h5",)
-MANIFEST_CHUNK_ROWS = 100_000
-"""Rows per manifest row group while listing: bounds driver memory, not a tuning knob."""
-
-_MSD = MsdConfig()
+META = list(META_COLUMNS)
 
 
-class MsdTrackError(TrackError):
-    """The file is not a per-track MSD HDF5 file or lacks a requested analysis field."""
+def msd_manifest(input_path: str, out: str, limit: int | None = None) -> tuple[str, int]:
+    """Write ``OUT/manifest.parquet`` for an MSD folder (streamed listing) or manifest file.
 
-
-def stat_names(bins: int = _MSD.hist_bins) -> list[str]:
-    """Names of the statistics of one field: seq_stats then ``hist_00``…"""
-    return [*SEQ_STATS, *(f"hist_{i:02d}" for i in range(bins))]
-
-
-def msd_columns(cfg: MsdConfig = _MSD) -> list[str]:
-    """Every statistic column of a run, ``msd_<field>__<stat>``, in field order."""
-    names = stat_names(cfg.hist_bins)
-    return [f"msd_{f}__{s}" for f in cfg.fields for s in names]
-
-
-def field_columns(field: str, bins: int = _MSD.hist_bins) -> list[str]:
-    """The statistic columns of one field."""
-    return [f"msd_{field}__{s}" for s in stat_names(bins)]
-
-
-def _skew_kurtosis(x: np.ndarray) -> tuple[float, float]:
-    """scipy.stats ``skew(x)`` and ``kurtosis(x)`` (biased, Fisher) with the same arithmetic.
-
-    scipy's wrappers cost ~0.2 ms per call, more than the rest of a file's statistics; this
-    repeats its operations in its order (tests compare bit for bit), NaN for constant data.
+    Returns (manifest path, rows). A manifest file goes through the audio manifest reader, so its
+    rows need a ``path`` column and may carry metadata; rows it flags invalid are dropped.
     """
-    mean = np.mean(x)
-    a0 = x - mean
-    m2 = np.mean(a0**2)
-    m3 = np.mean(a0**2 * a0)
-    m4 = np.mean((a0**2) ** 2)
-    if m2 <= (np.finfo(np.float64).eps * mean) ** 2:
-        return float("nan"), float("nan")
-    return m3 / m2**1.5, m4 / m2**2.0 - 3
+    fs, _ = outdir.resolve(out)
+    target = outdir.path(out, outdir.MANIFEST)
+    if os.path.isdir(input_path):
+        n = write_msd_manifest(input_path, target)
+        if limit is not None and limit < n:
+            table = pq.read_table(target, filesystem=fs).slice(0, limit)
+            outdir.write_table_atomic(fs, target, table)
+            n = limit
+        return target, n
+    from soundclust_ray.manifest import build_manifest
+
+    frame = build_manifest(input_path, limit=limit)
+    frame = frame[frame["invalid_reason"] == ""].drop(columns=["invalid_reason"])
+    outdir.write_table_atomic(fs, target, pa.Table.from_pandas(frame, preserve_index=False))
+    return target, len(frame)
 
 
-def msd_field_stats(arr: np.ndarray, bins: int = _MSD.hist_bins) -> np.ndarray:
-    """Seed 004's ``cal_stat_matrix`` row for one analysis array: (10 + bins,) float64.
+def run_msd_pipeline(
+    manifest_path: str,
+    out: str,
+    cfg: RunConfig,
+    progress: Say = print,
+    chunk_rows: int = MANIFEST_CHUNK_ROWS,
+) -> dict:
+    """Stream the manifest, ``chunk_rows`` rows at a time, through MsdStage into feature shards.
 
-    Positive successive differences, divided by their median (+1e-8), summarised by mean, std,
-    IQR, CV, skewness, kurtosis, q10/q50/q90, count and a ``bins``-bin density histogram; NaN and
-    infinities become 0, and fewer than 2 values or no positive difference give zeros. One
-    deliberate difference: infinite differences are dropped first, where the seed's histogram
-    would raise on them.
+    Uses the pipeline's shard writer, resume and error table, so the outputs have the layout of an
+    audio run: ``OUT/features`` (statistics + artist/title/year), ``OUT/errors.parquet``,
+    ``OUT/run.json``. Driver memory holds one manifest chunk plus the ids already done.
     """
-    zeros = np.zeros(len(SEQ_STATS) + bins)
-    b = np.asarray(arr, dtype=np.float64).ravel()
-    if b.size < 2:
-        return zeros
-    d = np.diff(b)
-    d = d[(d > 0) & np.isfinite(d)]
-    if d.size == 0:
-        return zeros
-    d = d / (np.median(d) + 1e-8)
-    with np.errstate(all="ignore"):
-        q10, q25, q50, q75, q90 = np.percentile(d, [10, 25, 50, 75, 90])
-        mean, std = np.mean(d), np.std(d)
-        skew, kurt = _skew_kurtosis(d)
-        seq = [mean, std, q75 - q25, std / (mean + 1e-8), skew, kurt, q10, q50, q90]
-        hist, _ = np.histogram(d, bins=bins, density=True)
-    row = np.concatenate([np.asarray([*seq, d.size], dtype=np.float64), hist])
-    return np.nan_to_num(row, nan=0.0, posinf=0.0, neginf=0.0)
+    from soundclust_ray import pipeline, runinfo
+    from soundclust_ray.stages.msd import MsdStage
+    from soundclust_ray.stages.pools import cpu_pool, map_stage
+
+    product = outdir.FEATURES
+    cfg = dataclasses.replace(cfg, source="msd", shard_rows=max(cfg.shard_rows, cfg.msd.shard_rows))
+    resources = MsdStage.resources(cfg)
+
+    def build(ds):
+        return map_stage(ds, MsdStage, cfg, resources, cpu_pool(resources))
+
+    fs, _ = outdir.resolve(manifest_path)
+    done = set(shards.read_column(out, product).to_pylist())
+    total = runinfo.ProductResult(product=product)
+    with fs.open_input_file(manifest_path) as f:
+        for batch in pq.ParquetFile(f).iter_batches(chunk_rows, columns=["track_id", "path"]):
+            chunk = batch.to_pandas()
+            todo = chunk[~chunk["track_id"].isin(done)]
+            result = pipeline.run_product(product, todo, out, cfg, build, MsdStage.WRITES, progress)
+            total.add(result, skipped=len(chunk) - len(todo))
+    manifest = pq.read_table(manifest_path, filesystem=fs, columns=["track_id", "path"]).to_pandas()
+    manifest["invalid_reason"] = ""
+    return runinfo.finish_run(out, manifest, cfg, [total], {product: total.seconds}, manifest_path)
 
 
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
+def add_msd_metadata_to_manifest(out: str) -> int:
+    """Copy artist/title/year from the feature shards into ``OUT/manifest.parquet``.
 
-
-def read_msd_track(path: str, fields: tuple[str, ...] = _MSD.fields) -> dict:
-    """One MSD track: ``track_id``, ``artist``, ``title``, ``year`` and ``analysis`` {field: array}.
-
-    ``track_id`` comes from ``analysis/songs`` (the file name when absent); ``year`` is NaN when
-    ``musicbrainz/songs`` has none or 0 (MSD's "unknown"). Raises :class:`MsdTrackError` for a
-    file that is not HDF5, has no ``analysis`` group, holds several songs, or lacks a field.
+    The manifest of a folder only knows paths; the metadata is read by the stage, and search and
+    cluster tables join on the manifest. Returns the number of tracks that got metadata.
     """
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise MsdTrackError(f"not an HDF5 file: {path}") from exc
-    with f:
-        if "analysis" not in f or not isinstance(f["analysis"], h5py.Group):
-            raise MsdTrackError("not an MSD track file: no 'analysis' group")
-        analysis = f["analysis"]
-        songs = analysis.get("songs")
-        if songs is not None and songs.shape[0] > 1:
-            raise MsdTrackError(f"aggregate MSD file with {songs.shape[0]} songs, expected one")
-        missing = [name for name in fields if name not in analysis]
-        if missing:
-            raise MsdTrackError(f"MSD file lacks analysis/{', analysis/'.join(missing)}")
-        arrays = {name: np.asarray(analysis[name][()], dtype=np.float64) for name in fields}
-        track_id = os.path.splitext(os.path.basename(path))[0]
-        if songs is not None and "track_id" in (songs.dtype.names or ()):
-            track_id = _text(songs[0]["track_id"]) or track_id
-        artist = title = ""
-        if "metadata/songs" in f:
-            meta = f["metadata/songs"]
-            names = meta.dtype.names or ()
-            if meta.shape[0] and "artist_name" in names:
-                artist = _text(meta[0]["artist_name"])
-            if meta.shape[0] and "title" in names:
-                title = _text(meta[0]["title"])
-        year = float("nan")
-        if "musicbrainz/songs" in f:
-            mb = f["musicbrainz/songs"]
-            if mb.shape[0] and "year" in (mb.dtype.names or ()) and int(mb[0]["year"]) > 0:
-                year = float(mb[0]["year"])
-    return {
-        "track_id": track_id,
-        "artist": artist,
-        "title": title,
-        "year": year,
-        "analysis": arrays,
-    }
+    tables = shards.iter_shard_tables(out, outdir.FEATURES, ["track_id", *META])
+    parts = [t.to_pandas() for t in tables]
+    if not parts:
+        return 0
+    meta = pd.concat(parts, ignore_index=True).drop_duplicates("track_id")
+    meta["year"] = pd.to_numeric(meta["year"].astype(str), errors="coerce").astype("float32")
+    manifest = outdir.read_table(out, outdir.MANIFEST).to_pandas()
+    manifest = manifest.drop(columns=[c for c in META if c in manifest.columns])
+    manifest = manifest.merge(meta, on="track_id", how="left")
+    outdir.write_table(out, outdir.MANIFEST, pa.Table.from_pandas(manifest, preserve_index=False))
+    return len(meta)
 
 
-def msd_track_row(path: str, cfg: MsdConfig = _MSD) -> dict[str, object]:
-    """All statistic columns (float32) plus artist/title/year (text) of one file: a stage row."""
-    track = read_msd_track(path, cfg.fields)
-    row: dict[str, object] = {}
-    for name in cfg.fields:
-        values = msd_field_stats(track["analysis"][name], cfg.hist_bins).astype(np.float32)
-        row.update(zip(field_columns(name, cfg.hist_bins), values, strict=True))
-    year = "" if np.isnan(track["year"]) else str(int(track["year"]))
-    row.update(artist=track["artist"], title=track["title"], year=year)
-    return row
+class MsdSource:
+    """A folder (or manifest) of per-track MSD HDF5 files."""
+
+    name = "msd"
+    needs_ray = True
+
+    def list_inputs(self, opts: RunOptions, cfg: RunConfig, say: Say) -> Listing:
+        if not os.path.exists(opts.input_path) and "://" not in opts.input_path:
+            raise UserError(f"input not found: {opts.input_path}")
+        try:
+            path, n = msd_manifest(opts.input_path, opts.out, opts.limit)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        say(f"{n} MSD files in {opts.input_path}")
+        return Listing(n_rows=n, path=path)
+
+    def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
+        return run_msd_pipeline(listing.path, opts.out, cfg, progress=say)
+
+    def post_steps(self, opts: RunOptions, cfg: RunConfig, info: dict, say: Say) -> None:
+        """Metadata into the manifest; seed 004's OOF table per field when tracks were written."""
+        from soundclust_ray.sources.msd_post import run_msd_field_oof
+
+        add_msd_metadata_to_manifest(opts.out)
+        written = info["products"][outdir.FEATURES]["written"]
+        oof = run_msd_field_oof(opts.out, cfg) if written else []
+        folder = outdir.join(opts.out, outdir.OOF_DIR)
+        say(f"out-of-fold k-means: {len(oof)} fields written to {folder}/")
 
 
-def iter_msd_paths(root: str, extensions: tuple[str, ...] = MSD_EXTENSIONS) -> Iterator[str]:
-    """Every MSD file under ``root`` (recursive ``os.scandir``), directory by directory, sorted.
-
-    A generator: memory holds one directory's entries at a time, never the whole listing.
-    Symlinked directories are not followed (no cycles); symlinked files are listed.
-    """
-    stack = [os.path.abspath(root)]
-    while stack:
-        folder = stack.pop()
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        subdirs = []
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                subdirs.append(entry.path)
-            elif entry.name.lower().endswith(extensions):
-                yield entry.path
-        stack.extend(reversed(subdirs))
-
-
-def iter_msd_manifest_tables(
-    root: str, chunk_rows: int = MANIFEST_CHUNK_ROWS
-) -> Iterator[pa.Table]:
-    """Manifest rows (``track_id``, ``path``) in tables of at most ``chunk_rows``.
-
-    ``track_id`` is the file name without ``.h5``: MSD names files by their unique track id, which
-    is also the id users search by. Usable as ``ray.data.from_arrow`` input chunk by chunk.
-    """
-    ids: list[str] = []
-    paths: list[str] = []
-    for path in iter_msd_paths(root):
-        ids.append(os.path.splitext(os.path.basename(path))[0])
-        paths.append(path)
-        if len(ids) >= chunk_rows:
-            yield pa.table({"track_id": ids, "path": paths})
-            ids, paths = [], []
-    if ids:
-        yield pa.table({"track_id": ids, "path": paths})
-
-
-def write_msd_manifest(root: str, out_path: str, chunk_rows: int = MANIFEST_CHUNK_ROWS) -> int:
-    """Stream the listing of ``root`` into a Parquet manifest (one row group per chunk).
-
-    Written under a temporary name and moved into place; ``out_path`` may be a URI. Returns the
-    number of rows. Raises ValueError when ``root`` holds no ``.h5`` file.
-    """
-    fs, target = shards.resolve(out_path)
-    parent = target.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.tmp-manifest-{os.getpid()}.parquet"
-    schema = pa.schema([("track_id", pa.string()), ("path", pa.string())])
-    n = 0
-    with pq.ParquetWriter(tmp, schema, filesystem=fs, compression="zstd") as writer:
-        for table in iter_msd_manifest_tables(root, chunk_rows):
-            writer.write_table(table)
-            n += table.num_rows
-    if n == 0:
-        fs.delete_file(tmp)
-        raise ValueError(f"no MSD .h5 files under {root}")
-    fs.move(tmp, target)
-    return n
-
-
-def run_msd_job(input_path: str, out: str, args) -> int:
-    """``soundclust run DIR --source msd``: manifest, MsdStage shards, OOF per field, analysis.
-
-    ``args`` are the parsed ``run`` options of the CLI. Returns the process exit code.
-    """
-    import dataclasses
-    import sys
-    import time
-
-    from soundclust_ray import cli, pipeline
-    from soundclust_ray.sources.msd_post import run_msd_field_oof
-    from soundclust_ray.stages.msd import (
-        add_msd_metadata_to_manifest,
-        msd_manifest,
-        run_msd_pipeline,
-    )
-
-    started = time.perf_counter()
-    cfg = dataclasses.replace(cli.run_config(args), source="msd")
-    if not os.path.exists(input_path) and "://" not in input_path:
-        raise cli.UserError(f"input not found: {input_path}")
-    fs, base = shards.resolve(out)
-    if args.overwrite:
-        fs.delete_dir_contents(base, missing_dir_ok=True)
-    pipeline.check_out_dir(out, cfg, [pipeline.FEATURES], args.overwrite)
-    try:
-        manifest_path, n = msd_manifest(input_path, out, args.limit)
-    except ValueError as exc:
-        raise cli.UserError(str(exc)) from exc
-    cli.say(args, f"{n} MSD files in {input_path}")
-    pipeline.init_ray(num_cpus=args.num_cpus, quiet=args.quiet)
-    info = run_msd_pipeline(manifest_path, out, cfg, progress=lambda t: cli.say(args, t))
-    add_msd_metadata_to_manifest(out)
-    oof = run_msd_field_oof(out, cfg) if info["products"][pipeline.FEATURES]["written"] else []
-    cli.say(args, f"out-of-fold k-means: {len(oof)} fields written to {shards.join(out, 'oof')}/")
-    metrics = None
-    if not args.no_analysis and info["products"][pipeline.FEATURES]["written"]:
-        from soundclust_ray.analysis.driver import analyze
-
-        metrics = analyze(out, cfg.analysis, label_col=args.label_col, progress=not args.quiet)
-    cli.print_summary(out, info, metrics, time.perf_counter() - started)
-    failure = pipeline.error_rate_exceeded(info, cfg)
-    if failure:
-        print(f"error: {failure}; see {shards.join(out, 'errors.parquet')}", file=sys.stderr)
-        return cli.EXIT_TOO_MANY_FAILURES
-    return 0
+SOURCE = MsdSource()

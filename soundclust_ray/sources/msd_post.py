@@ -17,7 +17,7 @@ import pyarrow as pa
 from soundclust_ray import outdir, shards
 from soundclust_ray.analysis.oof import OofParams, clamp_to_rows, dist_columns, fit_oof_kmeans
 from soundclust_ray.config import RunConfig
-from soundclust_ray.sources.msd import field_columns, msd_columns
+from soundclust_ray.sources.msd_h5 import field_columns, msd_columns
 
 OOF_META_KEY = b"soundclust.oof"
 """Schema metadata of a field table: the k and splits it was clustered with (after clamping)."""

@@ -21,15 +21,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sklearn.preprocessing import StandardScaler
 
-from soundclust_ray import shards
-from soundclust_ray.config import RunConfig, TabularConfig, config_hash, to_dict
+from soundclust_ray import outdir, shards
+from soundclust_ray.config import RunConfig, TabularConfig, config_hash
+from soundclust_ray.errors import UserError
+from soundclust_ray.sources.base import Listing, RunOptions, Say
 
-PRODUCT = "embeddings/tabular"
-ID_TO_INDEX_FILE = "id_to_index.json"
-MANIFEST_FILE = "manifest.parquet"
+BACKEND = "tabular"
+PRODUCT = outdir.embeddings_product(BACKEND)
 TRUE_STRINGS = ("true", "t", "yes", "y", "1")
 FALSE_STRINGS = ("false", "f", "no", "n", "0")
-_RUN = RunConfig()
 
 
 def read_table(path_or_uri: str) -> pa.Table:
@@ -37,7 +37,7 @@ def read_table(path_or_uri: str) -> pa.Table:
 
     Raises ValueError for other extensions or unreadable files (one clear line for the CLI).
     """
-    fs, path = shards.resolve(path_or_uri)
+    fs, path = outdir.resolve(path_or_uri)
     lower = path.lower()
     try:
         if lower.endswith((".parquet", ".pq")):
@@ -108,7 +108,7 @@ def _standardize(X: np.ndarray) -> np.ndarray:
 
 
 def tabular_vectors(
-    table: object, cfg: TabularConfig | RunConfig = _RUN.tabular
+    table: object, cfg: TabularConfig | RunConfig
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Seed 003's vectors of a pandas DataFrame or Arrow table: (track_ids, X float32, report).
 
@@ -186,18 +186,12 @@ def write_id_to_index(out: str, track_ids: np.ndarray | pa.Array) -> int:
 
     Returns the number of distinct ids.
     """
-    fs, base = shards.resolve(out)
-    path = shards.join(base, ID_TO_INDEX_FILE)
     mapping = {tid: i for i, tid in enumerate(track_ids.tolist())}
-    fs.create_dir(base, recursive=True)
-    tmp = shards.join(base, f".tmp-{ID_TO_INDEX_FILE}")
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(mapping).encode())
-    fs.move(tmp, path)
+    outdir.write_bytes(out, outdir.ID_TO_INDEX, json.dumps(mapping).encode())
     return len(mapping)
 
 
-def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig = _RUN) -> dict:
+def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig) -> dict:
     """A whole tabular run's outputs: manifest, embedding parts and id_to_index.json.
 
     Writes ``OUT/manifest.parquet`` (track_id, path = the table, every column that is not a
@@ -212,7 +206,7 @@ def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig = _RUN) -> dict
     ids, X, report = _vectors(table, tab)
     t_vec = time.perf_counter()
 
-    fs, base = shards.resolve(out)
+    fs, base = outdir.resolve(out)
     fs.create_dir(base, recursive=True)
     vector_inputs = {*tab.audio_features, *tab.categorical}
     meta_cols = [c for c in table.column_names if c not in vector_inputs]
@@ -228,9 +222,9 @@ def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig = _RUN) -> dict
     if "year" not in manifest.column_names and report["year_from"]:
         year, _ = _year_column(table, tab)
         manifest = manifest.append_column("year", pa.array(year))
-    shards.write_table_atomic(fs, shards.join(base, MANIFEST_FILE), manifest)
+    outdir.write_table_atomic(fs, outdir.join(base, outdir.MANIFEST), manifest)
 
-    folder = shards.join(base, PRODUCT)
+    folder = outdir.join(base, PRODUCT)
     fs.delete_dir_contents(folder, missing_dir_ok=True)
     digest = config_hash(tab)
     n_parts = 0
@@ -242,8 +236,8 @@ def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig = _RUN) -> dict
                 shards.EMBEDDING_COLUMN: shards.embedding_array(X[start:stop]),
             }
         )
-        path = shards.join(folder, f"part-{n_parts:05d}.parquet")
-        shards.write_table_atomic(fs, path, part, digest)
+        path = outdir.join(folder, f"{outdir.SHARD_PREFIX}{n_parts:05d}.parquet")
+        outdir.write_table_atomic(fs, path, part, digest)
         n_parts += 1
     report["duplicate_ids"] = len(ids) - ids.null_count - write_id_to_index(out, ids)
     t_write = time.perf_counter()
@@ -258,56 +252,41 @@ def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig = _RUN) -> dict
     }
 
 
-def run_tabular_job(input_path: str, out: str, args) -> int:
-    """``soundclust run TABLE --source tabular``: vectors + manifest + run.json, then analysis.
+class TabularSource:
+    """A CSV/Parquet table of Spotify-style audio features: vectors on the driver, no Ray."""
 
-    ``args`` are the parsed ``run`` options of the CLI. Returns the process exit code.
-    """
-    import dataclasses
+    name = "tabular"
+    needs_ray = False
 
-    from soundclust_ray import cli, pipeline
+    def list_inputs(self, opts: RunOptions, cfg: RunConfig, say: Say) -> Listing:
+        """The table is its own listing; it is read once, in :meth:`compute`."""
+        return Listing(n_rows=0, path=opts.input_path)
 
-    started = time.perf_counter()
-    cfg = dataclasses.replace(cli.run_config(args), source="tabular")
-    fs, base = shards.resolve(out)
-    if args.overwrite:
-        fs.delete_dir_contents(base, missing_dir_ok=True)
-    try:
-        counts = run_tabular(input_path, out, cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        raise cli.UserError(str(exc)) from exc
-    missing = ", ".join(counts["missing_optional"]) or "none"
-    cli.say(
-        args,
-        f"{counts['rows']} rows of {input_path} → {counts['dims']}-d vectors "
-        f"(id column {counts['id_column']!r}; missing optional columns: {missing})",
-    )
-    seconds = sum(counts["seconds"].values())
-    info = {
-        "input": input_path,
-        "source": "tabular",
-        "config": to_dict(cfg),
-        "config_hash": config_hash(cfg),
-        "tabular": counts,
-        "products": {
-            PRODUCT: {
-                "todo": counts["rows"],
-                "skipped": 0,
-                "written": counts["rows"],
-                "failed": 0,
-                "seconds": round(seconds, 3),
-                "tracks_per_node": {"driver": counts["rows"]},
-            }
-        },
-        "n_input_rows": counts["rows"],
-        "n_failed": 0,
-        "timings": counts["seconds"],
-    }
-    pipeline.write_run_info(out, info)
-    metrics = None
-    if not args.no_analysis:
-        from soundclust_ray.analysis.driver import analyze
+    def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
+        from soundclust_ray.runinfo import ProductResult, finish_run
 
-        metrics = analyze(out, cfg.analysis, label_col=args.label_col, progress=not args.quiet)
-    cli.print_summary(out, info, metrics, time.perf_counter() - started)
-    return 0
+        try:
+            counts = run_tabular(listing.path, opts.out, cfg)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UserError(str(exc)) from exc
+        missing = ", ".join(counts["missing_optional"]) or "none"
+        say(
+            f"{counts['rows']} rows of {listing.path} → {counts['dims']}-d vectors "
+            f"(id column {counts['id_column']!r}; missing optional columns: {missing})"
+        )
+        seconds = sum(counts["seconds"].values())
+        result = ProductResult(PRODUCT, n_todo=counts["rows"], n_ok=counts["rows"])
+        result.seconds = seconds
+        result.nodes.update({"driver": counts["rows"]})
+        manifest = outdir.read_table(opts.out, outdir.MANIFEST, ["track_id", "path"]).to_pandas()
+        manifest["invalid_reason"] = ""
+        extra = {"tabular": counts}
+        return finish_run(
+            opts.out, manifest, cfg, [result], counts["seconds"], listing.path, extra
+        )
+
+    def post_steps(self, opts: RunOptions, cfg: RunConfig, info: dict, say: Say) -> None:
+        """Tabular runs have no step after the vectors."""
+
+
+SOURCE = TabularSource()

@@ -2,7 +2,10 @@
 
 A stage is a callable class in the Ray Data pattern: ``__init__`` does the set-up once per
 worker (models, algorithm graphs), ``__call__(batch)`` maps a numpy batch of columns to a numpy
-batch of columns. Stages are plain Python: tests call them without Ray.
+batch of columns. Stages are plain Python: tests call them without Ray. Each declares, as class
+attributes, its ``NAME`` (error rows, per-run resource overrides), the columns it ``READS``, the
+columns it ``WRITES`` as (pattern, arrow type) pairs (the shard writer's schema), and
+``resources(cfg, ...)``, the :class:`Resources` one worker asks for (NeMo Curator's pattern).
 
 Every stage's output batch carries, besides its own columns, ``error_stage``, ``error_type`` and
 ``error_message`` (empty strings when the track succeeded) and ``node_id`` (where it ran), so
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+TRACK_COLUMNS = ("track_id", "path")
+"""What the first stage of every product reads from the manifest."""
 ERROR_FIELDS = ("error_stage", "error_type", "error_message")
 NODE_FIELD = "node_id"
 

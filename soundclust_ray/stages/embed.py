@@ -11,19 +11,23 @@ backend in ``embed.registry``; the model is loaded once per actor.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from soundclust_ray.audio import load_audio
 from soundclust_ray.config import RunConfig
 from soundclust_ray.embed.base import WindowOutputs
 from soundclust_ray.embed.pooling import check_strategy, pool_windows
 from soundclust_ray.embed.registry import load_embedder, load_preparer
+from soundclust_ray.ray_env import cluster_cpus, cluster_gpus
 from soundclust_ray.stages.base import (
     ERROR_FIELDS,
     NODE_FIELD,
+    TRACK_COLUMNS,
     Resources,
     current_node_id,
     error_message,
 )
+from soundclust_ray.stages.writer import EMBEDDING_TYPE
 
 PREPARED = "prepared"
 EMBEDDING = "embedding"
@@ -52,36 +56,9 @@ def strategy_and_pool(cfg: RunConfig, backend: str) -> tuple[str, str]:
     return strategy, getattr(section, "pool", "mean")
 
 
-def _cluster_gpus() -> float:
-    """GPUs Ray sees on the cluster, or torch's count outside Ray."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return float(ray.cluster_resources().get("GPU", 0.0))
-    except Exception:  # noqa: BLE001 - no Ray runtime: fall back to the local view
-        pass
-    import torch
-
-    return float(torch.cuda.device_count())
-
-
-def _cluster_cpus() -> int:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return max(1, int(ray.cluster_resources().get("CPU", 1)))
-    except Exception:  # noqa: BLE001
-        pass
-    import os
-
-    return os.cpu_count() or 1
-
-
 def embed_resources(cfg: RunConfig, backend: str) -> Resources:
     """One model actor per GPU where the cluster has GPUs, else a CPU pool of threaded actors."""
-    gpus = _cluster_gpus()
+    gpus = cluster_gpus()
     if gpus >= cfg.embed.gpus_per_actor > 0:
         n = max(1, int(gpus // cfg.embed.gpus_per_actor))
         return Resources(
@@ -91,7 +68,7 @@ def embed_resources(cfg: RunConfig, backend: str) -> Resources:
             concurrency=n,
         )
     # Leave at least one CPU to the prepare (decode) workers, or the two pools deadlock.
-    cpus = _cluster_cpus()
+    cpus = cluster_cpus()
     per_actor = max(1, min(cfg.embed.cpus_per_actor, cpus // 2))
     return Resources(
         num_cpus=float(per_actor),
@@ -107,6 +84,12 @@ def embed_prepare_resources(cfg: RunConfig, backend: str) -> Resources:
 
 class EmbedPrepareStage:
     """CPU: decode at the backend's rate and cut into model input (no model weights loaded)."""
+
+    NAME = "embed_prepare"
+    READS = TRACK_COLUMNS
+    WRITES = (("track_id", pa.string()), ("path", pa.string()), (PREPARED, None))
+    """Intermediate columns: passed to EmbedStage in memory, never written to a shard."""
+    resources = staticmethod(embed_prepare_resources)
 
     def __init__(self, cfg: RunConfig, backend: str):
         self.cfg = cfg
@@ -154,6 +137,16 @@ def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
 
 class EmbedStage:
     """Model actor: batched inference over the prepared windows of a Ray batch of tracks."""
+
+    NAME = "embed"
+    READS = ("track_id", "path", PREPARED)
+    WRITES = (
+        ("track_id", pa.string()),
+        (WINDOW_INDEX, pa.int32()),
+        (EMBEDDING, EMBEDDING_TYPE),
+        (f"{TAG_PREFIX}*", pa.float32()),
+    )
+    resources = staticmethod(embed_resources)
 
     def __init__(self, cfg: RunConfig, backend: str, device: str | None = None):
         self.cfg = cfg

@@ -8,6 +8,7 @@ caches are built once per worker and reused across tracks.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from soundclust_ray.audio import load_audio
 from soundclust_ray.audio.errors import TrackError
@@ -21,7 +22,7 @@ from soundclust_ray.features.registry import (
     feature_columns,
     get_families,
 )
-from soundclust_ray.stages.base import Resources, map_tracks
+from soundclust_ray.stages.base import TRACK_COLUMNS, Resources, map_tracks
 
 STAGE_NAME = "features"
 CHUNK_STAGE_NAME = "features_chunks"
@@ -38,6 +39,11 @@ def feature_resources(cfg: RunConfig) -> Resources:
 
 class FeatureStage:
     """Decode + signal features for a batch of tracks (the Ray Data callable-class pattern)."""
+
+    NAME = STAGE_NAME
+    READS = TRACK_COLUMNS
+    WRITES = (("track_id", pa.string()), ("*__*", pa.float32()))
+    resources = staticmethod(feature_resources)
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -70,6 +76,11 @@ class FeatureStage:
 
 class ClassicChunkStage:
     """One row per classic 5 s chunk (``--chunk-level``): track_id, chunk_index, classic columns."""
+
+    NAME = CHUNK_STAGE_NAME
+    READS = TRACK_COLUMNS
+    WRITES = (("track_id", pa.string()), ("chunk_index", pa.int32()), ("*__*", pa.float32()))
+    resources = staticmethod(feature_resources)
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg

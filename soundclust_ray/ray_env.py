@@ -1,0 +1,99 @@
+"""Ray start-up and the facts of the cluster a run sees (CPUs, node names).
+
+The only module that starts or joins Ray. An embedded local Ray gets a bounded object store; a
+``RAY_ADDRESS`` joins an existing cluster (``ray job submit`` sets it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+LOCAL_OBJECT_STORE_FRACTION = 0.2
+LOCAL_OBJECT_STORE_MAX_BYTES = 4 * 1024**3
+
+
+def init_ray(num_cpus: int | None = None, quiet: bool = False) -> None:
+    """Connect to RAY_ADDRESS when set, else start an embedded local Ray using all cores."""
+    import ray
+
+    if quiet:
+        logging.getLogger("ray").setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return
+    kwargs: dict = {"log_to_driver": not quiet, "logging_level": logging.WARNING}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=local_object_store_bytes(),
+            **kwargs,
+        )
+    configure_data_context(quiet)
+
+
+def local_object_store_bytes() -> int:
+    """Object store of an embedded local Ray: 20 % of RAM, at most 4 GiB.
+
+    Ray's own default (30 % of RAM) is sized for shuffles; this pipeline streams small blocks,
+    and Ray Data's backpressure keeps in-flight blocks within a share of this budget, so a
+    bounded store bounds the run's memory however large the corpus.
+    """
+    import psutil
+
+    return int(
+        min(
+            LOCAL_OBJECT_STORE_MAX_BYTES,
+            LOCAL_OBJECT_STORE_FRACTION * psutil.virtual_memory().total,
+        )
+    )
+
+
+def configure_data_context(quiet: bool) -> None:
+    """Progress bars on unless quiet; streaming without order preservation."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = not quiet
+    ctx.enable_operator_progress_bars = not quiet
+    ctx.print_on_execution_start = not quiet
+    ctx.execution_options.preserve_order = False
+
+
+def cluster_cpus() -> int:
+    """Whole CPUs of the connected cluster (at least 1); the local CPU count outside Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return os.cpu_count() or 1
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def cluster_gpus() -> float:
+    """GPUs Ray sees on the cluster, or torch's count outside Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return float(ray.cluster_resources().get("GPU", 0.0))
+    import torch
+
+    return float(torch.cuda.device_count())
+
+
+def node_names() -> dict[str, str]:
+    """Ray node id → 'hostname (ip) node <id prefix>' for run.json's per-node counts.
+
+    The id prefix keeps nodes apart that share a host and address (several raylets on one
+    machine, as in the local multi-node test), which would otherwise merge into one count.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return {}
+    names = {}
+    for n in ray.nodes():
+        host, ip = n.get("NodeManagerHostname", "?"), n.get("NodeManagerAddress", "?")
+        names[n["NodeID"]] = f"{host} ({ip}) node {n['NodeID'][:8]}"
+    return names

@@ -1,0 +1,225 @@
+"""The records of a run in OUT: the manifest, the consolidated errors, run.json, config hashes.
+
+Ray-free: every source (audio, MSD, tabular) ends its products with :func:`finish_run`, so
+run.json has one schema whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from soundclust_ray import outdir, shards
+from soundclust_ray.config import RunConfig, config_hash, to_dict
+from soundclust_ray.errors import ConfigMismatchError
+
+
+@dataclass
+class ProductResult:
+    """What one product's pipeline did in this run."""
+
+    product: str
+    n_todo: int = 0
+    n_skipped: int = 0
+    n_ok: int = 0
+    n_failed: int = 0
+    seconds: float = 0.0
+    nodes: Counter = field(default_factory=Counter)
+
+    def add(self, other: ProductResult, skipped: int = 0) -> None:
+        """Fold one chunk's result into this total (sources that stream their manifest)."""
+        self.n_todo += other.n_todo
+        self.n_skipped += skipped
+        self.n_ok += other.n_ok
+        self.n_failed += other.n_failed
+        self.seconds += other.seconds
+        self.nodes.update(other.nodes)
+
+
+def product_hash(cfg: RunConfig, product: str) -> str:
+    """Hash of the config parts that determine a product's values (analysis options excluded)."""
+    if product in (outdir.FEATURES, outdir.FEATURE_CHUNKS):
+        parts = {
+            "features": to_dict(cfg.features),
+            "audio": to_dict(cfg.audio),
+            "source": cfg.source,
+        }
+        if cfg.source == "msd":
+            parts = {"msd": to_dict(cfg.msd), "source": cfg.source}
+    elif product == outdir.embeddings_product("tabular"):
+        return config_hash(cfg.tabular)
+    else:
+        backend = product.split("/", 1)[1]
+        embed = to_dict(cfg.embed)
+        parts = {"backend": backend, "cfg": embed.get(backend, {}), "audio": to_dict(cfg.audio)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_out_dir(out: str, cfg: RunConfig, products: list[str]) -> None:
+    """Refuse to extend OUT whose shards were made by another config."""
+    for product in products:
+        expected = product_hash(cfg, product)
+        found = shards.shard_config_hashes(out, product)
+        if found and found != {expected}:
+            raise ConfigMismatchError(
+                f"{outdir.join(out, product)} holds shards of another configuration "
+                f"({', '.join(sorted(found))} ≠ {expected}); "
+                "rerun with --overwrite or use a new --out"
+            )
+
+
+def _listing(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
+    return fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+
+
+def products_in_out(out: str) -> list[str]:
+    """Every product with at least one committed shard in OUT."""
+    found = [p for p in (outdir.FEATURES, outdir.FEATURE_CHUNKS) if shards.list_shards(out, p)]
+    fs, base = outdir.resolve(out)
+    for info in _listing(fs, outdir.join(base, outdir.EMBEDDINGS)):
+        product = outdir.embeddings_product(info.base_name)
+        if shards.list_shards(out, product):
+            found.append(product)
+    return found
+
+
+def _invalid_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    invalid = manifest[manifest["invalid_reason"] != ""]
+    return pd.DataFrame(
+        {
+            "track_id": invalid["track_id"],
+            "path": invalid["path"],
+            "stage": "manifest",
+            "error_type": "InvalidManifestRow",
+            "message": invalid["invalid_reason"],
+        }
+    )
+
+
+def _product_errors(out: str, product: str, files: list[str], wanted: set) -> pd.DataFrame | None:
+    """A product's latest error per track that is still wanted and has no shard row."""
+    fs, _ = outdir.resolve(out)
+    prefix = product.replace("/", "-") + "-"
+    tables = [
+        pq.read_table(p, filesystem=fs) for p in files if p.rsplit("/", 1)[-1].startswith(prefix)
+    ]
+    if not tables:
+        return None
+    done = set(shards.read_column(out, product).to_pylist())
+    errs = pa.concat_tables(tables).to_pandas()
+    errs = errs[~errs["track_id"].isin(done) & errs["track_id"].isin(wanted)]
+    return errs.drop_duplicates("track_id", keep="last")
+
+
+def consolidate_errors(out: str, manifest: pd.DataFrame, products: list[str]) -> pd.DataFrame:
+    """OUT/errors.parquet: invalid manifest rows + each product's latest error per missing track."""
+    fs, base = outdir.resolve(out)
+    frames = [_invalid_rows(manifest)] if (manifest["invalid_reason"] != "").any() else []
+    files = sorted(
+        i.path
+        for i in _listing(fs, outdir.join(base, outdir.ERRORS_DIR))
+        if i.base_name.endswith(".parquet") and not outdir.is_temporary(i.base_name)
+    )
+    wanted = set(manifest["track_id"])
+    for product in products:
+        errs = _product_errors(out, product, files, wanted)
+        if errs is not None:
+            frames.append(errs)
+    columns = list(shards.ERROR_COLUMNS)
+    table = (
+        pd.concat(frames, ignore_index=True)[columns]
+        if frames
+        else pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
+    )
+    table = table.sort_values(["track_id", "stage"]).reset_index(drop=True)
+    arrow = pa.Table.from_pandas(table, schema=shards.ERROR_SCHEMA, preserve_index=False)
+    outdir.write_table(out, outdir.ERRORS, arrow)
+    return table
+
+
+def write_manifest(out: str, manifest: pd.DataFrame) -> None:
+    """OUT/manifest.parquet: every input row with its metadata, the driver's join table."""
+    table = pa.Table.from_pandas(manifest.drop(columns=["invalid_reason"]), preserve_index=False)
+    outdir.write_table(out, outdir.MANIFEST, table)
+
+
+def read_run_info(out: str) -> dict:
+    """OUT/run.json as a dict ({} when absent)."""
+    return outdir.read_json(out, outdir.RUN)
+
+
+def write_run_info(out: str, info: dict) -> None:
+    """OUT/run.json, atomically: config, hashes, inputs, counts and timings of the latest run."""
+    outdir.write_json(out, outdir.RUN, info)
+
+
+def product_entry(r: ProductResult, names: dict[str, str]) -> dict:
+    """run.json's record of one product."""
+    return {
+        "todo": r.n_todo,
+        "skipped": r.n_skipped,
+        "written": r.n_ok,
+        "failed": r.n_failed,
+        "seconds": round(r.seconds, 3),
+        "tracks_per_node": {names.get(k, k): v for k, v in r.nodes.items()},
+    }
+
+
+def finish_run(
+    out: str,
+    manifest: pd.DataFrame,
+    cfg: RunConfig,
+    results: list[ProductResult],
+    timings: dict[str, float],
+    input_desc: str,
+    extra: dict | None = None,
+) -> dict:
+    """Consolidate errors and write OUT/run.json; returns the run info.
+
+    Products of earlier runs on the same OUT (e.g. ``jobs/embed.py`` after
+    ``jobs/extract_features.py``) keep their entries and their errors. ``extra`` adds a
+    source's own record (e.g. the tabular column report).
+    """
+    from soundclust_ray.ray_env import node_names
+
+    ran = [r.product for r in results]
+    products = list(dict.fromkeys([*ran, *products_in_out(out)]))
+    errors = consolidate_errors(out, manifest, products)
+    names = node_names()
+    previous = read_run_info(out)
+    earlier = {p: v for p, v in previous.get("products", {}).items() if p in products}
+    info = {
+        "input": input_desc,
+        "source": cfg.source,
+        "config": to_dict(cfg),
+        "config_hash": config_hash(cfg),
+        "product_hashes": {
+            **previous.get("product_hashes", {}),
+            **{p: product_hash(cfg, p) for p in ran},
+        },
+        "products": {**earlier, **{r.product: product_entry(r, names) for r in results}},
+        "n_input_rows": len(manifest),
+        "n_failed": int(errors["track_id"].nunique()),
+        "timings": {**previous.get("timings", {}), **{k: round(v, 3) for k, v in timings.items()}},
+        **(extra or {}),
+    }
+    write_run_info(out, info)
+    return info
+
+
+def error_rate_exceeded(info: dict, cfg: RunConfig) -> str | None:
+    """What to print when more tracks failed than ``cfg.max_error_rate`` allows, else None."""
+    n_rows = max(1, info["n_input_rows"])
+    if info["n_failed"] / n_rows <= cfg.max_error_rate:
+        return None
+    return (
+        f"{info['n_failed']} of {n_rows} tracks failed, more than --max-error-rate "
+        f"{cfg.max_error_rate:.0%}"
+    )

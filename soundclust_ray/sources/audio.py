@@ -1,0 +1,47 @@
+"""Audio files (a folder or a manifest of paths): decode → feature families and embeddings."""
+
+from __future__ import annotations
+
+from soundclust_ray.config import RunConfig
+from soundclust_ray.errors import UserError
+from soundclust_ray.sources.base import Listing, RunOptions, Say
+
+
+def check_label_column(label_col: str | None, columns: list[str]) -> None:
+    """UserError when ``--label-col`` names no manifest column."""
+    if label_col and label_col not in columns:
+        shown = ", ".join(c for c in columns if c != "invalid_reason")
+        raise UserError(f"--label-col {label_col!r} is not a manifest column (columns: {shown})")
+
+
+class AudioSource:
+    """Tracks listed by ``manifest.build_manifest``, computed by the Ray Data products."""
+
+    name = "audio"
+    needs_ray = True
+
+    def list_inputs(self, opts: RunOptions, cfg: RunConfig, say: Say) -> Listing:
+        from soundclust_ray.features.registry import get_families
+        from soundclust_ray.manifest import build_manifest
+
+        manifest = build_manifest(
+            opts.input_path, allow_outside_root=opts.allow_outside_root, limit=opts.limit
+        )
+        check_label_column(opts.label_col, list(manifest.columns))
+        try:
+            get_families(cfg.features.families)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        say(f"{len(manifest)} tracks in {opts.input_path}")
+        return Listing(n_rows=len(manifest), frame=manifest)
+
+    def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
+        from soundclust_ray.pipeline import run_pipeline
+
+        return run_pipeline(listing.frame, opts.out, cfg, input_desc=opts.input_path, progress=say)
+
+    def post_steps(self, opts: RunOptions, cfg: RunConfig, info: dict, say: Say) -> None:
+        """Audio runs have no step after the products."""
+
+
+SOURCE = AudioSource()

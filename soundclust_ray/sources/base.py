@@ -1,0 +1,63 @@
+"""The interface every input kind implements, and the options of one run.
+
+A source says how to list its inputs as a manifest in OUT, which products it computes, how it
+computes them, and what runs after them. ``run.py`` drives every source the same way: a new
+input kind is one module implementing :class:`Source` and one line in ``sources/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pandas as pd
+
+from soundclust_ray.config import RunConfig
+
+Say = Callable[[str], None]
+"""Where a step reports progress: one line of text."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one ``soundclust run`` was asked to do, beyond the computed config."""
+
+    input_path: str
+    out: str
+    overwrite: bool = False
+    allow_outside_root: bool = False
+    limit: int | None = None
+    label_col: str | None = None
+    no_analysis: bool = False
+    num_cpus: int | None = None
+    quiet: bool = False
+
+
+@dataclass
+class Listing:
+    """A source's inputs once listed: the manifest (in memory or already in OUT) and its size."""
+
+    n_rows: int
+    frame: pd.DataFrame | None = None
+    """Every input row with ``invalid_reason`` (sources that keep the manifest in memory)."""
+    path: str | None = None
+    """OUT's manifest file, for sources that stream a listing too large for memory."""
+    extra: dict[str, Any] | None = None
+
+
+class Source(Protocol):
+    """An input kind: audio files, MSD HDF5 files, a feature table."""
+
+    name: str
+    needs_ray: bool
+    """False when the source computes on the driver (no cluster to start)."""
+
+    def list_inputs(self, opts: RunOptions, cfg: RunConfig, say: Say) -> Listing:
+        """Check the input and list it; raises UserError for what the user can fix."""
+
+    def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
+        """Compute every product and write run.json; returns the run info."""
+
+    def post_steps(self, opts: RunOptions, cfg: RunConfig, info: dict, say: Say) -> None:
+        """What runs after the products (e.g. MSD's per-field out-of-fold tables)."""

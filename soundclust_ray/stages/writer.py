@@ -1,0 +1,98 @@
+"""The shard writer: one batch of stage output → one Parquet shard (+ one error shard).
+
+The writer is the last step of every product's pipeline. Each stage declares the columns it
+writes as ``(pattern, arrow type)`` pairs (:data:`ColumnSpec`); the writer builds the shard's
+schema from that declaration, so a column's type never depends on the values of one batch, and
+a column nobody declared is a bug that fails loudly instead of landing in OUT.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from soundclust_ray import outdir, shards
+from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD
+
+EMBEDDING_TYPE = "embedding"
+"""Declared type of a fixed-size list<float32> column; its size is the model's output width."""
+
+ColumnSpec = tuple[tuple[str, object], ...]
+"""A stage's written columns: (fnmatch pattern, arrow type or EMBEDDING_TYPE); first match wins."""
+
+
+def declared_type(spec: ColumnSpec, name: str) -> object:
+    """The type a stage declared for column ``name``; TypeError when it declared none."""
+    for pattern, arrow_type in spec:
+        if fnmatch.fnmatchcase(name, pattern):
+            return arrow_type
+    raise TypeError(f"column {name!r} is not declared by the stage that wrote it")
+
+
+def column_array(arrow_type: object, values: np.ndarray) -> pa.Array:
+    """Arrow array of one shard column, converted to its declared type."""
+    if arrow_type == EMBEDDING_TYPE:
+        return shards.embedding_array(np.asarray(values, dtype=np.float32))
+    if pa.types.is_string(arrow_type):
+        return pa.array(np.asarray(values).astype(str), type=arrow_type)
+    return pa.array(np.asarray(values).astype(arrow_type.to_pandas_dtype()), type=arrow_type)
+
+
+def shard_table(batch: dict[str, np.ndarray], columns: list[str], spec: ColumnSpec) -> pa.Table:
+    """The value columns of ``batch`` as a table with the stage's declared schema."""
+    arrays = [column_array(declared_type(spec, c), batch[c]) for c in columns]
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+def error_table(batch: dict[str, np.ndarray], failed: np.ndarray) -> pa.Table:
+    """The failed rows of ``batch`` in the errors schema."""
+    n = int(failed.sum())
+    paths = np.asarray(batch["path"])[failed] if "path" in batch else np.full(n, "")
+    values = {
+        "track_id": np.asarray(batch["track_id"])[failed],
+        "path": paths,
+        "stage": np.asarray(batch["error_stage"])[failed],
+        "error_type": np.asarray(batch["error_type"])[failed],
+        "message": np.asarray(batch["error_message"])[failed],
+    }
+    return pa.table({k: pa.array(np.asarray(v).astype(str)) for k, v in values.items()})
+
+
+class ShardWriter:
+    """Write one batch of stage output as a shard of ``product`` plus an error shard.
+
+    Returns one summary row per input track (track_id, ok, node_id) so the driver can count
+    without holding any feature values.
+    """
+
+    def __init__(self, out: str, product: str, config_hash: str, spec: ColumnSpec):
+        self.out = out
+        self.product = product
+        self.config_hash = config_hash
+        self.spec = spec
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        fs, base = outdir.resolve(self.out)
+        failed = np.asarray(batch["error_type"]).astype(str) != ""
+        track_ids = np.asarray(batch["track_id"]).astype(str)
+        if (~failed).any():
+            columns = [c for c in batch if c not in (*ERROR_FIELDS, NODE_FIELD, "path")]
+            rows = {c: np.asarray(batch[c])[~failed] for c in columns}
+            target = shards.new_shard_path(base, self.product)
+            table = shard_table(rows, columns, self.spec)
+            outdir.write_table_atomic(fs, target, table, self.config_hash)
+        if failed.any():
+            name = f"{self.product.replace('/', '-')}-{os.urandom(8).hex()}.parquet"
+            target = outdir.join(base, outdir.ERRORS_DIR, name)
+            outdir.write_table_atomic(fs, target, error_table(batch, failed), self.config_hash)
+        ok_tracks = set(track_ids[~failed].tolist())
+        first = ~pd.Series(track_ids).duplicated().to_numpy()
+        return {
+            "track_id": track_ids[first],
+            "ok": np.array([t in ok_tracks for t in track_ids[first]]),
+            NODE_FIELD: np.asarray(batch[NODE_FIELD]).astype(str)[first],
+        }
