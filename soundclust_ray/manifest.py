@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from soundclust_ray import storage
 from soundclust_ray.config import AUDIO_EXTENSIONS
+from soundclust_ray.errors import UserError
 
 MANIFEST_SUFFIXES = {
     ".csv": "csv",
@@ -63,7 +64,7 @@ SPECIAL_FILES = (
 NOT_UTF8 = "file name is not valid UTF-8 (shown with \\x escapes): rename the file"
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A user-caused problem with the input: reported as one clear line, exit code 2."""
 
 
