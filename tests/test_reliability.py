@@ -22,8 +22,9 @@ import pytest
 import soundfile as sf
 from conftest import BAD, tone
 
-from soundclust_ray import shards
+from soundclust_ray import outguard, shards
 from soundclust_ray.cli import main
+from soundclust_ray.errors import UserError
 
 pytestmark = pytest.mark.ray
 
@@ -299,3 +300,93 @@ def test_hostile_folder_entries_are_error_rows_and_nothing_blocks(tmp_path, ray_
     assert "escapes" in errors["out_link.wav"] and "FIFO" in errors["pipe.wav"]
     assert "not valid UTF-8" in errors["caf\\xe9.wav"]
     assert len(pd.read_parquet(out / "manifest.parquet")) == len(good) + len(errors)
+
+
+OLD_OUT = Path(__file__).parent / "data" / "old_out"
+
+
+def test_a_file_or_uncreatable_out_is_one_line_before_anything_runs(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        outguard.check_out_usable(str(tmp_path / "file"))
+    with pytest.raises(UserError, match="cannot be created"):
+        outguard.check_out_usable(str(tmp_path / "file" / "sub"))
+    outguard.check_out_usable(str(tmp_path / "new" / "out"))
+    assert (tmp_path / "new" / "out").is_dir()
+
+
+def test_a_foreign_non_empty_folder_is_refused_and_never_touched(tmp_path):
+    audio = tmp_path / "music"
+    audio.mkdir()
+    (audio / "song.wav").write_bytes(b"precious")
+    with pytest.raises(UserError, match="not empty .*not written by soundclust"):
+        outguard.claim_out(str(audio), [str(audio)])
+    assert os.listdir(audio) == ["song.wav"]
+
+
+def test_overwrite_removes_only_what_soundclust_owns_and_keeps_the_input(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    marker = outguard.claim_out(str(out), [])
+    for name in ("features", "embeddings/clap", "corpus/rock"):
+        (out / name).mkdir(parents=True)
+        (out / name / "part-1.parquet").write_bytes(b"x")
+    (out / "run.json").write_text("{}")
+    (out / "notes_of_the_user.txt").write_text("mine")
+    removed = outguard.remove_owned(str(out), marker, [str(out / "corpus" / "labels.csv")])
+    assert removed == ["embeddings", "features", "run.json"]
+    assert sorted(os.listdir(out)) == [".soundclust.json", "corpus", "notes_of_the_user.txt"]
+    with pytest.raises(UserError, match="is the input folder"):
+        outguard.remove_owned(str(out), marker, [str(out)])
+
+
+def test_an_old_format_out_is_adopted_in_place(tmp_path):
+    out = tmp_path / "old_out"
+    shutil.copytree(OLD_OUT, out)
+    before = sorted(os.listdir(out))
+    marker = outguard.claim_out(str(out), [str(tmp_path / "clips")])
+    assert marker["adopted"] == [n for n in before if n in outguard.OWNED_NAMES]
+    assert sorted(os.listdir(out)) == sorted([*before, ".soundclust.json"])
+    assert outguard.claim_out(str(out), []) == marker
+    (out / ".soundclust.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(UserError, match="newer soundclust"):
+        outguard.claim_out(str(out), [])
+
+
+def test_one_writer_at_a_time_and_a_dead_holder_is_stale(tmp_path):
+    out = str(tmp_path)
+    with outguard.hold_lock(out):
+        held = json.loads((tmp_path / ".soundclust.lock").read_text())
+        assert held["pid"] == os.getpid()
+        with pytest.raises(UserError, match=f"in use by pid {os.getpid()}"):
+            with outguard.hold_lock(out):
+                pass
+    assert not (tmp_path / ".soundclust.lock").exists()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = {**held, "pid": int(dead.stdout)}
+    (tmp_path / ".soundclust.lock").write_text(json.dumps(stale))
+    with outguard.hold_lock(out):
+        assert json.loads((tmp_path / ".soundclust.lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_truncated_shard_is_moved_to_quarantine(tmp_path):
+    import pyarrow as pa
+
+    from soundclust_ray import outdir
+
+    fs, base = outdir.resolve(str(tmp_path))
+    table = pa.table({"track_id": ["a", "b"], "x": [1.0, 2.0]})
+    outdir.write_table_atomic(fs, f"{base}/features/part-good.parquet", table)
+    outdir.write_table_atomic(fs, f"{base}/features/part-bad.parquet", table)
+    bad = tmp_path / "features" / "part-bad.parquet"
+    bad.write_bytes(bad.read_bytes()[:-20])
+    assert outguard.quarantine_broken_shards(str(tmp_path), "features") == [
+        "features/part-bad.parquet"
+    ]
+    assert os.listdir(tmp_path / "features") == ["part-good.parquet"]
+    assert os.listdir(tmp_path / "quarantine") == ["features__part-bad.parquet"]
