@@ -1,4 +1,4 @@
-"""Guard OUT before a run writes into it: ownership marker, safe --overwrite, one writer, quarantine.
+"""Guard OUT before a run writes into it: an ownership marker, a safe --overwrite, one writer.
 
 soundclust never deletes a file it did not write. A folder becomes a soundclust OUT when a run
 starts in it while it is new or empty; that run writes ``OUT/.soundclust.json`` (the marker: a
@@ -213,7 +213,7 @@ def hold_lock(out: str) -> Iterator[None]:
 
 
 def _read_lock(lock: str) -> dict | None:
-    """The lock's record; {} when unreadable (half written: stale by the next check), None if gone."""
+    """The lock's record; {} when unreadable (half written), None when it is gone."""
     try:
         with open(lock) as f:
             value = json.load(f)

@@ -358,9 +358,11 @@ def test_one_writer_at_a_time_and_a_dead_holder_is_stale(tmp_path):
     with outguard.hold_lock(out):
         held = json.loads((tmp_path / ".soundclust.lock").read_text())
         assert held["pid"] == os.getpid()
-        with pytest.raises(UserError, match=f"in use by pid {os.getpid()}"):
-            with outguard.hold_lock(out):
-                pass
+        with (
+            pytest.raises(UserError, match=f"in use by pid {os.getpid()}"),
+            outguard.hold_lock(out),
+        ):
+            pass
     assert not (tmp_path / ".soundclust.lock").exists()
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
