@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
 
+from soundclust_ray import outdir
 from soundclust_ray.config import (
+    DEFAULT_EMBED_BACKENDS,
     AnalysisConfig,
     AudioConfig,
     ClapEmbedConfig,
@@ -166,8 +167,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embed",
         type=_csv_tuple,
-        default=(),
-        help="comma-separated embedding backends (clap, musicnn) or 'none'",
+        default=DEFAULT_EMBED_BACKENDS,
+        help="comma-separated embedding backends (clap, musicnn) or 'none' (default: "
+        f"{','.join(DEFAULT_EMBED_BACKENDS)}, the best clustering in docs/quality.md)",
     )
     p.add_argument("--clap-model", default=clap.model, help="CLAP hub id or local directory")
     p.add_argument("--clap-window", type=float, default=clap.window_s, help="CLAP window, seconds")
@@ -294,7 +296,7 @@ def execute_run(source: str, input_path: str, args: argparse.Namespace) -> int:
     outcome = execute(source, opts, run_config(args), lambda t: say(args, t))
     print_summary(args.out, outcome.info, outcome.metrics, outcome.seconds)
     if outcome.failure:
-        errors = os.path.join(args.out, "errors.parquet")
+        errors = outdir.path(args.out, outdir.ERRORS)
         print(f"error: {outcome.failure}; see {errors}", file=sys.stderr)
         return EXIT_TOO_MANY_FAILURES
     return 0
@@ -333,20 +335,9 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
             )
     lines.append(f"  total time {seconds:.1f} s")
     lines.append(f"  outputs in {out}/:")
-    for name in (
-        "clusters.parquet",
-        "metrics.json",
-        "report.html",
-        "errors.parquet",
-        "features/",
-        "embeddings/",
-        "oof.parquet",
-        "oof/",
-        "id_to_index.json",
-        "run.json",
-    ):
-        if os.path.exists(os.path.join(out, name)) or "://" in out:
-            lines.append(f"    {name}")
+    for name in outdir.SUMMARY_OUTPUTS:
+        if outdir.exists(out, name):
+            lines.append(f"    {name}/" if name in outdir.FOLDERS else f"    {name}")
     print("\n".join(lines), flush=True)
 
 
@@ -370,8 +361,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from soundclust_ray.run import run_analysis
     from soundclust_ray.runinfo import read_run_info
 
-    if not os.path.exists(os.path.join(args.out, "manifest.parquet")) and "://" not in args.out:
-        raise UserError(f"{args.out} has no manifest.parquet: run `soundclust run` first")
+    if not outdir.exists(args.out, outdir.MANIFEST):
+        raise UserError(f"{args.out} has no {outdir.MANIFEST}: run `soundclust run` first")
     started = time.perf_counter()
     metrics = run_analysis(args.out, analysis_config(args), args.label_col, not args.quiet)
     info = read_run_info(args.out) or {"products": {}, "n_failed": metrics.get("n_failed", 0)}

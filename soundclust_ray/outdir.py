@@ -63,8 +63,22 @@ TMP_PREFIX = ".tmp-"
 SHARD_PREFIX = "part-"
 CONFIG_HASH_KEY = b"soundclust.config_hash"
 
-ANALYSIS_OUTPUTS = (CLUSTERS, OOF, METRICS, SUMMARIES, REPORT, ID_TO_INDEX, ERRORS, RUN)
-"""Top-level files a run may write, in the order a summary lists them."""
+FOLDERS = (FEATURES, FEATURE_CHUNKS, EMBEDDINGS, OOF_DIR, ERRORS_DIR, CORPUS, LOGS, INDEX, FITTED)
+"""Entries of OUT that are folders."""
+
+SUMMARY_OUTPUTS = (
+    CLUSTERS,
+    METRICS,
+    REPORT,
+    ERRORS,
+    FEATURES,
+    EMBEDDINGS,
+    OOF,
+    OOF_DIR,
+    ID_TO_INDEX,
+    RUN,
+)
+"""What a run's summary lists (when present), in this order."""
 
 
 def embeddings_product(backend: str) -> str:

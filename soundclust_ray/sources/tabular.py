@@ -281,9 +281,7 @@ class TabularSource:
         manifest = outdir.read_table(opts.out, outdir.MANIFEST, ["track_id", "path"]).to_pandas()
         manifest["invalid_reason"] = ""
         extra = {"tabular": counts}
-        return finish_run(
-            opts.out, manifest, cfg, [result], counts["seconds"], listing.path, extra
-        )
+        return finish_run(opts.out, manifest, cfg, [result], counts["seconds"], listing.path, extra)
 
     def post_steps(self, opts: RunOptions, cfg: RunConfig, info: dict, say: Say) -> None:
         """Tabular runs have no step after the vectors."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from soundclust_ray import outdir
 from soundclust_ray.audio import load_audio
 from soundclust_ray.audio.errors import TrackError
 from soundclust_ray.audio.probe import probe_duration
@@ -24,8 +25,8 @@ from soundclust_ray.features.registry import (
 )
 from soundclust_ray.stages.base import TRACK_COLUMNS, Resources, map_tracks
 
-STAGE_NAME = "features"
-CHUNK_STAGE_NAME = "features_chunks"
+STAGE_NAME = outdir.FEATURES
+CHUNK_STAGE_NAME = outdir.FEATURE_CHUNKS
 
 
 class NonFiniteFeatureError(TrackError):
