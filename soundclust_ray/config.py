@@ -311,6 +311,18 @@ class AnalysisConfig:
     """Tracks nearest each cluster centre listed in the summaries (seed 002 interpretation)."""
     summary_top_values: int = 3
     """Top values listed per categorical metadata column and top tags per cluster."""
+    duplicates: bool = True
+    """Write OUT/duplicates.parquet: pairs of tracks at or above ``duplicate_threshold``."""
+    duplicate_threshold: float = 0.98
+    """Cosine in the search geometry (bench/duplicates.py, 2026-12-01: 352 real clips of
+    mer4q_genre + gtzan_mini, 144 PyAV re-encodes of 36 of them as mp3 64 kb/s, Opus 96 kb/s,
+    FLAC, 22.05 kHz WAV). MSD_musicnn centred + L2: 143 of 144 copies at >= 0.98 (the one
+    below, an Opus copy, 0.954), 0 of 61,776 distinct pairs (their max 0.977); timbre
+    standardized: 143 of 144 (min 0.979), 1 distinct pair (max 0.987). At 0.95 both find every
+    copy but 20-22 distinct pairs."""
+    duplicates_exact_max_rows: int = 20_000
+    """Above this many tracks the pair search uses an IVF index (exact all-pairs costs n^2: 50k
+    x 200 took 50 s on 2 cores); copies this close share a cell."""
     report: bool = True
     """Write OUT/report.html."""
     report_max_points: int = 20000

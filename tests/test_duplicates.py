@@ -12,8 +12,8 @@ from soundclust_ray.analysis.duplicates import (
     read_duplicates,
     write_duplicates,
 )
-from soundclust_ray.analysis.search import build_faiss_index, l2_normalize_inplace
-from soundclust_ray.config import SearchConfig
+from soundclust_ray.analysis.search import build_faiss_index, l2_normalize_inplace, open_index
+from soundclust_ray.config import AnalysisConfig, SearchConfig, to_dict
 
 
 def write_run(out: str, X: np.ndarray, ids: list[str]) -> None:
@@ -57,7 +57,7 @@ def test_write_duplicates_uses_the_runs_index(tmp_path):
     ids = [f"t{i:03d}" for i in range(len(X))]
     out = str(tmp_path / "out")
     write_run(out, X, ids)
-    entry = write_duplicates(out, 0.99)
+    entry = write_duplicates(out, AnalysisConfig(duplicate_threshold=0.99))
     assert (
         entry["n_pairs"] == 5
         and entry["n_tracks"] == 10
@@ -69,3 +69,19 @@ def test_write_duplicates_uses_the_runs_index(tmp_path):
     ]
     assert (table.cosine >= 0.99).all() and outdir.exists(out, outdir.DUPLICATES)
     assert read_duplicates(str(tmp_path / "none")).empty
+
+
+def test_large_exact_index_is_paired_through_ivf(tmp_path):
+    X, planted = rows_with_copies(3)
+    ids = [f"t{i:03d}" for i in range(len(X))]
+    out = str(tmp_path / "out")
+    write_run(out, X, ids)
+    cfg = AnalysisConfig(duplicate_threshold=0.99, duplicates_exact_max_rows=100)
+    entry = write_duplicates(out, cfg, {"matrix": "embeddings", "backend": "musicnn"})
+    assert entry["n_pairs"] == 5 and entry["exact"] is False
+    table = read_duplicates(out)
+    assert table.track_id_a.tolist() == [ids[i] for i, _ in planted]
+    metrics = {"config": to_dict(cfg), "matrix": {"matrix": "embeddings", "backend": "musicnn"}}
+    outdir.write_json(out, outdir.METRICS, metrics)
+    (key,) = {f.split(".")[0] for f in outdir.list_files(out, outdir.INDEX)}
+    assert open_index(out).key == key  # similar reuses the index the analysis built

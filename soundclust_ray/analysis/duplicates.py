@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from soundclust_ray import outdir
+from soundclust_ray.config import AnalysisConfig, SearchConfig
 
 PAIR_COLUMNS = ("track_id_a", "track_id_b", "cosine")
 
@@ -56,23 +57,40 @@ def duplicate_table(track_ids: np.ndarray, a: np.ndarray, b: np.ndarray, s: np.n
     )
 
 
-def write_duplicates(out: str, threshold: float, matrix: str = "auto") -> dict:
-    """Find near-duplicates in the run's search index (built if needed) and write
-    OUT/duplicates.parquet; returns the metrics.json entry (count, threshold, geometry)."""
-    from soundclust_ray.analysis.search import open_index
-    from soundclust_ray.config import SearchConfig
+def pair_index(si, cfg: AnalysisConfig, search: SearchConfig):
+    """The index to range-search: the search index itself, or above
+    ``duplicates_exact_max_rows`` tracks an in-memory IVF over its rows when it is exact."""
+    from soundclust_ray.analysis.search import build_faiss_index
 
-    si = open_index(out, matrix)
-    a, b, s = near_duplicate_pairs(si.index, threshold, SearchConfig().query_batch)
+    if not si.exact or si.index.ntotal <= cfg.duplicates_exact_max_rows:
+        return si.index
+    X = si.index.reconstruct_n(0, si.index.ntotal)
+    index = build_faiss_index(X, False, search, cfg.random_state)
+    index.nprobe = min(search.ivf_nprobe, index.nlist)
+    return index
+
+
+def write_duplicates(out: str, cfg: AnalysisConfig, matrix_info: dict | None = None) -> dict:
+    """Find near-duplicates in the run's search index (built if needed) and write
+    OUT/duplicates.parquet; returns the metrics.json entry (count, threshold, geometry).
+
+    ``matrix_info``: the analysis's resolved matrix (metrics.json's ``matrix``), so the index
+    built here is the one ``similar`` reuses.
+    """
+    from soundclust_ray.analysis.search import open_index, resolved_config
+
+    search = SearchConfig()
+    si = open_index(out, search=search, cfg=resolved_config(cfg, matrix_info or {}))
+    index = pair_index(si, cfg, search)
+    a, b, s = near_duplicate_pairs(index, cfg.duplicate_threshold, search.query_batch)
     outdir.write_table(out, outdir.DUPLICATES, duplicate_table(si.track_ids, a, b, s))
-    tracks = int(len(np.union1d(a, b)))
     return {
         "path": outdir.DUPLICATES,
         "n_pairs": int(len(a)),
-        "n_tracks": tracks,
-        "threshold": float(threshold),
+        "n_tracks": int(len(np.union1d(a, b))),
+        "threshold": float(cfg.duplicate_threshold),
         "matrix": si.source,
-        "exact": si.exact,
+        "exact": index is si.index and si.exact,
     }
 
 

@@ -111,15 +111,21 @@ def run_analysis_config(out: str, matrix: str = "auto") -> AnalysisConfig:
         raise UserError(f"unknown matrix {matrix!r}: use one of {', '.join(MATRICES)}")
     metrics = outdir.read_json(out, outdir.METRICS)
     cfg = config_from_dict(metrics.get("config") or {})
-    clustered = metrics.get("matrix") or {}
-    if clustered.get("matrix"):
-        cfg = replace(cfg, matrix=clustered["matrix"], backend=clustered.get("backend"))
+    cfg = resolved_config(cfg, metrics.get("matrix") or {})
     if kind == "auto":
         return cfg
     wanted = replace(cfg, matrix=kind, backend=backend or None)
     if (wanted.matrix, wanted.backend or cfg.backend) == (cfg.matrix, cfg.backend):
         return replace(cfg, backend=cfg.backend)
     return replace(wanted, weights=(), pca=None, chunk_level=False)
+
+
+def resolved_config(cfg: AnalysisConfig, matrix_info: dict) -> AnalysisConfig:
+    """``cfg`` with the matrix and backend the analysis resolved (metrics.json's ``matrix``), so
+    the analysis and a later ``similar`` compute the same index key."""
+    if not matrix_info.get("matrix"):
+        return cfg
+    return replace(cfg, matrix=matrix_info["matrix"], backend=matrix_info.get("backend"))
 
 
 def _shard_listing(out: str) -> list[list]:
@@ -295,13 +301,16 @@ def open_index(
     matrix: str = "auto",
     approximate: bool | None = None,
     search: SearchConfig | None = None,
+    cfg: AnalysisConfig | None = None,
 ) -> SearchIndex:
     """The run's search index, read from OUT/index/ when its key matches, else built there.
 
     ``approximate``: None lets the corpus size choose (exact up to ``exact_max_rows``).
+    ``cfg``: the analysis config with its matrix resolved (the analysis itself passes it, before
+    metrics.json exists); None reads the run's from OUT/metrics.json.
     """
     search = search or SearchConfig()
-    cfg = run_analysis_config(out, matrix)
+    cfg = cfg or run_analysis_config(out, matrix)
     key = index_key(out, cfg, approximate, search)
     si = _read_index(out, key)
     if si is None:
