@@ -32,7 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "gtzan_mini"
 CLIPS = ("classical.00000.wav", "disco.00000.wav")
-MODELS = ("MSD_musicnn", "MTT_musicnn")
+MODELS = ("MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg")
+MUSICNN_LAYERS = ("max_pool", "mean_pool", "penultimate")
+"""define_model's outputs kept for the musicnn pair (positions 7, 6, 8), as (batch, dim)."""
 SECONDS = 10.0
 PATCH_FRAMES = 187
 
@@ -49,8 +51,9 @@ def reference_input(path: Path, seconds: float) -> np.ndarray:
     return logmel[: n * PATCH_FRAMES].reshape(n, PATCH_FRAMES, 96)
 
 
-def run_graph(package_dir: Path, model: str, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tag probabilities and penultimate activations of the original graph."""
+def run_graph(package_dir: Path, model: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """tags, logits and the layers of the original graph: musicnn's pooled mid-end and
+    penultimate; vgg's pool1…pool5 maps averaged over time and mel (as the port summarizes)."""
     import tensorflow as tf
 
     sys.path.insert(0, str(package_dir.parent))
@@ -61,12 +64,16 @@ def run_graph(package_dir: Path, model: str, batch: np.ndarray) -> tuple[np.ndar
     with tf.name_scope("model"):
         x = tf.compat.v1.placeholder(tf.float32, [None, PATCH_FRAMES, 96])
         is_training = tf.compat.v1.placeholder(tf.bool)
-        y, *_, penultimate = models.define_model(x, is_training, model, 50)
-        probs = tf.nn.sigmoid(y)
+        y, *outs = models.define_model(x, is_training, model, 50)
+        if "vgg" in model:
+            layers = {f"pool{i + 1}": tf.reduce_mean(o, axis=[1, 2]) for i, o in enumerate(outs)}
+        else:
+            layers = dict(zip(("mean_pool", "max_pool", "penultimate"), outs[5:], strict=True))
+        fetch = {"tags": tf.nn.sigmoid(y), "logits": y, **layers}
     with tf.compat.v1.Session() as sess:
         tf.compat.v1.train.Saver().restore(sess, str(package_dir / model) + "/")
-        tags, pen = sess.run([probs, penultimate], feed_dict={x: batch, is_training: False})
-    return tags.astype(np.float32), pen.astype(np.float32)
+        out = sess.run(fetch, feed_dict={x: batch, is_training: False})
+    return {k: v.astype(np.float32) for k, v in out.items()}
 
 
 def main() -> None:
@@ -74,7 +81,20 @@ def main() -> None:
     parser.add_argument("--wheel", required=True, help="musicnn-0.1.0-py3-none-any.whl")
     parser.add_argument("--out", default=str(ROOT / "tests" / "data" / "musicnn_golden.npz"))
     parser.add_argument("--seconds", type=float, default=SECONDS)
+    parser.add_argument(
+        "--patches",
+        help="npz of the input patches (patches_0, patches_1) made by --write-patches in a venv "
+        "with librosa, when the TF venv has none",
+    )
+    parser.add_argument("--write-patches", help="only write the input patches to this npz")
     args = parser.parse_args()
+    if args.write_patches:
+        inputs = {
+            f"patches_{i}": reference_input(DATA / c, args.seconds) for i, c in enumerate(CLIPS)
+        }
+        np.savez(args.write_patches, **inputs)
+        return
+    given = np.load(args.patches) if args.patches else None
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(args.wheel) as wheel:
             wheel.extractall(tmp)
@@ -85,12 +105,16 @@ def main() -> None:
             "seconds": np.array(args.seconds),
         }
         for i, clip in enumerate(CLIPS):
-            batch = reference_input(DATA / clip, args.seconds)
+            if given is None:
+                batch = reference_input(DATA / clip, args.seconds)
+            else:
+                batch = given[f"patches_{i}"]
             result[f"logmel_sum_{i}"] = batch.astype(np.float64).sum(axis=(1, 2))
             for model in MODELS:
-                tags, pen = run_graph(package_dir, model, batch)
-                result[f"{model}_tags_{i}"] = tags
-                result[f"{model}_penultimate_{i}"] = pen
+                out = run_graph(package_dir, model, batch)
+                for name, value in out.items():
+                    result[f"{model}_{name}_{i}"] = value
+                tags = out["tags"]
                 top = np.argsort(-tags.mean(axis=0))[:3]
                 print(f"{clip} {model}: patches {len(batch)}, top tag indices {top.tolist()}")
     np.savez_compressed(args.out, **result)

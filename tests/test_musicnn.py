@@ -21,9 +21,13 @@ from soundclust_ray.config import EmbedConfig, MusicnnConfig
 from soundclust_ray.embed.base import AudioEmbedder, EmbedderLoadError, Preparer
 from soundclust_ray.embed.musicnn import (
     MODEL_NAMES,
+    MUSICNN_LAYERS,
+    MUSICNN_MODELS,
+    VGG_LAYERS,
     LogMelFrontEnd,
     MusicnnEmbedder,
     MusicnnPreparer,
+    extract_layers,
     length_groups,
     load_musicnn,
     load_musicnn_preparer,
@@ -34,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "data" / "musicnn_golden.npz"
 GTZAN = ROOT.parent / "shared" / "data" / "gtzan_mini"
 CFG = MusicnnConfig()
+DEFAULT_LAYER = {m: "pool5" if m.endswith("vgg") else "penultimate" for m in MODEL_NAMES}
 
 needs_gtzan = pytest.mark.skipif(not GTZAN.is_dir(), reason="../shared/data/gtzan_mini missing")
 
@@ -84,8 +89,40 @@ def test_model_reproduces_tensorflow_graph(
             pen, tags = embedders[model].model(torch.from_numpy(patches))
         np.testing.assert_allclose(tags.numpy(), golden[f"{model}_tags_{i}"], rtol=0, atol=1e-5)
         np.testing.assert_allclose(
-            pen.numpy(), golden[f"{model}_penultimate_{i}"], rtol=0, atol=1e-4
+            pen.numpy(), golden[f"{model}_{DEFAULT_LAYER[model]}_{i}"], rtol=0, atol=1e-4
         )
+
+
+@needs_gtzan
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_every_layer_reproduces_tensorflow(model: str, golden: dict, clips: list) -> None:
+    """Each layer of ONE forward pass vs the TF graph: tags 2e-5, pooled 753-d 2e-3
+    (values up to ~137), the rest 1e-4; extract_layers pools them as numpy does."""
+    layers = MUSICNN_LAYERS if model in MUSICNN_MODELS else VGG_LAYERS
+    for i, y in enumerate(clips):
+        out = extract_layers(y, CFG.sample_rate, model, layers, ["mean", "max", "mean_std"])
+        ref_tags = golden[f"{model}_tags_{i}"].mean(axis=0)
+        np.testing.assert_allclose(out["tags.mean"], ref_tags, rtol=0, atol=2e-5)
+        for layer in layers:
+            ref = golden[f"{model}_{layer}_{i}"]
+            atol = 2e-3 if layer.endswith("_pool") else 1e-4
+            for how, want in (("mean", ref.mean(0)), ("max", ref.max(0))):
+                np.testing.assert_allclose(out[f"{layer}.{how}"], want, rtol=0, atol=atol)
+            std = out[f"{layer}.mean_std"][ref.shape[1] :]
+            np.testing.assert_allclose(std, ref.std(0), rtol=0, atol=atol)
+
+
+def test_overlapping_patches_and_layer_choice() -> None:
+    """patch_hop 17 (187 = 11 · 17) adds in-between patches; the layer picks vector and dim."""
+    y = 0.1 * np.random.default_rng(3).standard_normal(16000 * 8).astype(np.float32)
+    base = MusicnnEmbedder(CFG, "cpu")
+    half = MusicnnEmbedder(replace(CFG, patch_hop=17, layer="max_pool", pool="mean_std"), "cpu")
+    a, b = base.embed_tracks([base.prepare(y)])[0], half.embed_tracks([half.prepare(y)])[0]
+    assert a.embeddings.shape == (2, 200) and b.embeddings.shape == (19, 753)
+    assert half.dim == 2 * 753
+    np.testing.assert_allclose(b.tags[[0, 11]], a.tags, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="no layer"):
+        MusicnnEmbedder(replace(CFG, model="MSD_vgg", layer="penultimate"), "cpu")
 
 
 @needs_gtzan
@@ -104,7 +141,7 @@ def test_embedder_end_to_end_reproduces_tensorflow(
         assert out.embeddings.dtype == np.float32 and out.tags is not None
         np.testing.assert_allclose(out.tags, golden[f"{model}_tags_{i}"], rtol=0, atol=2e-5)
         np.testing.assert_allclose(
-            out.embeddings, golden[f"{model}_penultimate_{i}"], rtol=0, atol=1e-4
+            out.embeddings, golden[f"{model}_{DEFAULT_LAYER[model]}_{i}"], rtol=0, atol=1e-4
         )
 
 
@@ -220,7 +257,7 @@ def test_loaders_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pool"):
         MusicnnEmbedder(replace(CFG, pool="median"))
     with pytest.raises(EmbedderLoadError, match="unknown musicnn model"):
-        MusicnnEmbedder(replace(CFG, model="MSD_vgg"))
+        MusicnnEmbedder(replace(CFG, model="MSD_musicnn_big"))
     from safetensors.numpy import save_file
 
     bogus = tmp_path / "x.safetensors"

@@ -5,10 +5,10 @@ Reproduces ``soundclust_ray/embed/weights/`` without TensorFlow:
     pip download musicnn==0.1.0 --no-deps -d /tmp/musicnn_wheel
     python -m soundclust_ray.embed.convert_musicnn /tmp/musicnn_wheel/musicnn-0.1.0-py3-none-any.whl
 
-Only the 64 model tensors are kept (Adam slots and ``beta*_power`` are dropped), laid out as
-torch expects; the 50 tag labels are read from the wheel's ``configuration.py`` and stored in
-the file's metadata together with the wheel's SHA-256; the output is byte-for-byte
-reproducible.
+Only the model tensors are kept (64 for musicnn, 32 for vgg; Adam slots and ``beta*_power``
+are dropped), laid out as torch expects; the 50 tag labels are read from the wheel's
+``configuration.py`` and stored in the file's metadata together with the wheel's SHA-256; the
+output is byte-for-byte reproducible.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from soundclust_ray.embed.musicnn import METADATA_KEY, MODEL_NAMES, WEIGHTS_DIR
+from soundclust_ray.embed.musicnn import METADATA_KEY, MODEL_NAMES, VGG_MODELS, WEIGHTS_DIR
 from soundclust_ray.embed.tf_checkpoint import read_tensors
 
-LABELS = {"MSD_musicnn": "MSD_LABELS", "MTT_musicnn": "MTT_LABELS"}
+LABELS = {m: f"{m[:3]}_LABELS" for m in MODEL_NAMES}
 """Which list of ``musicnn/configuration.py`` names each model's outputs."""
 
 
@@ -37,6 +37,22 @@ def _bn(tf: str, torch: str) -> dict[str, tuple[str, str]]:
 
 def _layer(tf: str, torch: str, kind: str) -> dict[str, tuple[str, str]]:
     return {f"{torch}.weight": (f"{tf}/kernel", kind), f"{torch}.bias": (f"{tf}/bias", "bias")}
+
+
+def vgg_tensor_map() -> dict[str, tuple[str, str]]:
+    """The vgg graph's map (:class:`~soundclust_ray.embed.musicnn.VggModel`), as ``tensor_map``."""
+    m: dict[str, tuple[str, str]] = {}
+    m |= _bn("batch_normalization", "input_bn")
+    for i in range(5):
+        m |= _layer(f"{i + 1}CNN", f"convs.{i}", "conv2d")
+        m |= _bn(f"batch_normalization_{i + 1}", f"conv_bn.{i}")
+    m |= _layer("dense", "classifier", "dense")
+    return m
+
+
+def model_tensor_map(model: str) -> dict[str, tuple[str, str]]:
+    """``vgg_tensor_map`` for the vgg pair, ``tensor_map`` for the musicnn pair."""
+    return vgg_tensor_map() if model in VGG_MODELS else tensor_map()
 
 
 def tensor_map() -> dict[str, tuple[str, str]]:
@@ -70,9 +86,12 @@ def to_torch_layout(value: np.ndarray, kind: str) -> np.ndarray:
     return np.ascontiguousarray(value, dtype=np.float32)
 
 
-def convert_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A musicnn state dict for :class:`~soundclust_ray.embed.musicnn.MusicnnModel`."""
-    return {key: to_torch_layout(tensors[tf], kind) for key, (tf, kind) in tensor_map().items()}
+def convert_tensors(
+    tensors: dict[str, np.ndarray], model: str = "MSD_musicnn"
+) -> dict[str, np.ndarray]:
+    """A state dict for ``model``'s graph (MusicnnModel or VggModel)."""
+    mapping = model_tensor_map(model)
+    return {key: to_torch_layout(tensors[tf], kind) for key, (tf, kind) in mapping.items()}
 
 
 def read_labels(wheel: zipfile.ZipFile) -> dict[str, list[str]]:
@@ -88,7 +107,7 @@ def read_labels(wheel: zipfile.ZipFile) -> dict[str, list[str]]:
 
 
 def convert_wheel(wheel_path: str | Path, out_dir: str | Path = WEIGHTS_DIR) -> list[Path]:
-    """Write ``<model>.safetensors`` for both musicnn models and the wheel's LICENSE."""
+    """Write ``<model>.safetensors`` for the four models and the wheel's LICENSE."""
     from safetensors.numpy import save_file
 
     wheel_path, out_dir = Path(wheel_path), Path(out_dir)
@@ -100,8 +119,8 @@ def convert_wheel(wheel_path: str | Path, out_dir: str | Path = WEIGHTS_DIR) -> 
         for model in MODEL_NAMES:
             index = wheel.read(f"musicnn/{model}/.index")
             data = wheel.read(f"musicnn/{model}/.data-00000-of-00001")
-            names = [tf for tf, _ in tensor_map().values()]
-            state = convert_tensors(read_tensors(index, [data], names))
+            names = [tf for tf, _ in model_tensor_map(model).values()]
+            state = convert_tensors(read_tensors(index, [data], names), model)
             info = {
                 "model": model,
                 "source": f"musicnn==0.1.0 wheel {wheel_path.name}, musicnn/{model}/",

@@ -6,15 +6,22 @@ TensorFlow nor a network. Layer by layer the graph follows ``shared/notes/musicn
 log-mel patches of 187 frames → a musically motivated front end (timbral + temporal convs,
 max over mel) → dense 1-D conv mid-end → max/mean pooling over time → 200-d penultimate
 → 50 sigmoid tags. Every batch-norm is applied after its ReLU, with epsilon 1e-3, as in TF.
+The vgg pair (``VggModel``) takes the same patches through 5 conv/BN/max-pool blocks.
+
+For benchmarks, the one pure function to call is :func:`extract_layers`: for a mono waveform,
+``extract_layers(y, sr, "MSD_vgg", layers=["pool3", "pool5", "logits"], pools=["mean",
+"mean_std"])`` returns every "<layer>.<pool>" track summary of one forward pass (layers:
+``MUSICNN_LAYERS`` / ``VGG_LAYERS``; pools: ``pooling.POOLS``; optional ``patch_hop`` < 187
+overlaps patches).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +31,25 @@ from torch.nn import functional as F
 
 from soundclust_ray.config import EmbedConfig, MusicnnConfig
 from soundclust_ray.embed.base import EmbedderLoadError, WindowOutputs
-from soundclust_ray.embed.pooling import POOLS
+from soundclust_ray.embed.pooling import POOLS, pool_rows
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MODEL_NAMES = ("MSD_musicnn", "MTT_musicnn")
-"""Shipped models: same graph, trained on Million Song Dataset / MagnaTagATune tags."""
+MUSICNN_MODELS = ("MSD_musicnn", "MTT_musicnn")
+"""Same musicnn graph, trained on Million Song Dataset / MagnaTagATune tags."""
+VGG_MODELS = ("MSD_vgg", "MTT_vgg")
+"""The wheel's VGG baseline (5 conv blocks of 128 filters), same training data and input."""
+MODEL_NAMES = MUSICNN_MODELS + VGG_MODELS
+MUSICNN_LAYERS = ("penultimate", "max_pool", "mean_pool", "logits")
+VGG_LAYERS = ("pool1", "pool2", "pool3", "pool4", "pool5", "logits")
+VGG_FILTERS = 128
+VGG_POOLS = ((4, 1), (2, 2), (2, 2), (2, 2), (4, 4))
+VGG_STRIDES = ((2, 2), (2, 2), (2, 2), (2, 2), (4, 4))
+"""max_pooling2d sizes and strides after each VGG conv block (valid padding), (time, mel)."""
+VGG_FLAT = 2 * 1 * VGG_FILTERS
+"""pool5 of a 187×96 patch is 2 × 1 × 128, flattened time-major (NHWC) into the dense layer."""
 METADATA_KEY = "musicnn"
 """safetensors metadata key holding a JSON object: model, source, wheel_sha256, license, tags."""
+PATCH_FRAMES = MusicnnConfig.patch_frames
 BN_EPS = 1e-3
 """TF1 ``layers.batch_normalization`` default epsilon."""
 N_MELS = 96
@@ -101,8 +120,16 @@ class MusicnnModel(nn.Module):
         self.dense_bn = FrozenBatchNorm(DENSE_UNITS)
         self.classifier = nn.Linear(DENSE_UNITS, n_tags)
 
+    layer_names = MUSICNN_LAYERS
+    default_layer = "penultimate"
+
     def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(penultimate (batch, 200), tag probabilities (batch, n_tags))."""
+        out = self.layers(logmel)
+        return out["penultimate"], torch.sigmoid(out["logits"])
+
+    def layers(self, logmel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every exposed layer of one forward pass, each (batch, dim): see ``MUSICNN_LAYERS``."""
         x = self.input_bn(logmel.unsqueeze(1))  # (B, 1, T, mel), NCHW with H = time
         padded = F.pad(x, (0, 0, 3, 3))
         front = [
@@ -121,9 +148,51 @@ class MusicnnModel(nn.Module):
             feats.append(h)
         z = torch.cat(feats, dim=1)  # (B, 753, T)
         # TF stacks [max, mean] on a last axis and flattens: channels interleave max/mean.
-        pooled = torch.stack((z.amax(dim=2), z.mean(dim=2)), dim=2).flatten(1)
+        max_pool, mean_pool = z.amax(dim=2), z.mean(dim=2)
+        pooled = torch.stack((max_pool, mean_pool), dim=2).flatten(1)
         penultimate = self.dense_bn(F.relu(self.dense(self.pool_bn(pooled))))
-        return penultimate, torch.sigmoid(self.classifier(penultimate))
+        return {
+            "penultimate": penultimate,
+            "max_pool": max_pool,
+            "mean_pool": mean_pool,
+            "logits": self.classifier(penultimate),
+        }
+
+
+class VggModel(nn.Module):
+    """The wheel's ``vgg`` graph: 5 × (3×3 'same' conv → ReLU → BN → max-pool), dense → tags.
+
+    Input (batch, 187, 96) log-mel like musicnn's. ``pool1`` … ``pool5`` are each block's
+    pooled map averaged over time and mel (128-d); the extractor returns the raw maps.
+    """
+
+    layer_names = VGG_LAYERS
+    default_layer = "pool5"
+
+    def __init__(self, n_tags: int = 50) -> None:
+        super().__init__()
+        self.input_bn = FrozenBatchNorm(1)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(1 if i == 0 else VGG_FILTERS, VGG_FILTERS, 3, padding=1) for i in range(5)
+        )
+        self.conv_bn = nn.ModuleList(FrozenBatchNorm(VGG_FILTERS) for _ in range(5))
+        self.classifier = nn.Linear(VGG_FLAT, n_tags)
+
+    def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pool5 (batch, 128), tag probabilities (batch, n_tags))."""
+        out = self.layers(logmel)
+        return out["pool5"], torch.sigmoid(out["logits"])
+
+    def layers(self, logmel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every exposed layer of one forward pass, each (batch, dim): see ``VGG_LAYERS``."""
+        x = self.input_bn(logmel.unsqueeze(1))  # (B, 1, T, mel), NCHW with H = time
+        out: dict[str, torch.Tensor] = {}
+        blocks = zip(self.convs, self.conv_bn, VGG_POOLS, VGG_STRIDES, strict=True)
+        for i, (conv, bn, size, stride) in enumerate(blocks):
+            x = F.max_pool2d(bn(F.relu(conv(x))), size, stride)
+            out[f"pool{i + 1}"] = x.mean(dim=(2, 3))
+        out["logits"] = self.classifier(x.permute(0, 2, 3, 1).flatten(1))
+        return out
 
 
 class LogMelFrontEnd(nn.Module):
@@ -194,7 +263,9 @@ def weights_path(model: str) -> Path:
     )
 
 
-def load_model(model: str, device: str | torch.device = "cpu") -> tuple[MusicnnModel, list[str]]:
+def load_model(
+    model: str, device: str | torch.device = "cpu"
+) -> tuple[MusicnnModel | VggModel, list[str]]:
     """The model in eval mode on ``device`` and its tag labels (as the authors wrote them)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -206,7 +277,8 @@ def load_model(model: str, device: str | torch.device = "cpu") -> tuple[MusicnnM
     if not labels:
         raise EmbedderLoadError(f"{path} is not a musicnn weights file: no '{METADATA_KEY}' tags")
     state = load_file(str(path))
-    net = MusicnnModel(n_tags=len(labels))
+    graph = VggModel if "convs.0.weight" in state else MusicnnModel
+    net = graph(n_tags=len(labels))
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -279,22 +351,33 @@ class MusicnnPreparer:
 
 
 class MusicnnEmbedder:
-    """musicnn behind the AudioEmbedder contract: one 200-d penultimate + 50 tags per patch."""
+    """A musicnn or vgg model behind the AudioEmbedder contract: per patch, the vector of
+    ``cfg.layer`` (default penultimate / pool5) and the 50 tag probabilities."""
 
-    name = "musicnn"
-    dim = DENSE_UNITS
-
-    def __init__(self, cfg: MusicnnConfig, device: str | torch.device = "cpu") -> None:
-        if cfg.n_mels != N_MELS or cfg.pool not in POOLS:
+    def __init__(
+        self, cfg: MusicnnConfig, device: str | torch.device = "cpu", name: str = "musicnn"
+    ) -> None:
+        if cfg.n_mels != N_MELS or cfg.pool not in POOLS or cfg.patch_hop <= 0:
             raise ValueError(
-                f"musicnn needs n_mels={N_MELS} (got {cfg.n_mels}) and pool in "
-                f"{', '.join(POOLS)} (got {cfg.pool!r})"
+                f"musicnn needs n_mels={N_MELS} (got {cfg.n_mels}), pool in "
+                f"{', '.join(POOLS)} (got {cfg.pool!r}) and patch_hop > 0 (got {cfg.patch_hop})"
             )
         self.cfg = cfg
+        self.name = name
+        """The backend id; shards go to OUT/embeddings/<name>/."""
         self.device = torch.device(device)
         self.preparer = MusicnnPreparer(cfg)
         self.sample_rate = cfg.sample_rate
         self.model, self.tag_labels = load_model(cfg.model, self.device)
+        self.layer = cfg.layer or self.model.default_layer
+        if self.layer not in self.model.layer_names:
+            raise ValueError(
+                f"{cfg.model} has no layer {self.layer!r}; "
+                f"known: {', '.join(self.model.layer_names)}"
+            )
+        width = layer_width(self.model, self.layer, len(self.tag_labels))
+        self.dim = width * (2 if cfg.pool == "mean_std" else 1)
+        """Width of the pooled track vector (per-patch rows are ``dim`` / 2 for mean_std)."""
         self.tag_names = tuple(sanitize_tag(t) for t in self.tag_labels)
         """Sanitized ([a-z0-9_]) so that ``tag__<name>`` is a valid column; see ``tag_labels``."""
         self.frontend = LogMelFrontEnd(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels)
@@ -319,21 +402,21 @@ class MusicnnEmbedder:
                 waves[row, : sizes[i]] = prepared[i]
             logmel = self.frontend(torch.from_numpy(waves).to(self.device))
             for row, i in enumerate(group):
-                n = self.frontend.n_frames(sizes[i]) // frames
-                per_track[i] = logmel[row, : n * frames].reshape(n, frames, -1)
+                track = logmel[row, : self.frontend.n_frames(sizes[i])]
+                per_track[i] = track.unfold(0, frames, self.cfg.patch_hop).transpose(1, 2)
         return torch.cat(per_track), [t.shape[0] for t in per_track]
 
     def embed_tracks(self, prepared: list[np.ndarray]) -> list[WindowOutputs]:
-        """Per track, (n_patches, 200) penultimates and (n_patches, 50) tag probabilities."""
+        """Per track, (n_patches, layer dim) vectors and (n_patches, 50) tag probabilities."""
         if not prepared:
             return []
         with torch.inference_mode(), ieee_fp32_convs(self.device):
             patches, counts = self.patches(prepared)
             pens, tags = [], []
             for start in range(0, patches.shape[0], self.cfg.batch_size):
-                pen, tag = self.model(patches[start : start + self.cfg.batch_size])
-                pens.append(pen)
-                tags.append(tag)
+                out = self.model.layers(patches[start : start + self.cfg.batch_size])
+                pens.append(out[self.layer])
+                tags.append(torch.sigmoid(out["logits"]))
             pen_all = torch.cat(pens).float().cpu().numpy()
             tag_all = torch.cat(tags).float().cpu().numpy()
         bounds = np.cumsum([0, *counts])
@@ -343,11 +426,65 @@ class MusicnnEmbedder:
         ]
 
 
-def load_musicnn(cfg: EmbedConfig, device: str | None = None) -> MusicnnEmbedder:
-    """The registry's loader: ``cfg.musicnn.model`` on ``device`` (default: cuda if present)."""
+def layer_width(model: MusicnnModel | VggModel, layer: str, n_tags: int) -> int:
+    """Per-patch width of ``layer``: 50 logits, 200 penultimate, 753 pooled, 128 vgg pools."""
+    if layer == "logits":
+        return n_tags
+    if isinstance(model, VggModel):
+        return VGG_FILTERS
+    return DENSE_UNITS if layer == "penultimate" else FEATURE_CHANNELS
+
+
+def load_musicnn(
+    cfg: EmbedConfig, device: str | None = None, model: str | None = None, name: str = "musicnn"
+) -> MusicnnEmbedder:
+    """The registry's loader: ``model`` (default ``cfg.musicnn.model``) on ``device`` (default:
+    cuda if present), as backend ``name``."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return MusicnnEmbedder(cfg.musicnn, device)
+    section = replace(cfg.musicnn, model=model or cfg.musicnn.model)
+    return MusicnnEmbedder(section, device, name)
+
+
+_EXTRACTORS: dict[tuple[str, int], MusicnnEmbedder] = {}
+
+
+def extract_layers(
+    y: np.ndarray,
+    sr: int,
+    model_name: str,
+    layers: Sequence[str] = ("penultimate",),
+    pools: Sequence[str] = ("mean",),
+    patch_hop: int = PATCH_FRAMES,
+) -> dict[str, np.ndarray]:
+    """Every ``layer.pool`` summary of a mono waveform, from ONE forward pass (for benchmarks).
+
+    ``y`` is resampled to 16 kHz if ``sr`` differs. Keys "<layer>.<pool>" (e.g.
+    "penultimate.mean_std", "pool3.max", "logits.mean") → float32 vectors; also "tags.mean",
+    the 50 tag probabilities averaged over patches. Models are cached per (model, hop).
+    """
+    key = (model_name, patch_hop)
+    if key not in _EXTRACTORS:
+        cfg = replace(MusicnnConfig(), model=model_name, patch_hop=patch_hop)
+        _EXTRACTORS[key] = MusicnnEmbedder(cfg, "cpu", model_name)
+    emb = _EXTRACTORS[key]
+    if sr != emb.sample_rate:
+        import librosa
+
+        y = librosa.resample(np.asarray(y, dtype=np.float32), orig_sr=sr, target_sr=16000)
+    with torch.inference_mode():
+        patches, _ = emb.patches([emb.prepare(y)])
+        outs = [
+            emb.model.layers(patches[a : a + emb.cfg.batch_size])
+            for a in range(0, patches.shape[0], emb.cfg.batch_size)
+        ]
+        acts = {k: torch.cat([o[k] for o in outs]).numpy() for k in outs[0]}
+    tags = 1 / (1 + np.exp(-acts["logits"].astype(np.float64)))
+    result = {"tags.mean": tags.mean(axis=0).astype(np.float32)}
+    for layer in layers:
+        for how in pools:
+            result[f"{layer}.{how}"] = pool_rows(acts[layer], how)
+    return result
 
 
 def load_musicnn_preparer(cfg: EmbedConfig) -> MusicnnPreparer:

@@ -8,20 +8,27 @@ large model only to cut windows; a backend without one is loaded on CPU instead.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from soundclust_ray.config import EmbedConfig
 from soundclust_ray.embed.base import AudioEmbedder, Preparer
 from soundclust_ray.embed.clap import load_clap, load_clap_preparer
-from soundclust_ray.embed.musicnn import load_musicnn, load_musicnn_preparer
+from soundclust_ray.embed.musicnn import MODEL_NAMES, load_musicnn, load_musicnn_preparer
+
+MODEL_BACKENDS = {m.lower(): m for m in MODEL_NAMES}
+"""One backend per shipped musicnn/vgg model (msd_musicnn … mtt_vgg), so several run in one
+job, each its own product embeddings/<backend>; ``musicnn`` uses ``cfg.musicnn.model``."""
 
 EMBEDDERS: dict[str, Callable[[EmbedConfig, str], AudioEmbedder]] = {
     "clap": load_clap,
     "musicnn": load_musicnn,
+    **{b: partial(load_musicnn, model=m, name=b) for b, m in MODEL_BACKENDS.items()},
 }
 
 PREPARERS: dict[str, Callable[[EmbedConfig], Preparer]] = {
     "clap": load_clap_preparer,
     "musicnn": load_musicnn_preparer,
+    **{b: load_musicnn_preparer for b in MODEL_BACKENDS},
 }
 
 
