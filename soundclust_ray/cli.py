@@ -1,4 +1,4 @@
-"""The ``soundclust`` command: run, demo, analyze, similar.
+"""The ``soundclust`` command: run, demo, analyze, similar, export.
 
 Parsing only: each command turns options into a RunConfig / AnalysisConfig and calls the
 package. User errors (missing input, bad column, unknown family) end in one line and exit 2.
@@ -22,7 +22,9 @@ from soundclust_ray.config import (
     FeaturesConfig,
     MusicnnConfig,
     RunConfig,
+    SearchConfig,
 )
+from soundclust_ray.embed.pooling import POOLS
 from soundclust_ray.errors import EXIT_TOO_MANY_FAILURES, EXIT_USER_ERROR, UserError
 from soundclust_ray.sources.base import RunOptions
 
@@ -111,6 +113,7 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-hdbscan", action="store_true", help="skip HDBSCAN")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP map (PCA map only)")
+    add_duplicates_option(p)
     p.add_argument(
         "--min-cluster-size",
         type=int,
@@ -139,6 +142,7 @@ def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
         "hdbscan": False if getattr(args, "no_hdbscan", False) else None,
         "umap": False if getattr(args, "no_umap", False) else None,
         "chunk_level": True if getattr(args, "cluster_chunks", False) else None,
+        "duplicates": False if getattr(args, "duplicates", "on") == "off" else None,
     }
     values.update({k: v for k, v in extra.items() if v is not None})
     return AnalysisConfig(**{k: v for k, v in values.items() if k in names})
@@ -168,7 +172,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--embed",
         type=_csv_tuple,
         default=DEFAULT_EMBED_BACKENDS,
-        help="comma-separated embedding backends (clap, musicnn) or 'none' (default: "
+        help="comma-separated embedding backends (clap, musicnn, msd_musicnn, mtt_musicnn, "
+        "msd_vgg, mtt_vgg) or 'none' (default: "
         f"{','.join(DEFAULT_EMBED_BACKENDS)}, the best clustering in docs/quality.md)",
     )
     p.add_argument("--clap-model", default=clap.model, help="CLAP hub id or local directory")
@@ -191,14 +196,26 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--musicnn-model",
         default=mn.model,
-        choices=["MSD_musicnn", "MTT_musicnn"],
-        help="musicnn tagger weights",
+        choices=["MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg"],
+        help="weights of the 'musicnn' backend (msd_musicnn … mtt_vgg name their own)",
     )
     p.add_argument(
         "--musicnn-pool",
         default=mn.pool,
-        choices=["mean", "max"],
-        help="how patch embeddings become one track vector",
+        choices=list(POOLS),
+        help="how patch vectors become one track vector (mean_std: 2x the dims)",
+    )
+    p.add_argument(
+        "--musicnn-layer",
+        default=mn.layer,
+        help="layer of the musicnn/vgg backends: penultimate, max_pool, mean_pool, logits "
+        "(musicnn pair), pool1…pool5, logits (vgg pair); default penultimate / pool5",
+    )
+    p.add_argument(
+        "--musicnn-hop",
+        type=int,
+        default=mn.patch_hop,
+        help=f"frames between patch starts (< {mn.patch_frames} overlaps patches)",
     )
     p.add_argument(
         "--max-duration",
@@ -252,7 +269,11 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             strategy=args.clap_strategy,
         ),
         musicnn=dataclasses.replace(
-            d.embed.musicnn, model=args.musicnn_model, pool=args.musicnn_pool
+            d.embed.musicnn,
+            model=args.musicnn_model,
+            pool=args.musicnn_pool,
+            layer=args.musicnn_layer,
+            patch_hop=args.musicnn_hop,
         ),
     )
     return dataclasses.replace(
@@ -370,6 +391,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_duplicates_option(p: argparse.ArgumentParser) -> None:
+    """``--duplicates on|off``: OUT/duplicates.parquet and its count in metrics.json."""
+    p.add_argument(
+        "--duplicates",
+        choices=["on", "off"],
+        default="on",
+        help="find near-duplicate pairs (cosine >= "
+        f"{AnalysisConfig.duplicate_threshold} in the search geometry)",
+    )
+
+
 def cmd_similar(args: argparse.Namespace) -> int:
     from soundclust_ray.analysis.search import format_similar, format_similar_json, similar_tracks
 
@@ -379,13 +411,38 @@ def cmd_similar(args: argparse.Namespace) -> int:
             args.id,
             k=args.k,
             matrix=args.matrix,
-            approximate=args.approximate,
+            approximate={"auto": None, "exact": False, "approximate": True}[args.index],
             nprobe=args.nprobe,
         )
     except (KeyError, ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc).strip("'\"")) from exc
     print(format_similar_json(table) if args.json else format_similar(table))
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from soundclust_ray.export import export
+
+    for path in export(args.out, args.format, args.to):
+        print(path)
+    return 0
+
+
+def add_export_command(sub) -> None:
+    """``soundclust export OUT --format npz|npy|csv|m3u|parquet [--to DIR]``."""
+    from soundclust_ray.export import FORMATS
+
+    export = sub.add_parser(
+        "export",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="write OUT's results in the seeds' file formats",
+        description="Write embeddings, vectors, cluster labels, a joined CSV/Parquet table or "
+        "one M3U playlist per cluster, named as the seed notebooks named them.",
+    )
+    export.add_argument("out", help="output folder of a previous run")
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument("--to", default=None, help="destination folder (default: OUT/export)")
+    export.set_defaults(func=cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -459,15 +516,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="vectors to search: auto, features, embeddings, embeddings:<backend>, tabular",
     )
     similar.add_argument(
-        "--approximate",
-        action="store_true",
-        help="use an IVF index instead of exact blocked search (large collections)",
+        "--index",
+        choices=["auto", "exact", "approximate"],
+        default="auto",
+        help="FAISS index kept in OUT/index/: exact (IndexFlatIP), approximate (IVF), or auto "
+        f"(exact up to {SearchConfig.exact_max_rows:,} tracks)",
     )
     similar.add_argument(
-        "--nprobe", type=int, default=8, help="IVF cells searched with --approximate"
+        "--nprobe",
+        type=int,
+        default=SearchConfig.ivf_nprobe,
+        help="IVF cells a query visits (approximate index)",
     )
     similar.add_argument("--json", action="store_true", help="print strict JSON")
     similar.set_defaults(func=cmd_similar)
+    add_export_command(sub)
     return parser
 
 

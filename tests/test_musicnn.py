@@ -297,3 +297,20 @@ def test_embed_stages_without_ray(tmp_path: Path) -> None:
     assert np.isfinite(out["embedding"][0]).all() and out["error_type"][0] == ""
     assert out["error_type"][1] != "" and np.isnan(out["tag__metal"][1])
     assert max(tags, key=lambda k: out[k][0]) in ("tag__metal", "tag__heavy_metal")
+
+
+def test_each_model_is_its_own_backend() -> None:
+    """msd_musicnn … mtt_vgg load their own weights under their own product name, pooled as
+    the musicnn section says; the legacy ``musicnn`` backend still follows ``model``."""
+    from soundclust_ray.config import RunConfig
+    from soundclust_ray.embed.registry import MODEL_BACKENDS, load_embedder, load_preparer
+    from soundclust_ray.stages.embed import strategy_and_pool
+
+    cfg = EmbedConfig(musicnn=replace(CFG, pool="mean_std"))
+    assert sorted(MODEL_BACKENDS) == ["msd_musicnn", "msd_vgg", "mtt_musicnn", "mtt_vgg"]
+    vgg = load_embedder("mtt_vgg", cfg, "cpu")
+    assert (vgg.name, vgg.dim, vgg.tag_names[:2]) == ("mtt_vgg", 256, ("guitar", "classical"))
+    assert load_embedder("musicnn", cfg, "cpu").tag_labels[33] == "Hip-Hop"
+    assert isinstance(load_preparer("msd_vgg", cfg), MusicnnPreparer)
+    run_cfg = replace(RunConfig(), embed=cfg)
+    assert strategy_and_pool(run_cfg, "msd_vgg") == ("chunk_average", "mean_std")

@@ -17,7 +17,7 @@ from soundclust_ray.audio import load_audio
 from soundclust_ray.config import RunConfig
 from soundclust_ray.embed.base import WindowOutputs
 from soundclust_ray.embed.pooling import check_strategy, pool_windows
-from soundclust_ray.embed.registry import load_embedder, load_preparer
+from soundclust_ray.embed.registry import MODEL_BACKENDS, load_embedder, load_preparer
 from soundclust_ray.ray_env import cluster_cpus, cluster_gpus
 from soundclust_ray.stages.base import (
     ERROR_FIELDS,
@@ -49,9 +49,10 @@ def strategy_and_pool(cfg: RunConfig, backend: str) -> tuple[str, str]:
     """A backend's strategy (chunk_average | chunk_level) and window pooling (mean | max).
 
     Read from the backend's own config section when it has the field (CLAP has ``strategy``,
-    musicnn has ``pool``); defaults are chunk_average and mean (seed 001).
+    musicnn has ``pool``; the per-model backends msd_vgg … share the musicnn section); defaults
+    are chunk_average and mean (seed 001).
     """
-    section = getattr(cfg.embed, backend, None)
+    section = getattr(cfg.embed, "musicnn" if backend in MODEL_BACKENDS else backend, None)
     strategy = check_strategy(getattr(section, "strategy", "chunk_average"))
     return strategy, getattr(section, "pool", "mean")
 
