@@ -155,3 +155,16 @@ def test_unknown_format_and_missing_out_are_user_errors(run_out, tmp_path):
         export(run_out["out"], "xml")
     with pytest.raises(UserError, match="no manifest.parquet"):
         export(str(tmp_path / "nothing"), "csv")
+
+
+def test_cli_export_prints_the_files_and_refuses_a_non_run(run_out, tmp_path, capsys):
+    from soundclust_ray.cli import main
+
+    to = str(tmp_path / "csv")
+    assert main(["export", run_out["out"], "--format", "csv", "--to", to]) == 0
+    assert capsys.readouterr().out.split() == [
+        os.path.join(to, "acoustic_embeddings_with_clusters.csv")
+    ]
+    assert main(["export", str(tmp_path / "none"), "--format", "m3u"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "manifest.parquet" in err[0]

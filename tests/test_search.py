@@ -228,3 +228,20 @@ def test_the_runs_pca_applies(tmp_path):
     p = unit(PCA(2, random_state=42).fit_transform(z))
     assert table["track_id"].tolist() == [ids[i] for i in np.argsort(-(p @ p[4]))[1:6]]
     assert table.attrs["geometry"]["pca"] == 2
+
+
+def test_cli_similar_json_states_the_geometry_and_unknown_id_is_one_line(tmp_path, capsys):
+    from soundclust_ray.cli import main
+
+    rng = np.random.default_rng(9)
+    ids = [f"c{i:02d}" for i in range(20)]
+    out = str(tmp_path / "out")
+    write_embeddings(out, rng.normal(size=(20, 8)).astype(np.float32), ids)
+    write_manifest(out, ids)
+    assert main(["similar", out, "--id", "c03", "--k", "3", "--json", "--index", "exact"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["exact"] is True and len(payload["neighbours"]) == 3
+    assert payload["geometry"]["index"] == "IndexFlatIP (exact)"
+    assert main(["similar", out, "--id", "c3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown track id 'c3'" in err[0]
