@@ -1,10 +1,11 @@
 """Feature families: seed-style per-track loop vs soundclust_ray's implementation.
 
 Both run in this process, on the same real GTZAN clips, one CPU thread each (what one Ray
-worker gets). The naive side is ``features.reference``: each seed's code as written, decoding
-the file with ``librosa.load`` for every feature group and calling each librosa/essentia
-function from the waveform. The fast side decodes once per sample rate (``load_audio``) and
-calls the registered families. Clips alternate naive/fast so both see the same machine load.
+worker gets). The naive side is ``tests/oracles/features_reference.py``: each seed's code as
+written, decoding the file with ``librosa.load`` for every feature group and calling each
+librosa/essentia function from the waveform. The fast side decodes once per sample rate
+(``load_audio``) and calls the registered families. Clips alternate naive/fast so both see
+the same machine load.
 
     .venv/bin/python bench/features.py [--quick] [--clips N]
 
@@ -19,6 +20,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections import defaultdict  # noqa: E402
@@ -28,12 +30,14 @@ import numpy as np  # noqa: E402
 
 from soundclust_ray.audio import load_audio  # noqa: E402
 from soundclust_ray.config import FeaturesConfig  # noqa: E402
-from soundclust_ray.features import reference  # noqa: E402
 from soundclust_ray.features.registry import (  # noqa: E402
     compute_family,
     decode_rates,
     get_families,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from oracles import features_reference as reference  # noqa: E402
 
 DATA = (
     Path(
@@ -51,10 +55,10 @@ CFG = FeaturesConfig(families=FAMILY_NAMES)
 def naive(name: str, path: Path) -> dict[str, float]:
     """The seed's own code path for one family, from the file."""
     if name == "timbre":
-        return reference.timbre_from_path(path, CFG.timbre)
+        return reference.timbre_from_path(path)
     if name == "classic":
-        return reference.classic_from_path(path, CFG.classic)
-    return reference.soundspace_from_path(path, CFG.soundspace)
+        return reference.classic_from_path(path)
+    return reference.soundspace_from_path(path)
 
 
 def naive_all(path: Path) -> dict[str, float]:

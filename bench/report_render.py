@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundclust_ray.report import render
 from soundclust_ray.report.html import write_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import browser as render  # noqa: E402
 
 
 def synthetic_out(folder: Path, n: int = 2000, k: int = 8) -> None:

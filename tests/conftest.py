@@ -32,10 +32,11 @@ def compiled_jit_caches():
     """Compile librosa's numba kernels once, under the cross-process lock, before any test.
 
     Ray workers started by the tests compile the same kernels; see features/jit_cache.py.
+    The oracles in tests/oracles/ compile theirs in this process alone, on first use.
     """
     from soundclust_ray.features.jit_cache import warm_jit_caches
 
-    warm_jit_caches(include_reference=True)
+    warm_jit_caches()
 
 
 @pytest.fixture(scope="session")

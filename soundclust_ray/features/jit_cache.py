@@ -21,7 +21,7 @@ from soundclust_ray.config import FeaturesConfig
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "soundclust_ray-numba-cache.lock")
 WARMUP_SECONDS = 6.0
 
-_warmed: set[tuple[tuple[str, ...], bool]] = set()
+_warmed: set[tuple[str, ...]] = set()
 
 
 def warmup_signal(sample_rate: int, seconds: float = WARMUP_SECONDS) -> np.ndarray:
@@ -32,12 +32,9 @@ def warmup_signal(sample_rate: int, seconds: float = WARMUP_SECONDS) -> np.ndarr
     return y.astype(np.float32)
 
 
-def warm_jit_caches(
-    families: tuple[str, ...] | None = None, include_reference: bool = False
-) -> None:
-    """Run the named feature families (default: all; optionally the seed-style references too)
-    on a short signal under the lock, once per process and set of families."""
-    from soundclust_ray.features import reference
+def warm_jit_caches(families: tuple[str, ...] | None = None) -> None:
+    """Run the named feature families (default: all) through their real feature functions on
+    a short signal under the lock, once per process and set of families."""
     from soundclust_ray.features.registry import (
         FAMILIES,
         compute_family,
@@ -46,8 +43,7 @@ def warm_jit_caches(
     )
 
     names = tuple(FAMILIES) if families is None else tuple(families)
-    key = (names, include_reference)
-    if key in _warmed:
+    if names in _warmed:
         return
     cfg = FeaturesConfig(families=names)
     selected = get_families(names)
@@ -57,12 +53,6 @@ def warm_jit_caches(
             signals = {r: warmup_signal(r) for r in decode_rates(selected, cfg)}
             for family in selected:
                 compute_family(family, signals, cfg)
-            if include_reference:
-                y22 = warmup_signal(cfg.timbre.sample_rate)
-                reference.timbre_reference(y22, cfg.timbre.sample_rate, cfg.timbre)
-                reference.classic_reference(y22, cfg.classic.sample_rate, cfg.classic)
-                y44 = warmup_signal(cfg.soundspace.sample_rate)
-                reference.soundspace_reference(y22, y44, cfg.soundspace)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    _warmed.add(key)
+    _warmed.add(names)

@@ -2,8 +2,8 @@
 
 The seed computes the STFT five times (mel spectrogram, centroid, bandwidth, rolloff,
 flatness); here one magnitude spectrogram is shared by all of them and every statistic is a
-vectorized reduction over frames (see ``features.dsp``). ``features.reference.timbre_reference``
-is the seed's own sequence of librosa calls, which the tests compare against column by column.
+vectorized reduction over frames (see ``features.dsp``). ``tests/oracles/features_reference.py``
+holds the seed's own sequence of librosa calls, which the tests compare against column by column.
 """
 
 from __future__ import annotations

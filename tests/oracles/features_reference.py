@@ -5,6 +5,10 @@ feature recomputed from the waveform, essentia algorithms built on every call, a
 over frames, and (in the ``*_from_path`` variants) the file decoded again per feature group
 exactly as seeds 000-002 do with ``librosa.load``. They are deliberately slow; production
 code uses ``timbre``, ``classic`` and ``soundspace``, which must match them column by column.
+
+Every parameter is the seed's literal value, never read from ``soundclust_ray.config``: an
+oracle that reads the config it checks follows a wrong default instead of catching it.
+Used by tests/test_features_*.py and bench/features.py (which puts tests/ on sys.path).
 """
 
 from __future__ import annotations
@@ -14,9 +18,6 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from soundclust_ray.audio.decode import resample
-from soundclust_ray.config import ClassicConfig, SoundspaceConfig, TimbreConfig
-from soundclust_ray.features.classic import classic_columns, split_chunks
 from soundclust_ray.features.soundspace import (
     KEY_INDEX,
     MAJOR_DEGREES,
@@ -24,25 +25,40 @@ from soundclust_ray.features.soundspace import (
     entropy_bits,
     soundspace_columns,
 )
-from soundclust_ray.features.timbre import timbre_columns
 
 # -- timbre (seed 002) ------------------------------------------------------------------------
 
+TIMBRE_SR = 22050  # seed 002: SAMPLE_RATE_TARGET = 22050
+TIMBRE_N_MELS = 64  # seed 002: N_MELS = 64
+TIMBRE_N_MFCC = 20  # seed 002: N_MFCC = 20
+TIMBRE_SPECTRAL = ("centroid", "bandwidth", "rolloff", "flatness", "rms", "zcr")
 
-def timbre_reference(y: np.ndarray, sr: int, cfg: TimbreConfig) -> dict[str, float]:
+
+def timbre_reference_columns() -> list[str]:
+    """Seed 002's feature order: mel means, mel stds, MFCC means, MFCC stds, spectral stats."""
+    names = [f"mel_{i:02d}_mean" for i in range(TIMBRE_N_MELS)]
+    names += [f"mel_{i:02d}_std" for i in range(TIMBRE_N_MELS)]
+    names += [f"mfcc_{i:02d}_mean" for i in range(TIMBRE_N_MFCC)]
+    names += [f"mfcc_{i:02d}_std" for i in range(TIMBRE_N_MFCC)]
+    for name in TIMBRE_SPECTRAL:
+        names += [f"{name}_mean", f"{name}_std"]
+    return [f"timbre__{n}" for n in names]
+
+
+def timbre_reference(y: np.ndarray, sr: int = TIMBRE_SR) -> dict[str, float]:
     """Seed 002's ``extract_acoustic_embedding`` body on an already-decoded signal."""
-    y_trim, _ = librosa.effects.trim(y, top_db=cfg.trim_top_db)
-    if len(y_trim) < int(cfg.min_trimmed_s * sr):
+    y_trim, _ = librosa.effects.trim(y, top_db=30)
+    if len(y_trim) < int(0.5 * sr):
         y_trim = y
     S = librosa.feature.melspectrogram(
-        y=y_trim, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, power=2.0
+        y=y_trim, sr=sr, n_fft=2048, hop_length=512, n_mels=TIMBRE_N_MELS, power=2.0
     )
     S_db = librosa.power_to_db(S, ref=np.max)
-    mfcc = librosa.feature.mfcc(S=S_db, sr=sr, n_mfcc=cfg.n_mfcc)
+    mfcc = librosa.feature.mfcc(S=S_db, sr=sr, n_mfcc=TIMBRE_N_MFCC)
     spectral = [
         librosa.feature.spectral_centroid(y=y_trim, sr=sr)[0],
         librosa.feature.spectral_bandwidth(y=y_trim, sr=sr)[0],
-        librosa.feature.spectral_rolloff(y=y_trim, sr=sr, roll_percent=cfg.rolloff_percent)[0],
+        librosa.feature.spectral_rolloff(y=y_trim, sr=sr, roll_percent=0.85)[0],
         librosa.feature.spectral_flatness(y=y_trim)[0],
         librosa.feature.rms(y=y_trim)[0],
         librosa.feature.zero_crossing_rate(y_trim)[0],
@@ -57,28 +73,53 @@ def timbre_reference(y: np.ndarray, sr: int, cfg: TimbreConfig) -> dict[str, flo
             stats,
         ]
     )
-    return dict(zip(timbre_columns(cfg), values.astype(np.float32).tolist(), strict=True))
+    return dict(zip(timbre_reference_columns(), values.astype(np.float32).tolist(), strict=True))
 
 
-def timbre_from_path(path: str | Path, cfg: TimbreConfig) -> dict[str, float]:
+def timbre_from_path(path: str | Path) -> dict[str, float]:
     """Seed 002 end to end: ``librosa.load`` then the reference features."""
-    y, sr = librosa.load(str(path), sr=cfg.sample_rate, mono=True)
-    return timbre_reference(y, sr, cfg)
+    y, sr = librosa.load(str(path), sr=TIMBRE_SR, mono=True)
+    return timbre_reference(y, sr)
 
 
 # -- classic (seed 001) -----------------------------------------------------------------------
 
+CLASSIC_SR = 22050  # seed 001: librosa.load's default rate
+CLASSIC_CHUNK_S = 5.0  # seed 001: "split into 5-second chunks"
+CLASSIC_PADDING_THRESHOLD = 0.5  # seed 001's padding_threshold
+CLASSIC_N_MFCC = 13  # seed 001: 13 MFCC means + 13 variances + 7 = "approximately 33"
 
-def classic_chunk_reference(chunk: np.ndarray, sr: int, cfg: ClassicConfig) -> list[float]:
+
+def classic_reference_columns() -> list[str]:
+    """Seed 001's 33 names per chunk."""
+    names = [f"mfcc_{i:02d}_mean" for i in range(CLASSIC_N_MFCC)]
+    names += [f"mfcc_{i:02d}_var" for i in range(CLASSIC_N_MFCC)]
+    names += ["centroid_mean", "bandwidth_mean", "rolloff_mean", "zcr_mean"]
+    names += ["tempo_bpm", "energy", "chroma_mean"]
+    return [f"classic__{n}" for n in names]
+
+
+def seed_chunks(y: np.ndarray, sr: int = CLASSIC_SR) -> list[np.ndarray]:
+    """Seed 001's 5 s chunks: full ones, then a zero-padded last one if half of it is there."""
+    length = int(round(CLASSIC_CHUNK_S * sr))
+    chunks = [y[i : i + length] for i in range(0, len(y), length)]
+    if chunks and len(chunks[-1]) < length:
+        last = chunks.pop()
+        if len(last) >= CLASSIC_PADDING_THRESHOLD * length:
+            chunks.append(np.pad(last, (0, length - len(last))))
+    return chunks
+
+
+def classic_chunk_reference(chunk: np.ndarray, sr: int = CLASSIC_SR) -> list[float]:
     """The 33 seed-001 features of one chunk, each librosa feature computed from the samples."""
-    mfcc = librosa.feature.mfcc(y=chunk, sr=sr, n_mfcc=cfg.n_mfcc)
+    mfcc = librosa.feature.mfcc(y=chunk, sr=sr, n_mfcc=CLASSIC_N_MFCC)
     tempo, _ = librosa.beat.beat_track(y=chunk, sr=sr)
     return [
         *np.mean(mfcc, axis=1),
         *np.var(mfcc, axis=1),
         np.mean(librosa.feature.spectral_centroid(y=chunk, sr=sr)),
         np.mean(librosa.feature.spectral_bandwidth(y=chunk, sr=sr)),
-        np.mean(librosa.feature.spectral_rolloff(y=chunk, sr=sr, roll_percent=cfg.rolloff_percent)),
+        np.mean(librosa.feature.spectral_rolloff(y=chunk, sr=sr, roll_percent=0.85)),
         np.mean(librosa.feature.zero_crossing_rate(chunk)),
         float(np.atleast_1d(tempo)[0]),
         np.mean(chunk**2),
@@ -86,31 +127,34 @@ def classic_chunk_reference(chunk: np.ndarray, sr: int, cfg: ClassicConfig) -> l
     ]
 
 
-def classic_chunks_reference(y: np.ndarray, sr: int, cfg: ClassicConfig) -> list[dict[str, float]]:
+def classic_chunks_reference(y: np.ndarray, sr: int = CLASSIC_SR) -> list[dict[str, float]]:
     """Seed 001's per-chunk loop: one feature row per chunk."""
-    columns = classic_columns(cfg)
+    columns = classic_reference_columns()
     rows = []
-    for chunk in split_chunks(np.asarray(y, dtype=np.float32), cfg):
-        values = np.asarray(classic_chunk_reference(chunk, sr, cfg), dtype=np.float32)
+    for chunk in seed_chunks(np.asarray(y, dtype=np.float32), sr):
+        values = np.asarray(classic_chunk_reference(chunk, sr), dtype=np.float32)
         rows.append(dict(zip(columns, values.tolist(), strict=True)))
     return rows
 
 
-def classic_reference(y: np.ndarray, sr: int, cfg: ClassicConfig) -> dict[str, float]:
+def classic_reference(y: np.ndarray, sr: int = CLASSIC_SR) -> dict[str, float]:
     """Mean over the chunk rows (the chunk-average track vector)."""
-    rows = classic_chunks_reference(y, sr, cfg)
-    columns = classic_columns(cfg)
+    rows = classic_chunks_reference(y, sr)
+    columns = classic_reference_columns()
     matrix = np.array([[row[c] for c in columns] for row in rows], dtype=np.float64)
     return dict(zip(columns, matrix.mean(axis=0).astype(np.float32).tolist(), strict=True))
 
 
-def classic_from_path(path: str | Path, cfg: ClassicConfig) -> dict[str, float]:
+def classic_from_path(path: str | Path) -> dict[str, float]:
     """Seed 001 end to end: ``librosa.load`` then the chunk loop."""
-    y, sr = librosa.load(str(path), sr=cfg.sample_rate, mono=True)
-    return classic_reference(y, sr, cfg)
+    y, sr = librosa.load(str(path), sr=CLASSIC_SR, mono=True)
+    return classic_reference(y, sr)
 
 
 # -- soundspace (seed 000) --------------------------------------------------------------------
+
+SOUNDSPACE_SR = 22050  # seed 000: the spectral group's librosa.load rate
+SOUNDSPACE_ESSENTIA_SR = 44100  # seed 000: the rhythm and tonal groups' rate
 
 
 def _es():
@@ -318,35 +362,28 @@ def tonal_reference(y44: np.ndarray, sr44: int) -> dict[str, float]:
     return out
 
 
-def soundspace_reference(
-    y22: np.ndarray, y44: np.ndarray, cfg: SoundspaceConfig
-) -> dict[str, float]:
+def soundspace_reference(y22: np.ndarray, y44: np.ndarray) -> dict[str, float]:
     """All 56 seed-000 features from the two decodes the seed makes (22.05 and 44.1 kHz)."""
     raw = (
-        rhythm_reference(y44, cfg.essentia_sample_rate)
-        | spectral_reference(y22, cfg.sample_rate)
-        | tonal_reference(y44, cfg.essentia_sample_rate)
+        rhythm_reference(y44, SOUNDSPACE_ESSENTIA_SR)
+        | spectral_reference(y22, SOUNDSPACE_SR)
+        | tonal_reference(y44, SOUNDSPACE_ESSENTIA_SR)
     )
     columns = soundspace_columns()
     return {c: float(np.float32(raw[c.split("__", 1)[1]])) for c in columns}
 
 
-def soundspace_from_path(path: str | Path, cfg: SoundspaceConfig) -> dict[str, float]:
+def soundspace_from_path(path: str | Path) -> dict[str, float]:
     """Seed 000 end to end: a fresh ``librosa.load`` per feature group (44.1k, 22.05k, 44.1k)."""
-    y_rhythm, _ = librosa.load(str(path), sr=cfg.essentia_sample_rate, mono=True)
-    y_spectral, _ = librosa.load(str(path), sr=cfg.sample_rate, mono=True)
-    y_tonal, _ = librosa.load(str(path), sr=cfg.essentia_sample_rate, mono=True)
+    y_rhythm, _ = librosa.load(str(path), sr=SOUNDSPACE_ESSENTIA_SR, mono=True)
+    y_spectral, _ = librosa.load(str(path), sr=SOUNDSPACE_SR, mono=True)
+    y_tonal, _ = librosa.load(str(path), sr=SOUNDSPACE_ESSENTIA_SR, mono=True)
     raw = (
-        rhythm_reference(y_rhythm, cfg.essentia_sample_rate)
-        | spectral_reference(y_spectral, cfg.sample_rate)
-        | tonal_reference(y_tonal, cfg.essentia_sample_rate)
+        rhythm_reference(y_rhythm, SOUNDSPACE_ESSENTIA_SR)
+        | spectral_reference(y_spectral, SOUNDSPACE_SR)
+        | tonal_reference(y_tonal, SOUNDSPACE_ESSENTIA_SR)
     )
     return {c: float(np.float32(raw[c.split("__", 1)[1]])) for c in soundspace_columns()}
-
-
-def upsample_like_seed(y: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
-    """What ``librosa.load(sr=target_sr)`` gives for a file whose native rate is ``sr``."""
-    return resample(y, sr, target_sr)
 
 
 def mismatches(
