@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench lint clean
+.PHONY: demo test test-fast venv bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not ray and not slow and not gpu" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
