@@ -85,3 +85,27 @@ def test_large_exact_index_is_paired_through_ivf(tmp_path):
     outdir.write_json(out, outdir.METRICS, metrics)
     (key,) = {f.split(".")[0] for f in outdir.list_files(out, outdir.INDEX)}
     assert open_index(out).key == key  # similar reuses the index the analysis built
+
+
+def test_analyze_writes_the_pairs_and_counts_them(tmp_path):
+    from soundclust_ray.analysis.driver import analyze
+
+    X, planted = rows_with_copies(4)
+    ids = [f"t{i:03d}" for i in range(len(X))]
+    out = str(tmp_path / "out")
+    write_run(out, X, ids)
+    cfg = AnalysisConfig(k=3, umap=False, hdbscan=False, report=False, oof=False)
+    metrics = analyze(out, cfg, progress=False)
+    assert metrics["duplicates"]["n_pairs"] == len(read_duplicates(out)) >= 5
+    assert outdir.DUPLICATES in metrics["outputs"]
+    assert {(ids[i], ids[j]) for i, j in planted} <= set(
+        zip(read_duplicates(out).track_id_a, read_duplicates(out).track_id_b, strict=True)
+    )
+    (key,) = {f.split(".")[0] for f in outdir.list_files(out, outdir.INDEX)}
+    assert open_index(out).key == key
+    off = analyze(
+        out,
+        AnalysisConfig(k=3, umap=False, hdbscan=False, report=False, oof=False, duplicates=False),
+        progress=False,
+    )
+    assert "skipped" in off["duplicates"] and outdir.DUPLICATES not in off["outputs"]

@@ -36,7 +36,7 @@ from soundclust_ray.analysis.matrix import NoRows, gather_matrix
 from soundclust_ray.analysis.oof import OofParams, dist_columns, fit_oof_kmeans
 from soundclust_ray.config import AnalysisConfig, to_dict
 
-STEP_COUNT = 12
+STEP_COUNT = 13
 """Steps the progress bar counts: the eleven timed steps and the final write."""
 LAYOUT_COLUMNS = ("kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "top_tags")
 """Columns of clusters.parquet that are results, not manifest metadata."""
@@ -386,7 +386,18 @@ def _describe(
     with steps("summaries"):
         cluster_summaries = summaries_step(f, tracks, clusters, cfg)
         _write_json(out, outdir.SUMMARIES, cluster_summaries)
+    with steps("duplicates"):
+        result["duplicates"] = duplicates_step(out, cfg, result)
     return clusters, cluster_summaries
+
+
+def duplicates_step(out: str, cfg: AnalysisConfig, result: dict) -> dict:
+    """OUT/duplicates.parquet in the search geometry; builds the index ``similar`` reuses."""
+    if not cfg.duplicates:
+        return {"skipped": "turned off (duplicates=False)"}
+    from soundclust_ray.analysis.duplicates import write_duplicates
+
+    return write_duplicates(out, cfg, result.get("matrix", {}))
 
 
 # --- the sequence and the outputs ---------------------------------------------------------------
@@ -514,6 +525,8 @@ def _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start
     outputs = [outdir.CLUSTERS, outdir.METRICS, outdir.SUMMARIES]
     if wrote_oof:
         outputs.insert(1, outdir.OOF)
+    if result.get("duplicates", {}).get("path"):
+        outputs.append(outdir.DUPLICATES)
     if cfg.report:
         try:
             from soundclust_ray.report import write_report
