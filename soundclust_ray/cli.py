@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -406,6 +407,10 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from soundclust_ray.analysis.search import format_similar, format_similar_json, similar_tracks
 
     try:
+        if args.list_tags or args.tag:
+            return print_tag_query(args)
+        if not args.id:
+            raise UserError("give --id TRACK_ID, --tag TAG or --list-tags")
         table = similar_tracks(
             args.out,
             args.id,
@@ -416,6 +421,25 @@ def cmd_similar(args: argparse.Namespace) -> int:
         )
     except (KeyError, ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc).strip("'\"")) from exc
+    print(format_similar_json(table) if args.json else format_similar(table))
+    return 0
+
+
+def print_tag_query(args: argparse.Namespace) -> int:
+    """``similar --list-tags`` / ``--tag TAG``: the run's tagger vocabulary or a ranking."""
+    from soundclust_ray.analysis.search import (
+        format_similar,
+        format_similar_json,
+        run_tags,
+        tracks_by_tag,
+    )
+
+    if args.list_tags:
+        backend, _, tags = run_tags(args.out)
+        names = list(tags.columns)
+        print(json.dumps({"backend": backend, "tags": names}) if args.json else " ".join(names))
+        return 0
+    table = tracks_by_tag(args.out, args.tag, k=args.k)
     print(format_similar_json(table) if args.json else format_similar(table))
     return 0
 
@@ -508,7 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the nearest tracks by cosine similarity.",
     )
     similar.add_argument("out", help="output folder of a previous run")
-    similar.add_argument("--id", required=True, help="track_id to query")
+    similar.add_argument("--id", default=None, help="track_id to query")
+    similar.add_argument(
+        "--tag", default=None, help="rank tracks by this tag's probability (run's tagger)"
+    )
+    similar.add_argument(
+        "--list-tags", action="store_true", help="print the tags --tag accepts and exit"
+    )
     similar.add_argument("--k", type=int, default=10, help="number of neighbours")
     similar.add_argument(
         "--matrix",

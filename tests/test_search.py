@@ -245,3 +245,37 @@ def test_cli_similar_json_states_the_geometry_and_unknown_id_is_one_line(tmp_pat
     assert main(["similar", out, "--id", "c3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown track id 'c3'" in err[0]
+
+
+def test_tag_ranking_list_and_clear_lines(tmp_path, capsys):
+    from soundclust_ray.cli import main
+
+    rng = np.random.default_rng(10)
+    ids = [f"m{i:02d}" for i in range(12)]
+    out = str(tmp_path / "out")
+    fs, base = outdir.resolve(out)
+    piano = rng.random(12).astype(np.float32)
+    table = pa.table(
+        {
+            "track_id": ids,
+            "embedding": shards.embedding_array(rng.normal(size=(12, 4)).astype(np.float32)),
+            "tag__piano": piano,
+            "tag__rock": 1 - piano,
+        }
+    )
+    shards.write_table_atomic(fs, shards.new_shard_path(base, "embeddings/musicnn"), table)
+    write_manifest(out, ids)
+    assert main(["similar", out, "--tag", "piano", "--k", "4", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [r["track_id"] for r in payload["neighbours"]] == [
+        ids[i] for i in np.argsort(-piano)[:4]
+    ]
+    assert main(["similar", out, "--list-tags"]) == 0
+    assert capsys.readouterr().out.split() == ["piano", "rock"]
+    assert main(["similar", out, "--tag", "pianos"]) == 2
+    assert "close: piano" in capsys.readouterr().err
+    plain = str(tmp_path / "plain")
+    write_features(plain, rng.normal(size=(6, 2)).astype(np.float32), ids[:6])
+    assert main(["similar", plain, "--tag", "piano"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no tag probabilities" in err[0]

@@ -372,6 +372,45 @@ def neighbour_table(out: str, si: SearchIndex, rows: np.ndarray, sims: np.ndarra
     return result
 
 
+def run_tags(out: str) -> tuple[str, np.ndarray, pd.DataFrame]:
+    """(backend, track ids, tag probabilities per track) of the run's tagger; UserError when
+    no embedding backend of the run wrote ``tag__*`` columns (musicnn does, CLAP does not)."""
+    from soundclust_ray.analysis import gather
+
+    for backend in gather.embedding_backends(out):
+        g = gather.pool_windows(gather.gather_embeddings(out, backend))
+        if g.tags is not None and len(g.tags.columns):
+            return backend, g.track_ids.astype(str).astype(object), g.tags
+    raise UserError(f"{out} has no tag probabilities: run with a tagger (--embed musicnn)")
+
+
+def tracks_by_tag(out: str, tag: str, k: int = 10) -> pd.DataFrame:
+    """The k tracks with the highest probability of ``tag`` (the tagger's own output), with
+    their manifest metadata; an unknown tag is a UserError naming close ones."""
+    from soundclust_ray.analysis.gather import read_manifest
+
+    backend, ids, tags = run_tags(out)
+    if tag not in tags.columns:
+        close = difflib.get_close_matches(tag, list(tags.columns), n=CLOSE_MATCHES, cutoff=0.4)
+        hint = f"; close: {', '.join(close)}" if close else "; see --list-tags"
+        raise UserError(f"unknown tag {tag!r} of embeddings/{backend}{hint}")
+    p = tags[tag].to_numpy(dtype=np.float64)
+    order = np.argsort(-np.nan_to_num(p, nan=-np.inf), kind="stable")[:k]
+    result = pd.DataFrame(
+        {"rank": np.arange(1, len(order) + 1), "track_id": ids[order].astype(str)}
+    )
+    result["similarity"] = p[order].round(6)
+    manifest = read_manifest(out)
+    meta = manifest.drop(columns=[c for c in ("invalid_reason",) if c in manifest.columns])
+    result = result.merge(meta, on="track_id", how="left")
+    geometry = {"ranking": f"probability of tag {tag!r} from embeddings/{backend}"}
+    title = f"tracks ranked by the probability of tag {tag!r}"
+    result.attrs.update(
+        query=f"tag:{tag}", matrix=f"tags/{backend}", exact=True, geometry=geometry, title=title
+    )
+    return result
+
+
 def _cell(value: object, width: int) -> str:
     if isinstance(value, float | np.floating) and float(value).is_integer():
         value = int(value)
@@ -386,7 +425,7 @@ def format_similar(df: pd.DataFrame, width: int = 40) -> str:
     The path column and metadata columns that repeat the track id are left out; cells are
     clipped to ``width`` characters.
     """
-    head = f"nearest to {df.attrs.get('query', '?')} by cosine similarity"
+    head = df.attrs.get("title") or f"nearest to {df.attrs.get('query', '?')} by cosine similarity"
     if df.attrs.get("matrix"):
         exact = "exact" if df.attrs.get("exact", True) else "approximate"
         head += f" ({df.attrs['matrix']}, {exact})"
