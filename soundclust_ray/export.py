@@ -18,7 +18,8 @@ Formats (names as the seeds wrote them, so their downstream notebooks load them 
 - ``m3u``: one playlist per cluster, ``playlists/<kmeans|hdbscan>_<label>.m3u``, paths relative
   to the playlist, tracks ordered by cosine to their cluster's centre in the search geometry.
 
-Nothing is written into OUT except under OUT/export/ (the default ``--to``).
+Nothing is written into OUT except under OUT/export/ (the default ``--to``) and, for ``m3u``,
+the search index OUT/index/ when it is missing (the same one ``similar`` uses).
 """
 
 from __future__ import annotations
