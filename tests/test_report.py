@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+import html
 import json
 import re
+from dataclasses import replace
+from pathlib import Path
 
+import browser as render
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
-from soundclust_ray.report import render
+from soundclust_ray.config import AnalysisConfig
+from soundclust_ray.report import bundle, player
 from soundclust_ray.report.html import esc, render_report, script_json, write_report
 
 EVIL = "<script>alert(1)</script>"
@@ -117,13 +125,62 @@ def test_metadata_text_is_escaped_everywhere():
 
 def test_self_contained_and_sampled(tmp_path):
     clusters, metrics, summaries, _ = fake_run(n_per=200)
-    page = render_report(metrics, clusters, summaries, max_points=100)
+    cfg = replace(AnalysisConfig(), report_max_points=100)
+    page = render_report(metrics, clusters, summaries, cfg=cfg)
     assert "<script src" not in page and "<link" not in page
-    ours = re.sub(r"<script>.*?</script>", "", page, count=1, flags=re.S)  # drop plotly.js itself
-    assert "http://" not in ours and "https://" not in ours
+    assert "http://" not in page and "https://" not in page  # the bundle is base64: no URLs
     assert "Maps show a seeded sample of 100 of 600 tracks" in page
     path = write_report(str(tmp_path), metrics, clusters, summaries)
-    assert path.endswith("report.html") and (tmp_path / "report.html").stat().st_size > 1_000_000
+    assert path.endswith("report.html") and (tmp_path / "report.html").exists()
+
+
+def test_plotly_travels_gzipped_and_inflates_to_the_installed_bundle(tmp_path):
+    import plotly.offline
+
+    full = plotly.offline.get_plotlyjs().encode()
+    packed = bundle.plotly_gzip_base64()
+    assert gzip.decompress(base64.b64decode(packed)) == full
+    clusters, metrics, summaries, _ = fake_run()
+    write_report(str(tmp_path), metrics, clusters, summaries)
+    size = (tmp_path / "report.html").stat().st_size
+    assert size < 0.5 * len(full), (size, len(full))  # was len(full) + the data: 4.8 MB
+    again = tmp_path / "again"
+    write_report(str(again), metrics, clusters, summaries)
+    assert bundle.plotly_gzip_base64() in (again / "report.html").read_text()
+
+
+def test_audio_links_are_relative_to_out_and_percent_encoded(tmp_path):
+    out = tmp_path / "out"
+    odd = tmp_path / "music" / "a b#1?x%y é" / "javascript:alert(1).mp3"
+    links = player.audio_links(
+        [str(odd), f"file://{tmp_path}/music/c.wav", "s3://bucket/x.mp3", None, ""], str(out)
+    )
+    assert links[0] == "../music/a%20b%231%3Fx%25y%20%C3%A9/javascript%3Aalert%281%29.mp3"
+    assert links[1] == "../music/c.wav"
+    assert links[2:] == [None, None, None]
+    assert player.audio_links([str(odd)], "s3://bucket/out") == [None]
+
+
+def test_neighbours_equal_brute_force():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 6)).astype(np.float32)
+    xy = X[:, :2].astype(float)
+    xy[5] = np.nan
+    rows, dists = player.nearest_on_map(xy, 4)
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    d[np.isnan(d)] = np.inf
+    for i in (0, 17, 39):
+        assert rows[i] == list(np.argsort(d[i], kind="stable")[:4])
+        assert np.allclose(dists[i], np.sort(d[i])[:4], atol=1e-4)
+    assert rows[5] == [] and all(5 not in r for r in rows)
+    rows, dists = player.nearest_in_matrix(X, 3)
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = U @ U.T
+    np.fill_diagonal(S, -np.inf)
+    for i in (0, 21):
+        assert rows[i] == list(np.argsort(-S[i], kind="stable")[:3])
+        assert np.allclose(dists[i], 1 - np.sort(S[i])[::-1][:3], atol=1e-4)
 
 
 def test_missing_projection_shows_a_reason():
@@ -135,6 +192,7 @@ def test_missing_projection_shows_a_reason():
     blob = json.loads(re.search(r"id=report-data>(.*?)</script>", page, re.S).group(1))
     umap = blob["projections"][0]
     assert umap["x"] is None and "at least 3 rows" in umap["reason"]
+    assert blob["player"]["neighbours"]["space"] == "distance on the PCA map"
 
 
 needs_chromium = pytest.mark.skipif(
@@ -142,31 +200,117 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
+PROBE_JS = """(async function(){
+  const wait = ms => new Promise(r => setTimeout(r, ms));
+  const svgs = () => document.querySelectorAll('.main-svg').length;
+  for (let t = 0; t < 400 && svgs() < 14; t++) await wait(50);
+  await wait(300);
+  const out = {overlaps: [], clipped: [], bars: 0};
+  document.querySelectorAll('.js-plotly-plot').forEach(gd => {
+    const box = gd.getBoundingClientRect(), bar = gd.querySelector('.modebar');
+    const mb = bar ? bar.getBoundingClientRect() : null;
+    if (mb && mb.width) out.bars += 1;
+    gd.querySelectorAll('svg text').forEach(t => {
+      const r = t.getBoundingClientRect(), s = t.textContent.trim();
+      if (!r.width || !s) return;
+      if (mb && r.left < mb.right && r.right > mb.left && r.top < mb.bottom && r.bottom > mb.top)
+        out.overlaps.push(gd.id + ': ' + s);
+      if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 ||
+          r.bottom > box.bottom + 1) out.clipped.push(gd.id + ': ' + s);
+    });
+  });
+  const texts = sel => Array.from(document.querySelectorAll(sel)).map(t => t.textContent);
+  out.cells = texts('#fig-contingency .heatmap-label');
+  out.y2ticks = texts('#fig-kcurve .y2tick text');
+  const gd = document.getElementById('map-umap');
+  gd.emit('plotly_click', {points: [{customdata: 0}]});
+  const audio = document.getElementById('audio');
+  for (let t = 0; t < 100 && audio.readyState < 1 && !audio.error; t++) await wait(50);
+  out.audio = {src: audio.src, duration: audio.duration, error: audio.error && audio.error.code,
+    playing: document.getElementById('now-playing').textContent,
+    neighbours: texts('#neighbours button'),
+    ringed: gd.data[gd.data.length - 1].x.length};
+  const pre = document.createElement('pre');
+  pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();"""
+"""Measures the drawn page from inside (text boxes against the modebar and the figure), then
+clicks the first point of the UMAP map through plotly's own event and waits for its audio."""
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
+    """A report in OUT whose tracks are real WAV files beside it (odd names included), and the
+    DOM of that report with the probe appended, after Chromium ran both scripts."""
     tmp = tmp_path_factory.mktemp("report")
     clusters, metrics, summaries, _ = fake_run()
-    write_report(str(tmp), metrics, clusters, summaries)
-    return tmp / "report.html", clusters
+    tone = (0.1 * np.sin(np.arange(8000) / 10)).astype(np.float32)
+    paths = []
+    for i in range(len(clusters)):
+        path = tmp / "music" / f"a b#{i} é.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, tone, 8000, subtype="PCM_16")
+        paths.append(str(path))
+    clusters["path"] = paths
+    out = tmp / "out"
+    write_report(str(out), metrics, clusters, summaries)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    probe = out / "probe.html"
+    probe.write_text(page.replace("</body>", f"<script>{PROBE_JS}</script></body>"), "utf-8")
+    dom = render.dump_dom(probe)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, "the probe did not finish: " + dom[-2000:]
+    return out / "report.html", clusters, dom, json.loads(html.unescape(found.group(1)))
 
 
 @needs_chromium
 def test_maps_draw_in_headless_chromium(rendered):
-    html_path, clusters = rendered
-    dom = render.dump_dom(html_path)
+    _, clusters, dom, _ = rendered
     assert 'class="main-svg"' in dom, "plotly drew no svg"
-    for map_id, nxt in (("map-umap", "map-pca"), ("map-pca", "fig-sizes")):
+    for map_id, nxt in (("map-umap", "map-pca"), ("map-pca", "player-panel")):
         part = dom[dom.index(f'id="{map_id}"') : dom.index(f'id="{nxt}"')]
-        assert part.count('class="point"') == len(clusters), map_id
+        # a point of a track carries its row (customdata); the selection ring's do not
+        assert part.count('class="point plotly-customdata"') == len(clusters), map_id
     for fig in ("fig-sizes", "fig-kcurve", "fig-contingency", "fig-sanity", "fig-timings"):
         part = dom[dom.index(f'id="{fig}"') :][:3000]
         assert 'class="main-svg"' in part, fig
 
 
 @needs_chromium
+def test_no_text_under_the_toolbar_or_cut_off(rendered):
+    probe = rendered[3]
+    assert probe["bars"] == 7  # every figure has its modebar, measured
+    assert probe["overlaps"] == [] and probe["clipped"] == []
+
+
+@needs_chromium
+def test_heatmap_cells_show_counts_and_inertia_ticks_are_round(rendered):
+    probe = rendered[3]
+    assert sorted(probe["cells"]) == ["20", "20", "20"]  # non-zero cells only
+    ticks = [float(t.replace("\u2212", "-")) for t in probe["y2ticks"]]
+    steps = np.diff(ticks)
+    assert len(ticks) >= 3 and np.allclose(steps, steps[0])
+    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+    assert round(mantissa, 6) in (1.0, 2.0, 2.5, 5.0), probe["y2ticks"]
+
+
+@needs_chromium
+def test_click_plays_the_track_and_lists_its_neighbours(rendered):
+    report, clusters, _, probe = rendered
+    audio = probe["audio"]
+    assert audio["error"] is None and audio["duration"] == pytest.approx(1.0, abs=0.01)
+    assert Path(report.parent, "..", "music", "a b#0 é.wav").resolve().as_uri() == audio["src"]
+    assert audio["playing"].startswith("g0/t000.wav")
+    xy = clusters[["umap_x", "umap_y"]].to_numpy()
+    order = np.argsort(np.linalg.norm(xy - xy[0], axis=1), kind="stable")[1:11]
+    assert audio["neighbours"] == clusters["track_id"].iloc[order].tolist()
+    assert audio["ringed"] == 11
+
+
+@needs_chromium
 def test_screenshot_of_the_maps_is_not_blank(rendered, tmp_path):
     pytest.importorskip("PIL", reason="pillow is needed to read the screenshot's pixels")
-    html_path, _ = rendered
+    html_path = rendered[0]
     png = render.screenshot(html_path, tmp_path / "shot.png", width=1400, height=900)
     # the two maps sit below the header; drawn maps have coloured markers, blank ones do not
     box = (0, 150, 1400, 800)

@@ -1,9 +1,11 @@
-"""OUT/report.html: one self-contained file (inline plotly.js, no network) that opens offline.
+"""OUT/report.html: one self-contained file (plotly.js inside, gzipped; no network), offline.
 
 Everything the data controls is escaped once, in Python: metadata text goes through
 ``html.escape`` (plotly renders text as pseudo-HTML and decodes the entities for display), and
 the data blob is JSON inside a ``<script type="application/json">`` with ``<``, ``>`` and ``&``
-written as ``\\u003c``-style escapes, so no value can close the script element.
+written as ``\\u003c``-style escapes, so no value can close the script element. Track ids in
+the player are set with ``textContent`` (raw text, never parsed as markup) and its audio links
+are percent-encoded relative URLs (see :mod:`soundclust_ray.report.player`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from soundclust_ray import outdir
 from soundclust_ray.config import AnalysisConfig
+from soundclust_ray.report import bundle, player
 
 _CFG = AnalysisConfig()
 NOISE_COLOR = "#7f7f7f"
@@ -33,10 +37,14 @@ def _palette() -> list[str]:
 
 
 def esc(value: object) -> str:
-    """HTML-escaped text of any value (None and NaN become an empty string)."""
+    """HTML-escaped text of any value (None and NaN become an empty string).
+
+    Quotes become numeric references (``&#34;``, ``&#x27;``): plotly decodes those in its SVG
+    text but shows ``&quot;`` literally.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return html.escape(str(value), quote=True)
+    return html.escape(str(value), quote=True).replace("&quot;", "&#34;")
 
 
 def script_json(obj: object) -> str:
@@ -180,16 +188,8 @@ def _summary_table(entries: list[dict]) -> str:
 
 
 def _read_errors(out: str) -> pd.DataFrame | None:
-    from soundclust_ray import shards
-
-    fs, base = shards.resolve(out)
-    path = shards.join(base, "errors.parquet")
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
-        return None
-    return pq.read_table(path, filesystem=fs).to_pandas()
+    table = outdir.read_table(out, outdir.ERRORS)
+    return None if table is None else table.to_pandas()
 
 
 def _failures_html(metrics: dict, errors: pd.DataFrame | None) -> str:
@@ -197,7 +197,7 @@ def _failures_html(metrics: dict, errors: pd.DataFrame | None) -> str:
     if not n_failed or errors is None or errors.empty:
         return f"<p>{_fmt(n_failed)} failed track rows.</p>"
     cols = [c for c in ("stage", "error_type") if c in errors]
-    parts = [f"<p>{_fmt(n_failed)} failed track rows (OUT/errors.parquet).</p>"]
+    parts = [f"<p>{_fmt(n_failed)} failed track rows (OUT/{outdir.ERRORS}).</p>"]
     if cols:
         counts = errors.groupby(cols).size().reset_index(name="n").sort_values("n", ascending=False)
         parts.append(
@@ -245,33 +245,19 @@ def _sanity_table(metrics: dict) -> str:
     return _table(["", "raw", "centered + L2"], rows)
 
 
-def render_report(
-    metrics: dict,
-    clusters: pd.DataFrame,
-    summaries: dict | None = None,
-    run: dict | None = None,
-    errors: pd.DataFrame | None = None,
-    max_points: int = _CFG.report_max_points,
-    max_categories: int = _CFG.report_max_categories,
-    random_state: int = _CFG.random_state,
-) -> str:
-    """The report as one HTML string (see the module docstring for how text is escaped)."""
-    import plotly.offline
+PROJECTIONS = (
+    ("umap", "UMAP", "umap_x", "umap_y", "UMAP-1", "UMAP-2", "umap"),
+    ("pca", "PCA", "pca_x", "pca_y", "PC1", "PC2", "pca_map"),
+)
+"""Map id, title, x/y columns, axis titles, and the metrics key that says why one is missing."""
 
-    run = run or {}
-    summaries = summaries or {}
-    label_col = metrics.get("label_col")
-    n_all = len(clusters)
-    rows = _sample_rows(n_all, max_points, random_state)
-    df = clusters.iloc[rows].reset_index(drop=True)
-    projections = []
-    for key, title, x, y, xl, yl in (
-        ("umap", "UMAP", "umap_x", "umap_y", "UMAP-1", "UMAP-2"),
-        ("pca", "PCA", "pca_x", "pca_y", "PC1", "PC2"),
-    ):
+
+def _projections(df: pd.DataFrame, metrics: dict) -> list[dict]:
+    out = []
+    for key, title, x, y, xl, yl, metrics_key in PROJECTIONS:
         xy = _coords(df, x, y)
-        reason = (metrics.get("umap" if key == "umap" else "pca_map") or {}).get("skipped")
-        projections.append(
+        reason = (metrics.get(metrics_key) or {}).get("skipped")
+        out.append(
             {
                 "id": key,
                 "title": title,
@@ -282,19 +268,39 @@ def render_report(
                 "reason": esc(reason or "no coordinates"),
             }
         )
-    colorings = _colorings(df, label_col, max_categories)
-    default_color = "kmeans"
-    if label_col and f"meta:{label_col}" in colorings:
-        default_color = "kmeans"
+    return out
+
+
+def _neighbours(df: pd.DataFrame, matrix: np.ndarray | None, n: int) -> dict:
+    """Each drawn point's nearest drawn points: in the clustering matrix when the driver passes
+    it, otherwise on the UMAP map (the PCA map when UMAP was skipped)."""
+    if matrix is not None:
+        rows, dists = player.nearest_in_matrix(matrix, n)
+        return {"space": "cosine distance in the clustered matrix", "rows": rows, "dist": dists}
+    for _, title, x, y, *_ in PROJECTIONS:
+        if x in df and y in df and np.isfinite(df[[x, y]].to_numpy(dtype=float)).any():
+            rows, dists = player.nearest_on_map(df[[x, y]].to_numpy(dtype=float), n)
+            return {"space": f"distance on the {title} map", "rows": rows, "dist": dists}
+    return {"space": "", "rows": [[] for _ in range(len(df))], "dist": [[] for _ in range(len(df))]}
+
+
+def _player_data(df: pd.DataFrame, out: str | None, matrix: np.ndarray | None, n: int) -> dict:
+    """Track ids (raw text: the page sets them with textContent), relative audio links and
+    neighbours of every drawn point."""
+    paths = df["path"].tolist() if "path" in df else [None] * len(df)
+    links = player.audio_links(paths, out) if out is not None else [None] * len(df)
+    return {
+        "names": df["track_id"].astype(str).tolist() if "track_id" in df else [],
+        "audio": links,
+        "neighbours": _neighbours(df, matrix, n),
+    }
+
+
+def _chart_data(metrics: dict) -> dict:
     curve = (metrics.get("k_selection") or {}).get("curve") or []
     timings = metrics.get("seconds_per_stage") or {}
     contingency = metrics.get("contingency")
-    data = {
-        "n_points": int(len(df)),
-        "hover": _hover_texts(df),
-        "projections": projections,
-        "colorings": colorings,
-        "default_color": default_color,
+    return {
         "k_curve": {
             "k": [c.get("k") for c in curve],
             "silhouette": [_num(c.get("silhouette")) for c in curve],
@@ -321,35 +327,44 @@ def render_report(
         },
     }
 
-    score_rows = []
-    for key, label in (
-        ("n_tracks", "tracks clustered"),
-        ("n_windows", "windows clustered"),
-        ("n_failed", "failed track rows"),
-        ("k", "k (k-means)"),
-        ("silhouette", "silhouette (k-means)"),
-        ("davies_bouldin", "Davies–Bouldin (k-means)"),
-        ("calinski_harabasz", "Calinski–Harabasz (k-means)"),
-        ("n_hdbscan_clusters", "HDBSCAN clusters"),
-        ("noise_fraction", "HDBSCAN noise fraction"),
-        ("nmi", f"NMI vs {label_col}"),
-        ("ari", f"ARI vs {label_col}"),
-        ("homogeneity", "homogeneity"),
-        ("completeness", "completeness"),
-    ):
-        if key in metrics:
-            score_rows.append([esc(label), _fmt(metrics[key])])
+
+SCORE_KEYS = (
+    ("n_tracks", "tracks clustered"),
+    ("n_windows", "windows clustered"),
+    ("n_failed", "failed track rows"),
+    ("k", "k (k-means)"),
+    ("silhouette", "silhouette (k-means)"),
+    ("davies_bouldin", "Davies–Bouldin (k-means)"),
+    ("calinski_harabasz", "Calinski–Harabasz (k-means)"),
+    ("n_hdbscan_clusters", "HDBSCAN clusters"),
+    ("noise_fraction", "HDBSCAN noise fraction"),
+    ("nmi", "NMI vs {label}"),
+    ("ari", "ARI vs {label}"),
+    ("homogeneity", "homogeneity"),
+    ("completeness", "completeness"),
+)
+
+
+def _score_rows(metrics: dict) -> list[list[str]]:
+    label_col = metrics.get("label_col")
+    rows = [
+        [esc(label.format(label=label_col)), _fmt(metrics[key])]
+        for key, label in SCORE_KEYS
+        if key in metrics
+    ]
     hm = metrics.get("hdbscan_metrics") or {}
     if hm.get("silhouette") is not None:
-        score_rows.append(["silhouette (HDBSCAN, non-noise)", _fmt(hm["silhouette"])])
+        rows.append(["silhouette (HDBSCAN, non-noise)", _fmt(hm["silhouette"])])
     lm = (metrics.get("label_metrics") or {}).get("hdbscan") or {}
     if lm.get("nmi") is not None:
-        score_rows.append(
+        rows.append(
             [esc(f"NMI / ARI of HDBSCAN vs {label_col}"), f"{_fmt(lm['nmi'])} / {_fmt(lm['ari'])}"]
         )
-    matrix = metrics.get("matrix") or {}
-    matrix_rows = [[esc(k), esc(v)] for k, v in matrix.items() if k != "notes"]
-    notes = metrics.get("notes") or []
+    return rows
+
+
+def _notes_html(metrics: dict) -> str:
+    hm = metrics.get("hdbscan_metrics") or {}
     skipped = [
         f"{esc(step)}: {esc(info.get('skipped'))}"
         for step, info in metrics.items()
@@ -360,37 +375,53 @@ def render_report(
         for name, m in (("k-means scores", metrics.get("kmeans_metrics")), ("HDBSCAN scores", hm))
         if isinstance(m, dict) and m.get("reason")
     ]
-    notes_html = "".join(f"<li>{esc(n)}</li>" for n in notes) + "".join(
-        f"<li>{t}</li>" for t in skipped + reasons
-    )
-    sample_note = (
-        f"<p class=muted>Maps show a seeded sample of {len(df):,} of {n_all:,} tracks.</p>"
-        if len(df) < n_all
-        else ""
-    )
+    items = [esc(n) for n in metrics.get("notes") or []] + skipped + reasons
+    return "<h3>Notes</h3><ul>" + "".join(f"<li>{t}</li>" for t in items) + "</ul>" if items else ""
+
+
+def _run_section(metrics: dict, run: dict, errors: pd.DataFrame | None) -> str:
     inputs = run.get("inputs") or run.get("input")
-    run_rows = []
+    rows = []
     if inputs is not None:
-        run_rows.append(["inputs", esc(json.dumps(inputs, default=str))])
+        rows.append(["inputs", esc(json.dumps(inputs, default=str))])
     for key in ("counts", "config_hash", "started", "finished", "ray_address", "nodes"):
         if key in run:
-            run_rows.append([esc(key), esc(json.dumps(run[key], default=str))])
+            rows.append([esc(key), esc(json.dumps(run[key], default=str))])
+    matrix = metrics.get("matrix") or {}
+    rows += [[esc(k), esc(v)] for k, v in matrix.items() if k != "notes"]
     config_text = json.dumps(
         {"analysis": metrics.get("config"), "run": run.get("config")}, indent=2, default=str
     )
-    title = "soundclust report"
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    sections = []
-    sections.append(
-        f"""<section><h2>Maps</h2>
+    return f"""<section class=cols><div><h2>Run</h2>{_table(["", ""], rows)}
+<h3>Failures</h3>{_failures_html(metrics, errors)}
+{_notes_html(metrics)}
+<details><summary>configuration</summary><pre>{esc(config_text)}</pre></details></div>
+<div><h2>Time per stage</h2><div id=fig-timings class=fig></div></div></section>"""
+
+
+def _maps_section(n_drawn: int, n_all: int, neighbours_space: str) -> str:
+    sample_note = (
+        f"<p class=muted>Maps show a seeded sample of {n_drawn:,} of {n_all:,} tracks.</p>"
+        if n_drawn < n_all
+        else ""
+    )
+    return f"""<section><h2>Maps</h2>
 <div class=controls><label for=colorby>colour by</label> <select id=colorby></select></div>
 {sample_note}<div class=maps><div id=map-umap class=map></div><div id=map-pca class=map></div></div>
+<div id=player-panel><p class=muted id=player-hint>Click a point to listen to its track; its
+nearest neighbours ({esc(neighbours_space)}) are listed to explore by ear.</p>
+<div id=player hidden><p id=now-playing></p><audio id=audio controls preload=none></audio>
+<p id=audio-status class=muted></p><ol id=neighbours></ol></div></div>
 </section>"""
-    )
-    sections.append(
-        f"""<section class=cols><div><h2>Scores</h2>{_table(["", "value"], score_rows)}</div>
-<div><h2>Cluster sizes</h2><div id=fig-sizes class=fig></div></div></section>"""
-    )
+
+
+def _sections(metrics, summaries, data, run, errors, n_all) -> list[str]:
+    label_col = metrics.get("label_col")
+    sections = [
+        _maps_section(data["n_points"], n_all, data["player"]["neighbours"]["space"]),
+        f"""<section class=cols><div><h2>Scores</h2>{_table(["", "value"], _score_rows(metrics))}
+</div><div><h2>Cluster sizes</h2><div id=fig-sizes class=fig></div></div></section>""",
+    ]
     if data["k_curve"]:
         sections.append(
             "<section><h2>k selection</h2><p class=muted>Silhouette of k-means on a seeded "
@@ -399,16 +430,14 @@ def render_report(
         )
     if data["contingency"]:
         sections.append(
-            f"<section><h2>k-means clusters vs {esc(label_col)}</h2>"
-            "<div id=fig-contingency class=fig></div></section>"
+            f"<section><h2>k-means clusters vs {esc(label_col)}</h2><p class=muted>Tracks per "
+            "label (row) and cluster (column).</p><div id=fig-contingency></div></section>"
         )
-    for name, title_s in (
-        ("kmeans", "k-means cluster summaries"),
-        ("hdbscan", "HDBSCAN cluster summaries"),
-    ):
+    for name, heading in (("kmeans", "k-means"), ("hdbscan", "HDBSCAN")):
         if name in summaries:
             sections.append(
-                f"<section><h2>{title_s}</h2>{_summary_table(summaries[name])}</section>"
+                f"<section><h2>{heading} cluster summaries</h2>"
+                f"{_summary_table(summaries[name])}</section>"
             )
     if data["sanity"]:
         sections.append(
@@ -417,26 +446,58 @@ def render_report(
 (seed 000); a narrow cone (high cosine) makes distances uninformative.</p>
 {_sanity_table(metrics)}</div><div><div id=fig-sanity class=fig></div></div></section>"""
         )
-    sections.append(
-        f"""<section class=cols><div><h2>Run</h2>{_table(["", ""], run_rows + matrix_rows)}
-<h3>Failures</h3>{_failures_html(metrics, errors)}
-{"<h3>Notes</h3><ul>" + notes_html + "</ul>" if notes_html else ""}
-<details><summary>configuration</summary><pre>{esc(config_text)}</pre></details></div>
-<div><h2>Time per stage</h2><div id=fig-timings class=fig></div></div></section>"""
-    )
-    plotly_js = plotly.offline.get_plotlyjs().replace("</script", "<\\/script")
+    sections.append(_run_section(metrics, run, errors))
+    return sections
+
+
+def render_report(
+    metrics: dict,
+    clusters: pd.DataFrame,
+    summaries: dict | None = None,
+    run: dict | None = None,
+    errors: pd.DataFrame | None = None,
+    cfg: AnalysisConfig = _CFG,
+    out: str | None = None,
+    matrix: np.ndarray | None = None,
+) -> str:
+    """The report as one HTML string (see the module docstring for how text is escaped).
+
+    ``out`` (where the report will lie) lets the player link each local track relative to it;
+    ``matrix`` (rows aligned with ``clusters``) ranks neighbours in the clustered space.
+    """
+    n_all = len(clusters)
+    rows = _sample_rows(n_all, cfg.report_max_points, cfg.random_state)
+    df = clusters.iloc[rows].reset_index(drop=True)
+    drawn_matrix = None if matrix is None else np.asarray(matrix)[rows]
+    data = {
+        "n_points": int(len(df)),
+        "hover": _hover_texts(df),
+        "projections": _projections(df, metrics),
+        "colorings": _colorings(df, metrics.get("label_col"), cfg.report_max_categories),
+        "default_color": "kmeans",
+        "player": _player_data(df, out, drawn_matrix, cfg.report_neighbours),
+        **_chart_data(metrics),
+    }
+    sections = _sections(metrics, summaries or {}, data, run or {}, errors, n_all)
+    return _page(metrics, sections, data)
+
+
+def _page(metrics: dict, sections: list[str], data: dict) -> str:
+    title = "soundclust report"
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    matrix = metrics.get("matrix") or {}
     return f"""<!DOCTYPE html>
 <html lang=en><head><meta charset=utf-8>
 <meta name=viewport content="width=device-width, initial-scale=1">
 <title>{esc(title)}</title>
 <style>{_CSS}</style>
-<script>{plotly_js}</script>
+<script type="{bundle.BUNDLE_MEDIA_TYPE}" id=plotly-bundle>{bundle.plotly_gzip_base64()}</script>
 </head><body>
 <header><h1>{esc(title)}</h1><p class=muted>{_fmt(metrics.get("n_tracks", 0))} tracks ·
 matrix {esc(matrix.get("matrix", "?"))} · k = {esc(metrics.get("k", "?"))} ·
 generated {generated}</p>
 </header>
-<main>{"".join(sections)}</main>
+<main><p id=load-error class=empty hidden></p>{"".join(sections)}</main>
 <script type="application/json" id=report-data>{script_json(_json_ready(data))}</script>
 <script>{_report_js()}</script>
 </body></html>
@@ -468,29 +529,13 @@ def write_report(
     summaries: dict | None = None,
     run: dict | None = None,
     cfg: AnalysisConfig | None = None,
+    matrix: np.ndarray | None = None,
 ) -> str:
     """Render and write OUT/report.html (atomically); returns its path."""
-    from soundclust_ray import shards
-
-    cfg = cfg or AnalysisConfig()
     text = render_report(
-        metrics,
-        clusters,
-        summaries,
-        run,
-        _read_errors(out),
-        cfg.report_max_points,
-        cfg.report_max_categories,
-        cfg.random_state,
+        metrics, clusters, summaries, run, _read_errors(out), cfg or _CFG, out, matrix
     )
-    fs, base = shards.resolve(out)
-    fs.create_dir(base, recursive=True)
-    path = shards.join(base, "report.html")
-    tmp = shards.join(base, ".tmp-report.html")
-    with fs.open_output_stream(tmp) as f:
-        f.write(text.encode("utf-8"))
-    fs.move(tmp, path)
-    return path
+    return outdir.write_bytes(out, outdir.REPORT, text.encode("utf-8"))
 
 
 _CSS = """
@@ -502,7 +547,7 @@ main{padding:12px 28px 40px}section{background:#fff;border-radius:8px;padding:12
 margin:14px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
 h2{font-size:17px;margin:6px 0 10px}h3{font-size:14px;margin:14px 0 6px}
 .maps{display:grid;grid-template-columns:1fr 1fr;gap:12px}.map{height:520px}
-.fig{height:360px}.cols{display:grid;grid-template-columns:1fr 1fr;gap:18px}
+.fig{height:380px}.cols{display:grid;grid-template-columns:1fr 1fr;gap:18px}
 @media(max-width:1000px){.maps,.cols{grid-template-columns:1fr}}
 table{border-collapse:collapse;font-size:13px;width:100%}th,td{border-bottom:1px solid #e3e6eb;
 padding:4px 8px;text-align:left;vertical-align:top}th{background:#f0f2f5}
@@ -511,4 +556,9 @@ table.summary td{max-width:420px;overflow-wrap:anywhere}
 pre{font-size:12px;background:#f0f2f5;padding:8px;overflow:auto;max-height:420px}
 .empty{display:flex;align-items:center;justify-content:center;color:#6b7280;height:100%;
 border:1px dashed #c8c8c8;border-radius:6px}
+#player-panel{margin-top:10px;padding:8px 12px;background:#f6f7f9;border-radius:6px}
+#now-playing{font-weight:600;margin:4px 0;overflow-wrap:anywhere}audio{width:100%;max-width:640px}
+#neighbours{columns:2;font-size:13px;margin:6px 0}#neighbours button{border:0;background:none;
+color:#1f5fbf;cursor:pointer;padding:1px 0;text-align:left;font:inherit;overflow-wrap:anywhere}
+#neighbours button:hover{text-decoration:underline}
 """
