@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import sys
 import time
 from pathlib import Path
 
-from soundclust_ray import outdir
+from soundclust_ray import __version__, outdir
 from soundclust_ray.config import (
     DEFAULT_EMBED_BACKENDS,
     AnalysisConfig,
@@ -28,6 +29,31 @@ from soundclust_ray.config import (
 from soundclust_ray.embed.pooling import POOLS
 from soundclust_ray.errors import EXIT_TOO_MANY_FAILURES, EXIT_USER_ERROR, UserError
 from soundclust_ray.sources.base import RunOptions
+
+
+class _Parser(argparse.ArgumentParser):
+    """Exact option names only (no abbreviations), and a mistake is one line with exit 2: the
+    usage block only on ``--help``, a close option name suggested for an unknown one."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _option_names(self) -> list[str]:
+        names = [o for a in self._actions for o in a.option_strings]
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    names += [o for a in sub._actions for o in a.option_strings]
+        return sorted(set(names))
+
+    def error(self, message: str):
+        unknown = [w for w in message.split() if w.startswith("--")]
+        if message.startswith("unrecognized arguments") and unknown:
+            word = unknown[0].split("=")[0]
+            close = difflib.get_close_matches(word, self._option_names(), n=1, cutoff=0.6)
+            message = f"unknown option {word}" + (f"; did you mean {close[0]}?" if close else "")
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _csv_tuple(text: str) -> tuple[str, ...]:
@@ -49,7 +75,15 @@ def _k_value(text: str) -> int | str:
 def _pca_value(text: str) -> float | int | None:
     if text in ("none", ""):
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--pca takes a number of components (e.g. 32), a variance fraction below 1 "
+            f"(e.g. 0.95) or 'none', got '{text}'"
+        ) from exc
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--pca must be above 0, got '{text}'")
     return int(value) if value >= 1 else value
 
 
@@ -471,11 +505,12 @@ def add_export_command(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="soundclust",
         formatter_class=fmt,
         description="Music corpus → audio features, embeddings and clusters, on Ray Data.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(

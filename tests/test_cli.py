@@ -77,3 +77,28 @@ def test_analysis_options_reach_the_config():
     assert cfg.backend == "musicnn" and cfg.umap is False and cfg.hdbscan is True
     with pytest.raises(SystemExit):
         build_parser().parse_args(["analyze", "o", "--weights", "timbre"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "x", "--out", "o", "--embedd", "clap"], "did you mean --embed?"),
+        (["analyze", "o", "--k", "0"], "k must be ≥ 2"),
+        (["analyze", "o", "--pca", "abc"], "a variance fraction below 1"),
+        (["run", "x", "--ou", "o"], "required: --out"),  # no abbreviations
+    ],
+)
+def test_option_mistakes_are_one_line_without_usage(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and expected in err
+    assert err.count("\n") == 1 and "usage:" not in err
+
+
+def test_version(capsys):
+    from soundclust_ray import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"soundclust {__version__}"
