@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 
 import psutil
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -103,7 +104,8 @@ def claim_out(out: str, inputs: list[str]) -> dict:
     """Make OUT soundclust's (new, empty or old-format OUT) or refuse it; returns the marker.
 
     ``inputs`` are local input paths: an OUT that is, or holds, an input folder or manifest and
-    is not already soundclust's is refused, so a run never mixes its files into the user's.
+    is not already soundclust's is refused, so a run never mixes its files into the user's. The
+    demo's OUT (only ``corpus/``, the run's input) is soundclust's: the demo wrote it.
     """
     fs, base = outdir.resolve(out)
     marker = read_marker(out)
@@ -114,6 +116,9 @@ def claim_out(out: str, inputs: list[str]) -> dict:
             )
         return marker
     entries = [e for e in _entries(fs, base) if e != LOCK]
+    demo_corpus = outdir.join(base, outdir.CORPUS)
+    if entries == [outdir.CORPUS] and any(_inside(p, demo_corpus) for p in inputs):
+        entries = []
     if entries and outdir.RUN not in entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise UserError(
@@ -224,18 +229,79 @@ def _read_lock(lock: str) -> dict | None:
     return value if isinstance(value, dict) else {}
 
 
-def quarantine_broken_shards(out: str, product: str) -> list[str]:
-    """Move every shard of ``product`` that Parquet cannot read to OUT/quarantine/; their tracks
-    are then missing, so the run recomputes them. Returns the moved files' OUT-relative names."""
+def broken_shards(out: str, product: str) -> list[str]:
+    """OUT-relative names of the shards of ``product`` that Parquet cannot read (truncated,
+    corrupt, not Parquet): footer and track_id column are read, as resume does."""
     fs, base = outdir.resolve(out)
-    moved = []
+    broken = []
     for name in outdir.list_files(out, product):
-        source = outdir.join(base, product, name)
         try:
-            pq.ParquetFile(source, filesystem=fs).read(columns=["track_id"])
-        except Exception:  # noqa: BLE001 - truncated, corrupt or not Parquet: all are moved aside
-            target = outdir.join(base, QUARANTINE, f"{product.replace('/', '__')}__{name}")
-            fs.create_dir(outdir.join(base, QUARANTINE), recursive=True)
-            fs.move(source, target)
-            moved.append(f"{product}/{name}")
+            pq.ParquetFile(outdir.join(base, product, name), filesystem=fs).read(["track_id"])
+        except Exception:  # noqa: BLE001 - every way of being unreadable counts
+            broken.append(f"{product}/{name}")
+    return broken
+
+
+def quarantine_broken_shards(out: str, product: str) -> list[str]:
+    """Move every unreadable shard of ``product`` to OUT/quarantine/; their tracks are then
+    missing, so the run recomputes them. Returns the moved files' OUT-relative names."""
+    fs, base = outdir.resolve(out)
+    moved = broken_shards(out, product)
+    for name in moved:
+        fs.create_dir(outdir.join(base, QUARANTINE), recursive=True)
+        fs.move(outdir.join(base, name), outdir.join(base, QUARANTINE, name.replace("/", "__")))
     return moved
+
+
+def _previous_identities(out: str) -> dict[str, str] | None:
+    """track_id → source_id of the last run's manifest; None when it recorded no identities."""
+    table = outdir.read_table(out, outdir.MANIFEST)
+    if table is None or "source_id" not in table.column_names:
+        return None
+    return dict(
+        zip(
+            table.column("track_id").to_pylist(), table.column("source_id").to_pylist(), strict=True
+        )
+    )
+
+
+def stale_tracks(out: str, manifest) -> tuple[set[str], set[str]]:
+    """(changed, removed) track ids against the last run's manifest in OUT.
+
+    Changed: the file's identity (size, mtime) differs, or the file is gone while its row
+    stays. Removed: the row is no longer in the input, or is now an invalid row.
+    """
+    previous = _previous_identities(out)
+    if not previous:
+        return set(), set()
+    valid = manifest[manifest["invalid_reason"] == ""]
+    current = dict(zip(valid["track_id"], valid["source_id"], strict=True))
+    removed = {t for t, sid in previous.items() if sid and t not in current}
+    changed = {
+        t for t, sid in current.items() if previous.get(t, sid) and previous.get(t, sid) != sid
+    }
+    return changed, removed
+
+
+def drop_tracks(out: str, product: str, stale: set[str]) -> int:
+    """Rewrite (atomically) every shard of ``product`` that holds a ``stale`` track without
+    those rows, so resume recomputes them; returns the rows dropped."""
+    import pyarrow.compute as pc
+
+    fs, base = outdir.resolve(out)
+    dropped = 0
+    value_set = pa.array(sorted(stale), pa.string())
+    for name in outdir.list_files(out, product):
+        target = outdir.join(base, product, name)
+        table = pq.read_table(target, filesystem=fs)
+        hit = pc.is_in(table.column("track_id"), value_set=value_set)
+        n = pc.sum(hit).as_py() or 0
+        if not n:
+            continue
+        kept = table.filter(pc.invert(hit))
+        if kept.num_rows:
+            outdir.write_table_atomic(fs, target, kept)
+        else:
+            fs.delete_file(target)
+        dropped += n
+    return dropped

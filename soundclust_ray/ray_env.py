@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import os
 
+LOCAL_IP = "127.0.0.1"
+"""An embedded Ray is the run's own: ``address="local"`` never joins a ``ray start`` cluster
+found on the machine (which refused our object-store size), and every port binds to loopback."""
 LOCAL_OBJECT_STORE_FRACTION = 0.2
 LOCAL_OBJECT_STORE_MAX_BYTES = 4 * 1024**3
 
 
 def init_ray(num_cpus: int | None = None, quiet: bool = False) -> None:
-    """Connect to RAY_ADDRESS when set, else start an embedded local Ray using all cores."""
+    """Connect to RAY_ADDRESS when set, else start an embedded local Ray using all cores,
+    private to this process and reachable on 127.0.0.1 only."""
     import ray
 
     if quiet:
@@ -26,12 +30,33 @@ def init_ray(num_cpus: int | None = None, quiet: bool = False) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
     else:
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
+            _node_ip_address=LOCAL_IP,
             object_store_memory=local_object_store_bytes(),
             **kwargs,
         )
+        start_reaper()
     configure_data_context(quiet)
+
+
+def start_reaper() -> None:
+    """Watch this driver from a separate process and kill the embedded Ray's daemons if the
+    driver dies without ``ray.shutdown`` (SIGKILL); see ``soundclust_ray.reaper``."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    daemons = [f"{p.pid}:{p.create_time()}" for p in psutil.Process().children(recursive=True)]
+    subprocess.Popen(
+        [sys.executable, "-m", "soundclust_ray.reaper", str(os.getpid()), *daemons],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def local_object_store_bytes() -> int:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from soundclust_ray import outdir
+from soundclust_ray import outdir, outguard, storage
 from soundclust_ray.config import AnalysisConfig, RunConfig
 from soundclust_ray.errors import UserError
-from soundclust_ray.runinfo import error_rate_exceeded
+from soundclust_ray.runinfo import error_rate_exceeded, products_in_out
 from soundclust_ray.sources import get_source
-from soundclust_ray.sources.base import RunOptions, Say
+from soundclust_ray.sources.base import Listing, RunOptions, Say
 
 
 @dataclass
@@ -29,17 +29,48 @@ class RunOutcome:
     """The error-rate message when more tracks failed than allowed, else None."""
 
 
-def guard_out(opts: RunOptions) -> None:
-    """Make OUT usable before any work: with ``--overwrite``, empty it first."""
+def guard_out(opts: RunOptions, say: Say) -> None:
+    """Make OUT usable before any work (see ``outguard``): a folder soundclust owns, emptied of
+    soundclust's own files with ``--overwrite``, unreadable shards moved to OUT/quarantine."""
+    inputs = [storage.local_path(opts.input_path)]
+    marker = outguard.claim_out(opts.out, inputs)
     if opts.overwrite:
-        fs, base = outdir.resolve(opts.out)
-        fs.delete_dir_contents(base, missing_dir_ok=True)
+        outguard.remove_owned(opts.out, marker, inputs)
+    for product in products_in_out(opts.out):
+        for name in outguard.quarantine_broken_shards(opts.out, product):
+            say(
+                f"{name}: unreadable, moved to {outdir.path(opts.out, outguard.QUARANTINE)}; "
+                "its tracks are recomputed"
+            )
+
+
+def forget_stale_tracks(out: str, listing: Listing, say: Say) -> None:
+    """Content-aware resume: drop the shard rows of tracks whose file changed or left the input
+    (identity = the manifest's source_id), so they are recomputed or vanish from the outputs."""
+    if listing.frame is None or "source_id" not in listing.frame.columns:
+        return
+    changed, removed = outguard.stale_tracks(out, listing.frame)
+    if not changed and not removed:
+        return
+    for product in products_in_out(out):
+        outguard.drop_tracks(out, product, changed | removed)
+    say(
+        f"resume: {len(changed)} changed files recomputed, {len(removed)} tracks no longer in "
+        "the input dropped from OUT"
+    )
 
 
 def run_analysis(out: str, cfg: AnalysisConfig, label_col: str | None, progress: bool) -> dict:
     """The driver analysis; its option errors (unknown label, backend, matrix) are user errors."""
     from soundclust_ray.analysis.driver import analyze
 
+    for product in products_in_out(out):
+        broken = outguard.broken_shards(out, product)
+        if broken:
+            raise UserError(
+                f"{outdir.path(out, broken[0])} is unreadable (truncated or corrupt): "
+                "`soundclust run` again moves it to quarantine/ and recomputes its tracks"
+            )
     try:
         return analyze(out, cfg, label_col=label_col, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
@@ -53,16 +84,19 @@ def execute(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> Run
     started = time.perf_counter()
     source = get_source(source_name)
     cfg = dataclasses.replace(cfg, source=source.name)
-    guard_out(opts)
-    listing = source.list_inputs(opts, cfg, say)
-    if source.needs_ray:
-        from soundclust_ray.ray_env import init_ray
+    outguard.check_out_usable(opts.out)
+    with outguard.hold_lock(opts.out):
+        guard_out(opts, say)
+        listing = source.list_inputs(opts, cfg, say)
+        forget_stale_tracks(opts.out, listing, say)
+        if source.needs_ray:
+            from soundclust_ray.ray_env import init_ray
 
-        init_ray(num_cpus=opts.num_cpus, quiet=opts.quiet)
-    info = source.compute(listing, opts, cfg, say)
-    source.post_steps(opts, cfg, info, say)
-    metrics = None
-    if not opts.no_analysis:
-        metrics = run_analysis(opts.out, cfg.analysis, opts.label_col, progress=not opts.quiet)
+            init_ray(num_cpus=opts.num_cpus, quiet=opts.quiet)
+        info = source.compute(listing, opts, cfg, say)
+        source.post_steps(opts, cfg, info, say)
+        metrics = None
+        if not opts.no_analysis:
+            metrics = run_analysis(opts.out, cfg.analysis, opts.label_col, not opts.quiet)
     seconds = time.perf_counter() - started
     return RunOutcome(info, metrics, seconds, error_rate_exceeded(info, cfg))

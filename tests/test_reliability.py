@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from conftest import BAD, tone
 
-from soundclust_ray import outguard, shards
+from soundclust_ray import outdir, outguard, shards
 from soundclust_ray.cli import main
 from soundclust_ray.errors import UserError
 
@@ -98,9 +99,11 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(corpus, tmp_path
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kill_marked_processes(marker)
-    partial = len(shards.list_shards(str(killed_out), "features"))
-    assert 3 <= partial < 24
-    assert not list(killed_out.glob("features/part-*.parquet.tmp*"))
+    listed = shards.list_shards(str(killed_out), "features")
+    assert 3 <= len(listed) < 24
+    leftovers = {str(p) for p in killed_out.glob(f"features/{outdir.TMP_PREFIX}*")}
+    assert leftovers.isdisjoint(listed)
+    assert all(pq.read_metadata(path).num_rows > 0 for path in listed)
 
     rerun = run_cli(["run", str(corpus), "--out", str(killed_out), *common[:-1]])
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -392,3 +395,92 @@ def test_a_truncated_shard_is_moved_to_quarantine(tmp_path):
     ]
     assert os.listdir(tmp_path / "features") == ["part-good.parquet"]
     assert os.listdir(tmp_path / "quarantine") == ["features__part-bad.parquet"]
+
+
+def test_resume_recomputes_changed_files_and_forgets_removed_ones(tmp_path, ray_local, capsys):
+    folder = tmp_path / "music"
+    folder.mkdir()
+    for i in range(4):
+        sf.write(folder / f"t{i}.wav", tone(200 + 150 * i, 3.0, 22050, noise=0.05, seed=i), 22050)
+    out = tmp_path / "out"
+    args = ["run", str(folder), "--out", str(out), "--no-analysis", "--features", "timbre"]
+    assert main([*args, "--quiet"]) == 0
+    first = read_features(out).set_index("track_id")
+    sf.write(folder / "t1.wav", tone(3000, 3.0, 22050, noise=0.3, seed=9), 22050)
+    (folder / "t3.wav").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resume: 1 changed files recomputed, 1 tracks no longer" in capsys.readouterr().out
+    second = read_features(out).set_index("track_id")
+    assert sorted(second.index) == ["t0.wav", "t1.wav", "t2.wav"]
+    pd.testing.assert_frame_equal(second.loc[["t0.wav", "t2.wav"]], first.loc[["t0.wav", "t2.wav"]])
+    fresh = tmp_path / "fresh"
+    assert (
+        main(
+            [
+                "run",
+                str(folder),
+                "--out",
+                str(fresh),
+                "--no-analysis",
+                "--features",
+                "timbre",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    pd.testing.assert_frame_equal(second.sort_index(), read_features(fresh).set_index("track_id"))
+    assert not np.allclose(second.loc["t1.wav"].to_numpy(), first.loc["t1.wav"].to_numpy())
+
+
+def test_a_truncated_shard_is_named_by_analyze_and_recomputed_by_run(tmp_path, ray_local, capsys):
+    folder = tmp_path / "music"
+    folder.mkdir()
+    for i in range(3):
+        sf.write(folder / f"t{i}.wav", tone(300 + 200 * i, 3.0, 22050, noise=0.05, seed=i), 22050)
+    out = tmp_path / "out"
+    args = ["run", str(folder), "--out", str(out), "--features", "timbre", "--quiet"]
+    assert main([*args, "--no-analysis"]) == 0
+    first = read_features(out)
+    shard = sorted((out / "features").iterdir())[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["analyze", str(out), "--k", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and shard.name in err and "unreadable" in err
+    assert main([*args, "--no-analysis"]) == 0
+    assert (out / "quarantine" / f"features__{shard.name}").exists()
+    pd.testing.assert_frame_equal(read_features(out), first)
+
+
+def marked_processes(marker: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("SOUNDCLUST_TEST_MARKER") == marker:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_a_sigkilled_driver_leaves_no_ray_daemons_behind(corpus, tmp_path):
+    marker = f"reap-{os.getpid()}-{time.time_ns()}"
+    args = ["run", str(corpus), "--out", str(tmp_path / "out"), "--no-analysis", "--quiet"]
+    proc = run_cli_subprocess(args, marker)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if "raylet" in {p.name() for p in marked_processes(marker)}:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before Ray was up"
+    time.sleep(2)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and marked_processes(marker):
+        time.sleep(0.5)
+    left = [p.name() for p in marked_processes(marker)]
+    kill_marked_processes(marker)
+    assert left == []
