@@ -20,7 +20,8 @@ import pandas as pd
 
 from soundclust_ray import outdir
 from soundclust_ray.config import AnalysisConfig
-from soundclust_ray.report import bundle, player
+from soundclust_ray.report.bundle import BUNDLE_MEDIA_TYPE, plotly_gzip_base64
+from soundclust_ray.report.player import audio_links, nearest_in_matrix, nearest_on_map
 
 _CFG = AnalysisConfig()
 NOISE_COLOR = "#7f7f7f"
@@ -275,11 +276,11 @@ def _neighbours(df: pd.DataFrame, matrix: np.ndarray | None, n: int) -> dict:
     """Each drawn point's nearest drawn points: in the clustering matrix when the driver passes
     it, otherwise on the UMAP map (the PCA map when UMAP was skipped)."""
     if matrix is not None:
-        rows, dists = player.nearest_in_matrix(matrix, n)
+        rows, dists = nearest_in_matrix(matrix, n)
         return {"space": "cosine distance in the clustered matrix", "rows": rows, "dist": dists}
     for _, title, x, y, *_ in PROJECTIONS:
         if x in df and y in df and np.isfinite(df[[x, y]].to_numpy(dtype=float)).any():
-            rows, dists = player.nearest_on_map(df[[x, y]].to_numpy(dtype=float), n)
+            rows, dists = nearest_on_map(df[[x, y]].to_numpy(dtype=float), n)
             return {"space": f"distance on the {title} map", "rows": rows, "dist": dists}
     return {"space": "", "rows": [[] for _ in range(len(df))], "dist": [[] for _ in range(len(df))]}
 
@@ -288,7 +289,7 @@ def _player_data(df: pd.DataFrame, out: str | None, matrix: np.ndarray | None, n
     """Track ids (raw text: the page sets them with textContent), relative audio links and
     neighbours of every drawn point."""
     paths = df["path"].tolist() if "path" in df else [None] * len(df)
-    links = player.audio_links(paths, out) if out is not None else [None] * len(df)
+    links = audio_links(paths, out) if out is not None else [None] * len(df)
     return {
         "names": df["track_id"].astype(str).tolist() if "track_id" in df else [],
         "audio": links,
@@ -491,7 +492,7 @@ def _page(metrics: dict, sections: list[str], data: dict) -> str:
 <meta name=viewport content="width=device-width, initial-scale=1">
 <title>{esc(title)}</title>
 <style>{_CSS}</style>
-<script type="{bundle.BUNDLE_MEDIA_TYPE}" id=plotly-bundle>{bundle.plotly_gzip_base64()}</script>
+<script type="{BUNDLE_MEDIA_TYPE}" id=plotly-bundle>{plotly_gzip_base64()}</script>
 </head><body>
 <header><h1>{esc(title)}</h1><p class=muted>{_fmt(metrics.get("n_tracks", 0))} tracks ·
 matrix {esc(matrix.get("matrix", "?"))} · k = {esc(metrics.get("k", "?"))} ·
