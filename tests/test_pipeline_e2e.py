@@ -34,7 +34,8 @@ def corpus_with_bad_files(synth_corpus, tmp_path_factory, shared_data):
 @pytest.fixture(scope="module")
 def synth_run(corpus_with_bad_files, tmp_path_factory, ray_local):
     out = tmp_path_factory.mktemp("out") / "run"
-    code = main(["run", str(corpus_with_bad_files), "--out", str(out), "--k", "3", "--quiet"])
+    args = ["run", str(corpus_with_bad_files), "--out", str(out), "--k", "3", "--quiet"]
+    code = main([*args, "--embed", "none"])  # the features-only path; the default embeds too
     return code, out
 
 
@@ -72,7 +73,9 @@ def test_shards_are_flat_float32_with_config_hash(synth_run):
 def test_rerun_resumes_and_different_config_is_refused(synth_run, capsys):
     _, out = synth_run
     before = read_features(out)
-    code = main(["run", str(before_input(out)), "--out", str(out), "--no-analysis"])
+    code = main(
+        ["run", str(before_input(out)), "--out", str(out), "--no-analysis", "--embed", "none"]
+    )
     assert code == 0
     assert "12 tracks already in" in capsys.readouterr().out
     pd.testing.assert_frame_equal(read_features(out), before)
@@ -88,6 +91,8 @@ def test_rerun_resumes_and_different_config_is_refused(synth_run, capsys):
             "timbre",
             "--max-duration",
             "2",
+            "--embed",
+            "none",
         ]
     )
     assert code == 2
@@ -109,6 +114,8 @@ def test_error_rate_above_limit_exits_3(corpus_with_bad_files, tmp_path, ray_loc
             "--no-analysis",
             "--max-error-rate",
             "0.1",
+            "--embed",
+            "none",
         ]
     )
     assert code == 3
