@@ -394,6 +394,8 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
     for name in outdir.SUMMARY_OUTPUTS:
         if outdir.exists(out, name):
             lines.append(f"    {name}/" if name in outdir.FOLDERS else f"    {name}")
+    if outdir.exists(out, outdir.REPORT):
+        lines.append(f"  open {out.rstrip('/')}/{outdir.REPORT}")
     print("\n".join(lines), flush=True)
 
 

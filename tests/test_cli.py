@@ -102,3 +102,14 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"soundclust {__version__}"
+
+
+def test_summary_ends_with_the_report_to_open(tmp_path, capsys):
+    from soundclust_ray.cli import print_summary
+
+    info = {"products": {}, "n_failed": 0}
+    print_summary(str(tmp_path), info, None, 1.0)
+    assert "open " not in capsys.readouterr().out
+    (tmp_path / "report.html").write_text("<html></html>")
+    print_summary(str(tmp_path), info, None, 1.0)
+    assert capsys.readouterr().out.rstrip().splitlines()[-1] == f"  open {tmp_path}/report.html"
