@@ -137,9 +137,29 @@ def compute_musicnn_patches(corpus: Corpus, model: str) -> dict[str, np.ndarray]
     }
 
 
+VGG_MODELS = ("MSD_vgg", "MTT_vgg")
+VGG_SUMMARIES = ("pool3", "pool4", "pool5", "logits")
+
+
+def compute_vgg_layers(corpus: Corpus, model: str) -> dict[str, np.ndarray]:
+    """Track summaries ("<layer>.mean", e.g. pool5.mean) of a vgg model: embed.extract_layers."""
+    import torch
+
+    from soundclust_ray.embed.musicnn import extract_layers
+
+    torch.set_num_threads(1)
+    rows: dict[str, list[np.ndarray]] = {}
+    for path in corpus.table["path"]:
+        out = extract_layers(_decode(path, 16000), 16000, model, VGG_SUMMARIES, ("mean",))
+        for key, value in out.items():
+            rows.setdefault(key, []).append(value)
+    return {key: np.stack(values).astype(np.float32) for key, values in rows.items()}
+
+
 SOURCES = {
     **{f: (lambda c, f=f: compute_feature_family(c, f)) for f in FEATURE_FAMILIES},
     **{m: (lambda c, m=m: compute_musicnn_patches(c, m)) for m in MUSICNN_MODELS},
+    **{m: (lambda c, m=m: compute_vgg_layers(c, m)) for m in VGG_MODELS},
 }
 
 
@@ -189,6 +209,8 @@ def block(sources: dict, spec: str) -> np.ndarray:
     source, _, view = spec.partition(":")
     if not view:
         return sources[source]["X"]
+    if "." in view:  # a vgg track summary, pooled by extract_layers
+        return sources[source][view]
     layer, how = view.split(":")
     return patch_pool(sources[source], layer, how)
 
@@ -216,6 +238,24 @@ REPRESENTATIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "MSD+MTT emb+logits": (
         {**{f"e{m}": EMB[m] for m in EMB}, **{f"l{m}": LOGIT[m] for m in LOGIT}},
         {**{f"e{m}": "direction" for m in EMB}, **{f"l{m}": "center" for m in LOGIT}},
+    ),
+    **{
+        f"{m} {layer}": ({m: f"{m}:{layer}.mean"}, {m: "direction"})
+        for m in VGG_MODELS
+        for layer in ("pool4", "pool5")
+    },
+    **{f"{m} logits": ({m: f"{m}:logits.mean"}, {m: "center"}) for m in VGG_MODELS},
+    "MSD musicnn+vgg emb": (
+        {"m": EMB[MSD], "v": "MSD_vgg:pool5.mean"},
+        {"m": "direction", "v": "direction"},
+    ),
+    "4 models emb": (
+        {**EMB, **{m: f"{m}:pool5.mean" for m in VGG_MODELS}},
+        dict.fromkeys([*EMB, *VGG_MODELS], "direction"),
+    ),
+    "4 models logits": (
+        {**LOGIT, **{m: f"{m}:logits.mean" for m in VGG_MODELS}},
+        dict.fromkeys([*LOGIT, *VGG_MODELS], "center"),
     ),
     "timbre+MSD emb, columns": ({"j": f"joint:timbre+{EMB[MSD]}"}, {}),
     "timbre+MSD emb, fused": ({"t": "timbre", "e": EMB[MSD]}, {"e": "direction"}),
