@@ -285,6 +285,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let manifest paths point outside the manifest's folder",
     )
+    p.add_argument(
+        "--id-col", default=None, help="manifest column holding the track id (e.g. song_id)"
+    )
+    p.add_argument(
+        "--path-col", default=None, help="manifest column holding the audio path (e.g. audio_path)"
+    )
     p.add_argument("--no-analysis", action="store_true", help="stop after writing the shards")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-step messages")
 
@@ -338,6 +344,8 @@ def run_options(input_path: str, args: argparse.Namespace) -> RunOptions:
         allow_outside_root=args.allow_outside_root,
         limit=args.limit,
         label_col=args.label_col,
+        id_col=getattr(args, "id_col", None),
+        path_col=getattr(args, "path_col", None),
         no_analysis=args.no_analysis,
         num_cpus=args.num_cpus,
         quiet=args.quiet,

@@ -382,13 +382,34 @@ def _uri_resolver(base_uri: str, allow_outside_root: bool):
     return inspect
 
 
+def rename_key_columns(
+    df: pd.DataFrame, id_col: str | None = None, path_col: str | None = None
+) -> pd.DataFrame:
+    """The manifest with the user's id/path columns (``--id-col``/``--path-col``, e.g. seed 000's
+    ``song_id``/``audio_path``) renamed to ``track_id``/``path``, values as text."""
+    renames = {src: dst for src, dst in ((id_col, "track_id"), (path_col, "path")) if src}
+    for src, dst in renames.items():
+        flag = "--id-col" if dst == "track_id" else "--path-col"
+        if src not in df.columns:
+            shown = ", ".join(map(str, df.columns))
+            raise ManifestError(f"{flag} {src!r} is not a manifest column (columns: {shown})")
+        if dst in df.columns and dst != src:
+            raise ManifestError(f"{flag} {src!r}: the manifest already has a {dst!r} column")
+    return _ids_as_text(df.rename(columns=renames)) if renames else df
+
+
 def build_manifest(
-    input_path: str, allow_outside_root: bool = False, limit: int | None = None
+    input_path: str,
+    allow_outside_root: bool = False,
+    limit: int | None = None,
+    id_col: str | None = None,
+    path_col: str | None = None,
 ) -> pd.DataFrame:
     """The manifest of a folder or a manifest file; raises ManifestError for user errors.
 
     Columns: track_id, path, source_id, invalid_reason (empty when the row is usable),
     metadata... ``limit`` keeps the first rows (of the manifest, or of the sorted folder scan).
+    ``id_col``/``path_col`` name the manifest's own id and path columns.
     """
     input_path = storage.local_path(input_path)
     remote = storage.is_remote(input_path)
@@ -406,7 +427,7 @@ def build_manifest(
             raise ManifestError(f"no audio files ({extensions}) found under {input_path}")
         return df.iloc[:limit].reset_index(drop=True)
     parent = _uri_parent(input_path) if remote else Path(input_path).parent
-    table = read_manifest_file(input_path)
+    table = rename_key_columns(read_manifest_file(input_path), id_col, path_col)
     return resolve_manifest(table.iloc[:limit], parent, allow_outside_root)
 
 

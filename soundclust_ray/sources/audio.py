@@ -25,7 +25,11 @@ class AudioSource:
         from soundclust_ray.manifest import build_manifest
 
         manifest = build_manifest(
-            opts.input_path, allow_outside_root=opts.allow_outside_root, limit=opts.limit
+            opts.input_path,
+            allow_outside_root=opts.allow_outside_root,
+            limit=opts.limit,
+            id_col=opts.id_col,
+            path_col=opts.path_col,
         )
         check_label_column(opts.label_col, list(manifest.columns))
         try:

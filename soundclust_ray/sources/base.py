@@ -29,6 +29,8 @@ class RunOptions:
     allow_outside_root: bool = False
     limit: int | None = None
     label_col: str | None = None
+    id_col: str | None = None
+    path_col: str | None = None
     no_analysis: bool = False
     num_cpus: int | None = None
     quiet: bool = False

@@ -1,0 +1,56 @@
+"""Manifests as people have them: seed 000's ``song_id``/``audio_path`` with absolute paths."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from soundclust_ray.cli import build_parser, run_options
+from soundclust_ray.manifest import ManifestError, build_manifest
+
+
+def seed000_manifest(tmp_path):
+    """A manifest laid out like seed 000's merge csv: integer ids, absolute audio paths."""
+    (tmp_path / "audio").mkdir()
+    paths = [tmp_path / "audio" / f"{i}.mp3" for i in (7, 12)]
+    for p in paths:
+        p.write_bytes(b"x")
+    df = pd.DataFrame(
+        {"Unnamed: 0": [0, 1], "song_id": [7, 12], "quadrant": ["Q1", "Q3"]}
+        | {"audio_path": [str(p) for p in paths]}
+    )
+    df.to_csv(tmp_path / "merge.csv", index=False)
+    return tmp_path / "merge.csv", paths
+
+
+def test_id_and_path_columns_named_by_the_user(tmp_path):
+    manifest, paths = seed000_manifest(tmp_path)
+    m = build_manifest(str(manifest), id_col="song_id", path_col="audio_path")
+    assert m["track_id"].tolist() == ["7", "12"]
+    assert m["path"].tolist() == [str(p) for p in paths]
+    assert m["invalid_reason"].tolist() == ["", ""]
+    assert m["quadrant"].tolist() == ["Q1", "Q3"]
+
+
+def test_without_the_options_the_seed_manifest_is_a_clear_error(tmp_path):
+    manifest, _ = seed000_manifest(tmp_path)
+    with pytest.raises(ManifestError, match="no 'path' column"):
+        build_manifest(str(manifest))
+
+
+def test_unknown_or_conflicting_column_is_a_user_error(tmp_path):
+    manifest, _ = seed000_manifest(tmp_path)
+    with pytest.raises(ManifestError, match="--path-col 'file' is not a manifest column"):
+        build_manifest(str(manifest), path_col="file")
+    with pytest.raises(ManifestError, match="already has a 'track_id'"):
+        pd.read_csv(manifest).assign(track_id=[1, 2]).to_csv(manifest, index=False)
+        build_manifest(str(manifest), id_col="song_id", path_col="audio_path")
+
+
+def test_run_cli_carries_the_columns(tmp_path):
+    args = build_parser().parse_args(
+        ["run", "m.csv", "--out", str(tmp_path / "o"), "--id-col", "song_id"]
+        + ["--path-col", "audio_path"]
+    )
+    opts = run_options("m.csv", args)
+    assert (opts.id_col, opts.path_col) == ("song_id", "audio_path")
