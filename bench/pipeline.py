@@ -78,7 +78,7 @@ def main() -> int:
         [manifest.assign(track_id=manifest["track_id"] + f"#{r}") for r in range(args.repeat)],
         ignore_index=True,
     )
-    init_ray(quiet=True)
+    init_ray()
     cores = cluster_cpus()
     n = len(manifest)
     print(

@@ -47,7 +47,7 @@ def wait_for_resources(cpus: int, gpus: int, timeout_s: float, quiet: bool) -> d
 
     from soundclust_ray.ray_env import init_ray
 
-    init_ray(quiet=quiet)
+    init_ray(verbose=not quiet)
     request_resources(bundles=[{"CPU": 1}] * cpus + [{"GPU": 1}] * gpus)
     deadline = time.monotonic() + timeout_s
     while True:

@@ -293,6 +293,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-analysis", action="store_true", help="stop after writing the shards")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-step messages")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's own logs and progress bars (by default they go to OUT/logs/)",
+    )
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -349,6 +354,7 @@ def run_options(input_path: str, args: argparse.Namespace) -> RunOptions:
         no_analysis=args.no_analysis,
         num_cpus=args.num_cpus,
         quiet=args.quiet,
+        verbose=args.verbose,
     )
 
 

@@ -6,8 +6,11 @@ The only module that starts or joins Ray. An embedded local Ray gets a bounded o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+from collections.abc import Iterator
 
 LOCAL_IP = "127.0.0.1"
 """An embedded Ray is the run's own: ``address="local"`` never joins a ``ray start`` cluster
@@ -16,16 +19,44 @@ LOCAL_OBJECT_STORE_FRACTION = 0.2
 LOCAL_OBJECT_STORE_MAX_BYTES = 4 * 1024**3
 
 
-def init_ray(num_cpus: int | None = None, quiet: bool = False) -> None:
+RAY_DRIVER_LOG = "ray-driver.log"
+"""File under OUT/logs/ that receives everything Ray writes to the driver's stderr."""
+
+
+@contextlib.contextmanager
+def ray_output_to(log_dir: str | None) -> Iterator[None]:
+    """Send the driver's stderr (fd 2) to ``log_dir``/ray-driver.log while the block runs.
+
+    Ray writes to fd 2 from C++ (``core_worker.cc`` lines), from its Python loggers (token-auth
+    warning, Ray Data's execution plan) and from warnings; none of it is for the user. Redirecting
+    the file descriptor catches all three; soundclust's own lines go to stdout and are untouched.
+    ``None`` (``--verbose``) leaves stderr alone.
+    """
+    if log_dir is None:
+        yield
+        return
+    os.makedirs(log_dir, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.path.join(log_dir, RAY_DRIVER_LOG), "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def init_ray(num_cpus: int | None = None, verbose: bool = False) -> None:
     """Connect to RAY_ADDRESS when set, else start an embedded local Ray using all cores,
-    private to this process and reachable on 127.0.0.1 only."""
+    private to this process and reachable on 127.0.0.1 only. Workers' output and Ray Data's
+    progress bars reach the terminal only when ``verbose``."""
     import ray
 
-    if quiet:
-        logging.getLogger("ray").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
-    kwargs: dict = {"log_to_driver": not quiet, "logging_level": logging.WARNING}
+    kwargs: dict = {"log_to_driver": verbose, "logging_level": logging.WARNING}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
     else:
@@ -38,7 +69,7 @@ def init_ray(num_cpus: int | None = None, quiet: bool = False) -> None:
             **kwargs,
         )
         start_reaper()
-    configure_data_context(quiet)
+    configure_data_context(verbose)
 
 
 def start_reaper() -> None:
@@ -76,14 +107,15 @@ def local_object_store_bytes() -> int:
     )
 
 
-def configure_data_context(quiet: bool) -> None:
-    """Progress bars on unless quiet; streaming without order preservation."""
+def configure_data_context(verbose: bool) -> None:
+    """Ray Data's progress bars and execution banners only when verbose (soundclust prints its
+    own progress); streaming without order preservation."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not quiet
-    ctx.enable_operator_progress_bars = not quiet
-    ctx.print_on_execution_start = not quiet
+    ctx.enable_progress_bars = verbose
+    ctx.enable_operator_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
     ctx.execution_options.preserve_order = False
 
 

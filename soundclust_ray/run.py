@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from soundclust_ray import outdir, outguard, storage
 from soundclust_ray.config import AnalysisConfig, RunConfig
 from soundclust_ray.errors import UserError
+from soundclust_ray.ray_env import init_ray, ray_output_to
 from soundclust_ray.runinfo import error_rate_exceeded, products_in_out
 from soundclust_ray.sources import get_source
 from soundclust_ray.sources.base import Listing, RunOptions, Say
@@ -89,12 +90,11 @@ def execute(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> Run
         guard_out(opts, say)
         listing = source.list_inputs(opts, cfg, say)
         forget_stale_tracks(opts.out, listing, say)
-        if source.needs_ray:
-            from soundclust_ray.ray_env import init_ray
-
-            init_ray(num_cpus=opts.num_cpus, quiet=opts.quiet)
-        info = source.compute(listing, opts, cfg, say)
-        source.post_steps(opts, cfg, info, say)
+        with ray_output_to(None if opts.verbose else outdir.path(opts.out, outdir.LOGS)):
+            if source.needs_ray:
+                init_ray(num_cpus=opts.num_cpus, verbose=opts.verbose)
+            info = source.compute(listing, opts, cfg, say)
+            source.post_steps(opts, cfg, info, say)
         metrics = None
         if not opts.no_analysis:
             metrics = run_analysis(opts.out, cfg.analysis, opts.label_col, not opts.quiet)

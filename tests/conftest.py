@@ -77,6 +77,6 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    configure_data_context(quiet=True)
+    configure_data_context(verbose=False)
     yield ray
     ray.shutdown()

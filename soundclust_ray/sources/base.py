@@ -34,6 +34,7 @@ class RunOptions:
     no_analysis: bool = False
     num_cpus: int | None = None
     quiet: bool = False
+    verbose: bool = False
 
 
 @dataclass
