@@ -179,11 +179,13 @@ def neighbour_space(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dic
     return X, None
 
 
-def hdbscan_step(Xn: np.ndarray, cfg: AnalysisConfig, progress: bool) -> tuple[np.ndarray, dict]:
+def hdbscan_step(
+    Xn: np.ndarray, cfg: AnalysisConfig, progress: bool, executor: Executor = SERIAL
+) -> tuple[np.ndarray, dict]:
     """HDBSCAN labels and record; all noise (-1) when turned off."""
     if not cfg.hdbscan:
         return np.full(Xn.shape[0], -1, dtype=np.int32), {"skipped": "turned off (hdbscan=False)"}
-    return clustering.fit_hdbscan(Xn, cfg, progress)
+    return clustering.fit_hdbscan(Xn, cfg, progress, executor)
 
 
 def umap_step(Xn: np.ndarray, cfg: AnalysisConfig, progress: bool) -> tuple[np.ndarray, dict]:
@@ -245,7 +247,7 @@ def _fit(
     if neighbours_info is not None:
         result["neighbors_pca"] = neighbours_info
     with steps("hdbscan"):
-        hdb_labels, result["hdbscan"] = hdbscan_step(Xn, cfg, progress)
+        hdb_labels, result["hdbscan"] = hdbscan_step(Xn, cfg, progress, executor)
     with steps("umap"):
         umap_xy, result["umap"] = umap_step(Xn, cfg, progress)
     del Xn
