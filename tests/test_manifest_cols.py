@@ -54,3 +54,48 @@ def test_run_cli_carries_the_columns(tmp_path):
     )
     opts = run_options("m.csv", args)
     assert (opts.id_col, opts.path_col) == ("song_id", "audio_path")
+
+
+def test_header_columns_recorded_for_valid_rows_only(tmp_path):
+    from soundclust_ray.audio.probe import HEADER_COLUMNS, add_header_columns
+
+    wav = "/work/shared/data/gtzan_mini/blues.00000.wav"
+    mp3 = "/work/shared/data/mer4q_genre/audio/Blues/MT0000044741.mp3"
+    manifest = pd.DataFrame({"path": [wav, mp3, str(tmp_path / "gone.mp3")]})
+    add_header_columns(manifest, [True, True, False])
+    rows = manifest[list(HEADER_COLUMNS)].to_numpy()
+    assert rows[0] == pytest.approx([661794 / 22050, 22050, 1])
+    assert rows[1, 1:].tolist() == [32000, 2] and 29 < rows[1, 0] < 31
+    assert pd.isna(rows[2]).all()
+
+
+def test_users_own_duration_column_is_kept():
+    from soundclust_ray.audio.probe import add_header_columns
+
+    manifest = pd.DataFrame(
+        {"path": ["/work/shared/data/gtzan_mini/blues.00000.wav"], "duration_sec": [12.5]}
+    )
+    add_header_columns(manifest, [True])
+    assert manifest["duration_sec"].tolist() == [12.5]
+    assert manifest["sample_rate"].tolist() == [22050]
+
+
+@pytest.mark.ray
+def test_seed000_manifest_runs_and_clusters_carry_header_facts(tmp_path, ray_local, shared_data):
+    from conftest import GTZAN
+
+    from soundclust_ray.cli import main
+
+    wavs = sorted(GTZAN.glob("*.wav"))[:6]
+    manifest = tmp_path / "merge.csv"
+    pd.DataFrame(
+        {"song_id": range(100, 106), "audio_path": [str(p.resolve()) for p in wavs]}
+    ).to_csv(manifest, index=False)
+    out = tmp_path / "out"
+    argv = ["run", str(manifest), "--out", str(out), "--id-col", "song_id"]
+    argv += ["--path-col", "audio_path", "--allow-outside-root", "--embed", "none"]
+    assert main(argv + ["--features", "timbre", "--k", "2", "--quiet"]) == 0
+    clusters = pd.read_parquet(out / "clusters.parquet").sort_values("track_id")
+    assert clusters["track_id"].tolist() == [str(i) for i in range(100, 106)]
+    assert (clusters["sample_rate"] == 22050).all() and (clusters["channels"] == 1).all()
+    assert clusters["duration_sec"].between(29, 31).all()

@@ -21,6 +21,7 @@ class AudioSource:
     needs_ray = True
 
     def list_inputs(self, opts: RunOptions, cfg: RunConfig, say: Say) -> Listing:
+        from soundclust_ray.audio.probe import add_header_columns
         from soundclust_ray.features.registry import get_families
         from soundclust_ray.manifest import build_manifest
 
@@ -32,6 +33,7 @@ class AudioSource:
             path_col=opts.path_col,
         )
         check_label_column(opts.label_col, list(manifest.columns))
+        add_header_columns(manifest, manifest["invalid_reason"] == "")
         try:
             get_families(cfg.features.families)
         except ValueError as exc:
