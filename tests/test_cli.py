@@ -113,3 +113,43 @@ def test_summary_ends_with_the_report_to_open(tmp_path, capsys):
     (tmp_path / "report.html").write_text("<html></html>")
     print_summary(str(tmp_path), info, None, 1.0)
     assert capsys.readouterr().out.rstrip().splitlines()[-1] == f"  open {tmp_path}/report.html"
+
+
+RAY_LINE_PATTERNS = (
+    r"core_worker\.cc",
+    r"authentication_token_setup",
+    r"streaming_executor",
+    r"logging_progress",
+    r"UserWarning",
+    r"Running Dataset",
+    r"\(MapWorker|\(raylet\)|ray::",
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|ERROR)",
+)
+GTZAN_MINI = "/work/shared/data/gtzan_mini/labels.csv"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_run_prints_only_soundclust_lines_and_keeps_rays_in_out_logs(tmp_path):
+    """The user's terminal (stdout and stderr, here a file) gets no Ray log line; Ray's own
+    output lands in OUT/logs/ instead."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    argv = ["run", GTZAN_MINI, "--out", str(out), "--limit", "3", "--embed", "none"]
+    done = subprocess.run(
+        [sys.executable, "-m", "soundclust_ray.cli", *argv, "--no-analysis"],
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = (done.stdout + done.stderr).splitlines()
+    ray_lines = [line for line in printed if any(re.search(p, line) for p in RAY_LINE_PATTERNS)]
+    assert ray_lines == []
+    assert "features: 3 tracks written" in done.stdout
+    logs = list((out / "logs").iterdir())
+    assert logs and any(Path(p).stat().st_size > 0 for p in logs)
