@@ -287,11 +287,17 @@ def pool_windows(g: Gathered) -> Gathered:
     return Gathered(ids.astype(object), X, g.columns, None, tags, notes)
 
 
+BOOKKEEPING_COLUMNS = ("source_id",)
+"""Manifest columns soundclust adds for resume (a file's identity), not the user's metadata."""
+
+
 def read_manifest(out: str) -> pd.DataFrame:
-    """OUT/manifest.parquet as a frame (empty frame with track_id/path when missing)."""
+    """OUT/manifest.parquet as a frame of track_id, path and the user's metadata columns
+    (empty frame with track_id/path when missing)."""
     table = outdir.read_table(out, outdir.MANIFEST)
     if table is None:
         return pd.DataFrame({"track_id": pd.Series(dtype=str), "path": pd.Series(dtype=str)})
-    df = table.to_pandas()
+    keep = [c for c in table.column_names if c not in BOOKKEEPING_COLUMNS]
+    df = table.select(keep).to_pandas()
     df["track_id"] = df["track_id"].astype(str)
     return df.drop_duplicates("track_id").reset_index(drop=True)

@@ -9,8 +9,11 @@ from soundclust_ray.sources.base import Listing, RunOptions, Say
 
 def check_label_column(label_col: str | None, columns: list[str]) -> None:
     """UserError when ``--label-col`` names no manifest column."""
-    if label_col and label_col not in columns:
-        shown = ", ".join(c for c in columns if c != "invalid_reason")
+    from soundclust_ray.manifest import IDENTITY_COLUMNS
+
+    metadata = [c for c in columns if c not in IDENTITY_COLUMNS]
+    if label_col and label_col not in metadata:
+        shown = ", ".join(metadata)
         raise UserError(f"--label-col {label_col!r} is not a manifest column (columns: {shown})")
 
 
