@@ -164,6 +164,10 @@ class MusicnnConfig:
     """Padded samples per batched log-mel front-end call (≈ 17 min of 16 kHz audio)."""
 
 
+EMBED_BACKEND_NAMES = ("clap", "musicnn", "msd_musicnn", "mtt_musicnn", "msd_vgg", "mtt_vgg")
+"""Every ``--embed`` backend (embed/registry.py's EMBEDDERS, checked equal by a test), spelled
+here so the CLI rejects a misspelt one before importing torch or starting Ray."""
+
 DEFAULT_EMBED_BACKENDS = ("musicnn",)
 """What ``soundclust run`` embeds with when ``--embed`` is not given: musicnn (MSD_musicnn,
 200-d penultimate, mean over patches), clustered as the ``auto`` matrix does (centred +
@@ -255,6 +259,14 @@ class TabularConfig:
     only ``artists``); one of them is required."""
     required_columns: tuple[str, ...] = ()
     """Columns that must be present beyond an id and at least one audio feature."""
+    column_aliases: tuple[tuple[str, str], ...] = (
+        ("track_popularity", "popularity"),
+        ("track_album_release_date", "release_date"),
+        ("album_release_date", "release_date"),
+        ("release_year", "year"),
+    )
+    """(table column, role) pairs: the public Spotify datasets' names (the 30000-songs table's
+    ``track_popularity``/``track_album_release_date``) fill a role when its own name is absent."""
     shard_rows: int = 262144
     """Rows per OUT/embeddings/tabular part file."""
 

@@ -122,13 +122,24 @@ def tabular_vectors(
     return ids.to_numpy(zero_copy_only=False).astype(object), X, report
 
 
+def apply_column_aliases(table: pa.Table, cfg: TabularConfig) -> tuple[pa.Table, dict]:
+    """The table with ``cfg.column_aliases`` renamed to their role (when the role's own name is
+    absent), and {table column: role} for the run to say which column filled which role."""
+    names, renamed = list(table.column_names), {}
+    for alias, role in cfg.column_aliases:
+        if alias in names and role not in names:
+            names[names.index(alias)] = role
+            renamed[alias] = role
+    return (table.rename_columns(names) if renamed else table), renamed
+
+
 def _vectors(table: object, cfg: TabularConfig | RunConfig) -> tuple[pa.Array, np.ndarray, dict]:
     """:func:`tabular_vectors` with the ids left as an Arrow array (no Python strings)."""
     if isinstance(cfg, RunConfig):
         cfg = cfg.tabular
     if len(cfg.weights) != len(cfg.audio_features):
         raise ValueError("TabularConfig.weights needs one weight per audio feature")
-    table = _as_arrow(table)
+    table, renamed = apply_column_aliases(_as_arrow(table), cfg)
     columns = table.column_names
     id_name = id_column(columns, cfg)
     missing_required = [c for c in cfg.required_columns if c not in columns]
@@ -175,6 +186,7 @@ def _vectors(table: object, cfg: TabularConfig | RunConfig) -> tuple[pa.Array, n
         "missing_optional": [c for c in (*cfg.audio_features, *cfg.categorical) if c not in columns]
         + ([] if year is not None else [cfg.year_column]),
         "year_from": year_source,
+        "renamed_columns": renamed,
         "missing_values_filled": n_missing,
         "null_ids": int(ids.null_count),
     }
@@ -274,6 +286,8 @@ class TabularSource:
             f"{counts['rows']} rows of {listing.path} → {counts['dims']}-d vectors "
             f"(id column {counts['id_column']!r}; missing optional columns: {missing})"
         )
+        for column, role in counts.get("renamed_columns", {}).items():
+            say(f"column {column!r} fills the {role!r} role")
         seconds = sum(counts["seconds"].values())
         result = ProductResult(PRODUCT, n_todo=counts["rows"], n_ok=counts["rows"])
         result.seconds = seconds
