@@ -1,0 +1,51 @@
+"""RayExecutor gives the serial path's results (k selection, OOF folds, HDBSCAN assignment)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from soundclust_ray.analysis import clustering
+from soundclust_ray.analysis.oof import OofParams, fit_oof_kmeans
+from soundclust_ray.config import AnalysisConfig
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def executor():
+    from soundclust_ray.ray_executor import RayExecutor
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    yield RayExecutor()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def X() -> np.ndarray:
+    X, _ = make_blobs(n_samples=2400, centers=4, n_features=6, cluster_std=1.0, random_state=2)
+    return X.astype(np.float32)
+
+
+def test_ray_matches_serial(executor, X):
+    cfg = dataclasses.replace(
+        AnalysisConfig(), fit_sample=800, predict_batch=600, k_auto_range=(2, 5)
+    )
+    (k, curve), (k_ref, curve_ref) = (
+        clustering.select_k(X, cfg, executor),
+        clustering.select_k(X, cfg),
+    )
+    assert k == k_ref and [c["k"] for c in curve] == [c["k"] for c in curve_ref]
+    for key in ("silhouette", "inertia"):
+        # float32 sums in tasks (Ray gives a task one BLAS thread) differ in the last bits only
+        np.testing.assert_allclose([c[key] for c in curve], [c[key] for c in curve_ref], rtol=1e-5)
+    p = OofParams.for_analysis(cfg, 4)
+    for got, ref in zip(fit_oof_kmeans(X, p, executor), fit_oof_kmeans(X, p), strict=True):
+        np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(
+        clustering.fit_hdbscan(X, cfg, executor=executor)[0], clustering.fit_hdbscan(X, cfg)[0]
+    )
