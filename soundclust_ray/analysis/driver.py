@@ -430,8 +430,12 @@ def analyze(
     cfg: AnalysisConfig | None = None,
     label_col: str | None = None,
     progress: bool = True,
+    executor: Executor = SERIAL,
 ) -> dict:
     """Run the driver analysis on OUT and write its outputs; returns the metrics dict.
+
+    ``executor`` runs the independent jobs (k-selection fits, OOF folds, out-of-sample HDBSCAN
+    batches): serial here, or ``ray_executor.RayExecutor`` when the caller has Ray up.
 
     Raises ValueError for user errors (unknown matrix, label column missing from the manifest,
     no shards); everything the data cannot support is recorded in the metrics instead.
@@ -444,7 +448,7 @@ def analyze(
     notes: list[str] = []
     result: dict = {"out": out, "label_col": label_col, "config": to_dict(cfg)}
     try:
-        fitted = _fit(out, cfg, steps, result, notes, progress, SERIAL)
+        fitted = _fit(out, cfg, steps, result, notes, progress, executor)
         clusters, cluster_summaries = _describe(
             out, fitted, manifest, label_col, cfg, steps, result
         )
