@@ -148,6 +148,18 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-hdbscan", action="store_true", help="skip HDBSCAN")
     p.add_argument("--no-umap", action="store_true", help="skip the UMAP map (PCA map only)")
+    p.add_argument(
+        "--umap-neighbors",
+        type=int,
+        default=AnalysisConfig.umap_n_neighbors,
+        help="UMAP n_neighbors (seed 002)",
+    )
+    p.add_argument(
+        "--umap-min-dist",
+        type=float,
+        default=AnalysisConfig.umap_min_dist,
+        help="UMAP min_dist (seed 002)",
+    )
     add_duplicates_option(p)
     p.add_argument(
         "--min-cluster-size",
@@ -176,6 +188,8 @@ def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
         "weights": getattr(args, "weights", None),
         "hdbscan": False if getattr(args, "no_hdbscan", False) else None,
         "umap": False if getattr(args, "no_umap", False) else None,
+        "umap_n_neighbors": getattr(args, "umap_neighbors", None),
+        "umap_min_dist": getattr(args, "umap_min_dist", None),
         "chunk_level": True if getattr(args, "cluster_chunks", False) else None,
         "duplicates": False if getattr(args, "duplicates", "on") == "off" else None,
     }
