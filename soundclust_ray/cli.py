@@ -17,6 +17,7 @@ from pathlib import Path
 from soundclust_ray import __version__, outdir
 from soundclust_ray.config import (
     DEFAULT_EMBED_BACKENDS,
+    EMBED_BACKEND_NAMES,
     AnalysisConfig,
     AudioConfig,
     ClapEmbedConfig,
@@ -58,6 +59,22 @@ class _Parser(argparse.ArgumentParser):
 
 def _csv_tuple(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip() and t.strip() != "none")
+
+
+def _embed_backends(text: str) -> tuple[str, ...]:
+    """``--embed`` names, each one a known backend (checked here, before Ray or torch start)."""
+    import difflib
+
+    names = _csv_tuple(text)
+    for name in names:
+        if name not in EMBED_BACKEND_NAMES:
+            close = difflib.get_close_matches(name, EMBED_BACKEND_NAMES, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"unknown embedding backend {name!r} (known: {', '.join(EMBED_BACKEND_NAMES)}, "
+                f"none){hint}"
+            )
+    return names
 
 
 def _k_value(text: str) -> int | str:
@@ -219,7 +236,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--embed",
-        type=_csv_tuple,
+        type=_embed_backends,
         default=DEFAULT_EMBED_BACKENDS,
         help="comma-separated embedding backends (clap, musicnn, msd_musicnn, mtt_musicnn, "
         "msd_vgg, mtt_vgg) or 'none' (default: "

@@ -153,3 +153,21 @@ def test_a_run_prints_only_soundclust_lines_and_keeps_rays_in_out_logs(tmp_path)
     assert "features: 3 tracks written" in done.stdout
     logs = list((out / "logs").iterdir())
     assert logs and any(Path(p).stat().st_size > 0 for p in logs)
+
+
+def test_config_backend_names_are_the_registry(tmp_path):
+    """The torch-free list the CLI checks against is exactly what the registry can load."""
+    from soundclust_ray.config import EMBED_BACKEND_NAMES
+    from soundclust_ray.embed.registry import EMBEDDERS
+
+    assert sorted(EMBED_BACKEND_NAMES) == sorted(EMBEDDERS)
+
+
+def test_unknown_embed_backend_is_one_line_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", GTZAN_MINI, "--out", str(out), "--embed", "musicnn,clapp"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'clapp'" in err[0] and "did you mean clap?" in err[0]
+    assert not out.exists()
