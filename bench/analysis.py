@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import resource
@@ -209,6 +210,51 @@ OUR_STEPS = (
 )
 
 
+def bench_out_of_sample(fit_rows: int, query_rows: int, ref_rows: int, dims: int) -> None:
+    """HDBSCAN's out-of-sample assignment: ours (clustering.assign_hdbscan, serial and as Ray
+    tasks) against hdbscan.approximate_predict on the same fitted model, in this run."""
+    import hdbscan
+
+    from soundclust_ray.analysis import clustering
+
+    X, _ = make_matrix(fit_rows + query_rows, dims)
+    fit, query = X[:fit_rows], X[fit_rows:]
+    ms = 2
+    t0 = time.perf_counter()
+    model = hdbscan.HDBSCAN(min_cluster_size=4, min_samples=ms, prediction_data=True).fit(fit)
+    print(f"fit {fit_rows:,} x {dims}: {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    ref, _ = hdbscan.approximate_predict(model, query[:ref_rows])
+    ref_per_row = (time.perf_counter() - t0) / ref_rows
+    tree = clustering.hdbscan_tree(model, ms)
+    t0 = time.perf_counter()
+    ours, _ = clustering.assign_hdbscan(tree, query)
+    ours_per_row = (time.perf_counter() - t0) / query_rows
+    agree = float(np.mean(ours[:ref_rows] == ref))
+    print(
+        f"approximate_predict {ref_rows:,} rows: {ref_per_row * 1e3:.3f} ms/row; ours "
+        f"{query_rows:,} rows: {ours_per_row * 1e3:.4f} ms/row = {ref_per_row / ours_per_row:.1f}x "
+        f"faster; same label on {agree:.4f} of the reference rows"
+    )
+    import ray
+
+    from soundclust_ray.ray_executor import RayExecutor
+
+    ray.init(include_dashboard=False)
+    rows = [np.arange(i, min(i + 50_000, query_rows)) for i in range(0, query_rows, 50_000)]
+    job = functools.partial(clustering.assign_hdbscan_rows, tree, query)
+    timings = {}
+    for name, ex in (("serial", clustering.SERIAL), ("ray", RayExecutor())):
+        t0 = time.perf_counter()
+        ex.map(job, rows)
+        timings[name] = time.perf_counter() - t0
+    ray.shutdown()
+    print(
+        f"{len(rows)} batches: serial {timings['serial']:.1f} s, Ray tasks {timings['ray']:.1f} s "
+        f"= {timings['serial'] / timings['ray']:.2f}x on {os.cpu_count()} cores"
+    )
+
+
 def gib(b: float) -> str:
     return f"{b / 2**30:.2f} GiB"
 
@@ -236,7 +282,16 @@ def main() -> None:
     )
     p.add_argument("--keep", help="write the OUT folders under this folder and keep them")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--oos",
+        metavar="FIT,QUERY,REF",
+        help="only HDBSCAN's out-of-sample assignment: fit rows, query rows, rows timed\n"
+        "with approximate_predict (e.g. 50000,1000000,5000; columns from --dims)",
+    )
     a = p.parse_args()
+    if a.oos:
+        bench_out_of_sample(*(int(v) for v in a.oos.split(",")), dims=a.dims)
+        return
 
     if a.worker:
         kind = a.worker[0]

@@ -303,7 +303,9 @@ class AnalysisConfig:
     """Use MiniBatchKMeans (batch 2048, seed 004) above this many rows."""
     minibatch_size: int = 2048
     hdbscan: bool = True
-    """Run HDBSCAN (off: the column is all -1; out-of-sample rows cost ~1 ms each on 2 cores)."""
+    """Run HDBSCAN (off: the column is all -1). Out-of-sample rows cost 0.057 ms each on 2
+    shared cores (bench/analysis.py --oos 20000,200000,3000 --dims 32, 2026-12-01: 13.7x faster
+    than approximate_predict's 0.78 ms, same label on 3000 of 3000 rows)."""
     hdbscan_min_cluster_size: int = 4
     hdbscan_min_samples: int = 2
     neighbors_pca_above: int = 5000
