@@ -229,6 +229,8 @@ def test_hostile_inputs_each_give_a_result_or_a_clear_error_row(tmp_path, ray_lo
             "--out",
             str(out),
             "--quiet",
+            "--embed",
+            "none",
             "--k",
             "2",
             "--max-error-rate",
