@@ -92,30 +92,18 @@ def run_concurrently(cfg: RunConfig, products: list[str]) -> bool:
     )
 
 
-def features_pipeline(cfg: RunConfig, shared: bool = False):
-    """The feature product's stages: one actor per CPU, decode + families.
+def cpu_stage_pipeline(cfg: RunConfig, stage_cls, shared: bool = False):
+    """A one-stage CPU product (features, classic chunks): one actor per CPU of the stage.
 
     ``shared``: another product runs at the same time, so the pool scales between one actor
     and the cores, leaving room for that product's CPU workers.
     """
-    from soundclust_ray.stages.features import FeatureStage
 
     def build(ds):
-        resources = FeatureStage.resources(cfg)
-        return map_stage(ds, FeatureStage, cfg, resources, cpu_pool(resources, shared))
+        resources = stage_cls.resources(cfg)
+        return map_stage(ds, stage_cls, cfg, resources, cpu_pool(resources, shared))
 
-    return build, FeatureStage.WRITES
-
-
-def chunk_features_pipeline(cfg: RunConfig):
-    """The ``--chunk-level`` product: one row per classic chunk."""
-    from soundclust_ray.stages.features import ClassicChunkStage
-
-    def build(ds):
-        resources = ClassicChunkStage.resources(cfg)
-        return map_stage(ds, ClassicChunkStage, cfg, resources, cpu_pool(resources))
-
-    return build, ClassicChunkStage.WRITES
+    return build, stage_cls.WRITES
 
 
 def embedding_pipeline(cfg: RunConfig, product: str):
@@ -200,10 +188,12 @@ def products_of(cfg: RunConfig) -> list[str]:
 
 def build_product(cfg: RunConfig, product: str, concurrent: bool):
     """(stages builder, declared output columns) of one product."""
+    from soundclust_ray.stages.features import ClassicChunkStage, FeatureStage
+
     if product == outdir.FEATURES:
-        return features_pipeline(cfg, shared=concurrent)
+        return cpu_stage_pipeline(cfg, FeatureStage, shared=concurrent)
     if product == outdir.FEATURE_CHUNKS:
-        return chunk_features_pipeline(cfg)
+        return cpu_stage_pipeline(cfg, ClassicChunkStage)
     return embedding_pipeline(cfg, product)
 
 
