@@ -118,8 +118,22 @@ def _product_errors(out: str, product: str, files: list[str], wanted: set) -> pd
     return errs.drop_duplicates("track_id", keep="last")
 
 
+def one_row_per_track(errors: pd.DataFrame) -> pd.DataFrame:
+    """Collapse a track that failed in several products (a file that does not decode fails the
+    features and every embedding) into one row: its stages and distinct messages joined by '; '."""
+    def joined(values: pd.Series) -> str:
+        return "; ".join(dict.fromkeys(values))
+
+    ordered = errors.sort_values(["track_id", "stage"], kind="stable")
+    merged = ordered.groupby("track_id", sort=True, as_index=False).agg(
+        {"path": "first", "stage": joined, "error_type": "first", "message": joined}
+    )
+    return merged[list(errors.columns)].reset_index(drop=True)
+
+
 def consolidate_errors(out: str, manifest: pd.DataFrame, products: list[str]) -> pd.DataFrame:
-    """OUT/errors.parquet: invalid manifest rows + each product's latest error per missing track."""
+    """OUT/errors.parquet: invalid manifest rows + each product's latest error per missing track,
+    one row per track."""
     fs, base = outdir.resolve(out)
     frames = [_invalid_rows(manifest)] if (manifest["invalid_reason"] != "").any() else []
     files = sorted(
@@ -138,7 +152,7 @@ def consolidate_errors(out: str, manifest: pd.DataFrame, products: list[str]) ->
         if frames
         else pd.DataFrame({c: pd.Series(dtype=str) for c in columns})
     )
-    table = table.sort_values(["track_id", "stage"]).reset_index(drop=True)
+    table = one_row_per_track(table)
     arrow = pa.Table.from_pandas(table, schema=shards.ERROR_SCHEMA, preserve_index=False)
     outdir.write_table(out, outdir.ERRORS, arrow)
     return table
