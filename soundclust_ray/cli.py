@@ -297,10 +297,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--shard-rows", type=int, default=run.shard_rows, help="tracks per Parquet shard"
     )
     p.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="join this running Ray cluster (like RAY_ADDRESS; 'auto' finds one on this machine); "
+        "default: start a private embedded Ray",
+    )
+    p.add_argument(
         "--num-cpus",
         type=int,
         default=None,
-        help="CPUs of the embedded local Ray (default: all); ignored with RAY_ADDRESS",
+        help="CPUs of the embedded local Ray (default: all); ignored with --address or RAY_ADDRESS",
     )
     p.add_argument(
         "--max-error-rate",
@@ -384,6 +391,7 @@ def run_options(input_path: str, args: argparse.Namespace) -> RunOptions:
         path_col=getattr(args, "path_col", None),
         no_analysis=args.no_analysis,
         num_cpus=args.num_cpus,
+        address=getattr(args, "address", None),
         quiet=args.quiet,
         verbose=args.verbose,
     )

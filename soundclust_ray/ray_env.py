@@ -48,17 +48,20 @@ def ray_output_to(log_dir: str | None) -> Iterator[None]:
         os.close(saved)
 
 
-def init_ray(num_cpus: int | None = None, verbose: bool = False) -> None:
-    """Connect to RAY_ADDRESS when set, else start an embedded local Ray using all cores,
-    private to this process and reachable on 127.0.0.1 only. Workers' output and Ray Data's
-    progress bars reach the terminal only when ``verbose``."""
+def init_ray(
+    num_cpus: int | None = None, verbose: bool = False, address: str | None = None
+) -> None:
+    """Join ``address`` (``--address``) or RAY_ADDRESS when given, else start an embedded local
+    Ray using all cores, private to this process and reachable on 127.0.0.1 only. Workers' output
+    and Ray Data's progress bars reach the terminal only when ``verbose``."""
     import ray
 
     if ray.is_initialized():
         return
     kwargs: dict = {"log_to_driver": verbose, "logging_level": logging.WARNING}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
+    joined = address or os.environ.get("RAY_ADDRESS")
+    if joined:
+        ray.init(address=joined, **kwargs)
     else:
         ray.init(
             address="local",

@@ -92,7 +92,7 @@ def execute(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> Run
         forget_stale_tracks(opts.out, listing, say)
         with ray_output_to(None if opts.verbose else outdir.path(opts.out, outdir.LOGS)):
             if source.needs_ray:
-                init_ray(num_cpus=opts.num_cpus, verbose=opts.verbose)
+                init_ray(num_cpus=opts.num_cpus, verbose=opts.verbose, address=opts.address)
             info = source.compute(listing, opts, cfg, say)
             source.post_steps(opts, cfg, info, say)
         metrics = None

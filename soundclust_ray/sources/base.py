@@ -33,6 +33,7 @@ class RunOptions:
     path_col: str | None = None
     no_analysis: bool = False
     num_cpus: int | None = None
+    address: str | None = None
     quiet: bool = False
     verbose: bool = False
 
