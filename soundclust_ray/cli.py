@@ -30,6 +30,7 @@ from soundclust_ray.config import (
 from soundclust_ray.embed.pooling import POOLS
 from soundclust_ray.errors import EXIT_TOO_MANY_FAILURES, EXIT_USER_ERROR, UserError
 from soundclust_ray.sources.base import RunOptions
+from soundclust_ray.terminal import safe_json, safe_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -375,7 +376,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def say(args: argparse.Namespace, text: str) -> None:
     if not getattr(args, "quiet", False):
-        print(text, flush=True)
+        print(safe_line(text), flush=True)
 
 
 def run_options(input_path: str, args: argparse.Namespace) -> RunOptions:
@@ -406,7 +407,7 @@ def execute_run(source: str, input_path: str, args: argparse.Namespace) -> int:
     print_summary(args.out, outcome.info, outcome.metrics, outcome.seconds)
     if outcome.failure:
         errors = outdir.path(args.out, outdir.ERRORS)
-        print(f"error: {outcome.failure}; see {errors}", file=sys.stderr)
+        print(safe_line(f"error: {outcome.failure}; see {errors}"), file=sys.stderr)
         return EXIT_TOO_MANY_FAILURES
     return 0
 
@@ -449,7 +450,7 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
             lines.append(f"    {name}/" if name in outdir.FOLDERS else f"    {name}")
     if outdir.exists(out, outdir.REPORT):
         lines.append(f"  open {out.rstrip('/')}/{outdir.REPORT}")
-    print("\n".join(lines), flush=True)
+    print(safe_line("\n".join(lines)), flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -510,7 +511,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
         )
     except (KeyError, ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc).strip("'\"")) from exc
-    print(format_similar_json(table) if args.json else format_similar(table))
+    text = format_similar_json(table) if args.json else format_similar(table)
+    print(safe_json(text) if args.json else safe_line(text))
     return 0
 
 
@@ -526,10 +528,12 @@ def print_tag_query(args: argparse.Namespace) -> int:
     if args.list_tags:
         backend, _, tags = run_tags(args.out)
         names = list(tags.columns)
-        print(json.dumps({"backend": backend, "tags": names}) if args.json else " ".join(names))
+        text = json.dumps({"backend": backend, "tags": names}) if args.json else " ".join(names)
+        print(safe_json(text) if args.json else safe_line(text))
         return 0
     table = tracks_by_tag(args.out, args.tag, k=args.k)
-    print(format_similar_json(table) if args.json else format_similar(table))
+    text = format_similar_json(table) if args.json else format_similar(table)
+    print(safe_json(text) if args.json else safe_line(text))
     return 0
 
 
@@ -659,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {safe_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
