@@ -15,6 +15,19 @@ from collections.abc import Iterator
 LOCAL_IP = "127.0.0.1"
 """An embedded Ray is the run's own: ``address="local"`` never joins a ``ray start`` cluster
 found on the machine (which refused our object-store size), and every port binds to loopback."""
+
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch between a single-machine and a cluster-capable node (``ray_constants.
+ENABLE_RAY_CLUSTER``). ``_node_ip_address="127.0.0.1"`` alone is not enough on Linux (Ray 2.60):
+``ray.init`` passes it through ``services.resolve_ip_for_localhost``, which replaces any
+loopback address by the machine's routable IP *unless* ENABLE_RAY_CLUSTER is false; the GCS,
+raylet, object manager and worker gRPC servers then bind that IP or ``*`` (measured with
+``ss -ltnp``: gcs_server, raylet, every worker and the dashboard agent on ``*``, the runtime-env
+agent on the host IP, the agent's metrics export on 0.0.0.0). With the switch off the node IP
+stays 127.0.0.1 and every server binds loopback: since ray-project/ray#59852 the C++ servers
+bind the node IP, and the Python agents and Prometheus endpoints (runtime-env agent, dashboard
+agent gRPC/HTTP, metrics export, dashboard and autoscaler metrics) bind localhost when the node
+IP is loopback. tests/test_exposure.py checks every LISTEN socket of the embedded Ray."""
 LOCAL_OBJECT_STORE_FRACTION = 0.2
 LOCAL_OBJECT_STORE_MAX_BYTES = 4 * 1024**3
 
@@ -63,16 +76,40 @@ def init_ray(
     if joined:
         ray.init(address=joined, **kwargs)
     else:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            _node_ip_address=LOCAL_IP,
-            object_store_memory=local_object_store_bytes(),
-            **kwargs,
-        )
+        with single_node_loopback():
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address=LOCAL_IP,
+                object_store_memory=local_object_store_bytes(),
+                **kwargs,
+            )
         start_reaper()
     configure_data_context(verbose)
+
+
+@contextlib.contextmanager
+def single_node_loopback() -> Iterator[None]:
+    """While an embedded Ray starts: Ray treats this machine as a single node, so the node IP
+    stays 127.0.0.1 (see SINGLE_NODE_ENV). The environment variable reaches the daemons and
+    workers Ray spawns (they inherit it at start); the module constant is what this process's
+    already-imported ``ray`` reads. Both are restored afterwards, so a later join of a real
+    cluster from the same process is unaffected. Never used when joining a cluster."""
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(SINGLE_NODE_ENV)
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(SINGLE_NODE_ENV, None)
+        else:
+            os.environ[SINGLE_NODE_ENV] = saved_env
 
 
 def start_reaper() -> None:

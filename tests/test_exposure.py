@@ -1,18 +1,27 @@
-"""Exposure: terminal output carries no control characters from metadata and no credentials
-from URIs."""
+"""Exposure: an embedded Ray listens on loopback only and dies with its driver; terminal output
+carries no control characters from metadata and no credentials from URIs."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
+from soundclust_ray import ray_env
 from soundclust_ray.cli import main, print_summary
 from soundclust_ray.terminal import redact_uri, safe_json, safe_line, strip_control
 
@@ -202,3 +211,162 @@ def test_summary_and_errors_redact_and_strip(capsys, monkeypatch):
     assert "SECRET" not in captured.out + captured.err
     assert "s3://AKIA:***@bucket/x" in captured.out
     assert not UNSAFE.search(captured.out + captured.err)
+
+
+# --------------------------------------------------------------------------- Ray start-up
+
+
+def test_embedded_start_keeps_the_node_on_loopback_and_restores_the_process(monkeypatch):
+    import ray
+    from ray._private import ray_constants
+
+    seen = {}
+
+    def fake_init(**kwargs):
+        seen.update(kwargs)
+        seen["env"] = os.environ.get(ray_env.SINGLE_NODE_ENV)
+        seen["flag"] = ray_constants.ENABLE_RAY_CLUSTER
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray_env, "start_reaper", lambda: None)
+    monkeypatch.setattr(ray_env, "configure_data_context", lambda verbose: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(ray_env.SINGLE_NODE_ENV, raising=False)
+    flag = ray_constants.ENABLE_RAY_CLUSTER
+
+    ray_env.init_ray(num_cpus=1)
+    assert (seen["address"], seen["_node_ip_address"]) == ("local", "127.0.0.1")
+    assert (seen["env"], seen["flag"]) == ("0", False)
+    assert ray_env.SINGLE_NODE_ENV not in os.environ
+    assert ray_constants.ENABLE_RAY_CLUSTER == flag
+
+    seen.clear()
+    ray_env.init_ray(address="10.0.0.5:6379")  # joining a cluster: nothing of the above
+    assert seen["address"] == "10.0.0.5:6379" and "_node_ip_address" not in seen
+    assert (seen["env"], seen["flag"]) == (None, flag)
+
+
+DRIVER = textwrap.dedent(
+    """
+    import os, sys
+    from soundclust_ray.ray_env import init_ray
+    init_ray(num_cpus=1)
+    import ray
+
+    @ray.remote
+    def task():
+        return os.getpid()
+
+    @ray.remote
+    class Actor:
+        def pid(self):
+            return os.getpid()
+
+    actor = Actor.remote()
+    ray.get([task.remote(), actor.pid.remote()])
+    print("ready", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def exposed(sockets: dict[tuple[str, int], str]) -> dict[str, str]:
+    return {f"{ip}:{port}": who for (ip, port), who in sockets.items() if not is_loopback(ip)}
+
+
+def family(root: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def listening(processes: list[psutil.Process]) -> dict[tuple[str, int], str]:
+    """(ip, port) → process name for every TCP LISTEN socket of ``processes``."""
+    found = {}
+    for p in processes:
+        try:
+            name = p.name()
+            for c in p.net_connections(kind="tcp"):
+                if c.status == psutil.CONN_LISTEN:
+                    found[(c.laddr.ip, c.laddr.port)] = f"{name} (pid {p.pid})"
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def ss_listening(pids: set[int]) -> dict[tuple[str, int], str]:
+    """The same seen by ``ss -ltnpH`` (the issue's check), for the given pids."""
+    found = {}
+    text = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    for line in text.splitlines():
+        owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            local = line.split()[3]
+            ip, _, port = local.rpartition(":")
+            found[(ip.strip("[]"), int(port))] = line.split("users:")[-1]
+    return found
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_embedded_ray_listens_on_loopback_only_and_dies_with_its_driver(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "driver.err", "wb"),  # noqa: SIM115
+        env=env,
+        cwd=tmp_path,
+    )
+    members: list[psutil.Process] = []
+    try:
+        assert proc.stdout.readline().strip() == b"ready", (tmp_path / "driver.err").read_text()
+        driver = psutil.Process(proc.pid)
+        sockets: dict[tuple[str, int], str] = {}
+        ss_sockets: dict[tuple[str, int], str] = {}
+        deadline = time.time() + 10  # agents and metrics endpoints open theirs a little later
+        while time.time() < deadline:
+            members = family(driver)
+            sockets.update(listening(members))
+            if shutil.which("ss"):
+                ss_sockets.update(ss_listening({p.pid for p in members}))
+            time.sleep(1)
+        names = {p.name() for p in members if p.is_running()}
+        assert {"gcs_server", "raylet"} <= names, names
+        assert len(sockets) >= 5, sockets  # GCS, raylet (x2), driver, worker, agents ...
+        assert exposed(sockets) == {}
+        assert exposed(ss_sockets) == {}
+
+        proc.kill()  # SIGKILL: no exit handler runs; the reaper must stop Ray's daemons
+        proc.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_alive(p) for p in members[1:]):
+            time.sleep(0.5)
+        left = [f"{p.name()} (pid {p.pid})" for p in members[1:] if _alive(p)]
+        assert left == []
+        still_open = set(listening(members[1:])) & set(sockets)
+        assert still_open == set()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in members[1:]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
