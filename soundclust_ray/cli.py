@@ -57,6 +57,81 @@ class _Parser(argparse.ArgumentParser):
             message = f"unknown option {word}" + (f"; did you mean {close[0]}?" if close else "")
         self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """Also requires OUT where ``add_out_argument`` made it positional-or-``--out``."""
+        ns, rest = super().parse_known_args(args, namespace)
+        if getattr(self, "_out_required", False) and getattr(ns, "out", None) is None:
+            self.error("give the output folder OUT (as OUT or --out OUT)")
+        return ns, rest
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs kept as written (examples), and each option's default in words: ``timbre`` or
+    ``none``, never a Python tuple or None; a help that states its own default is left as is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.nargs == 0
+            or action.required
+            or isinstance(action, _OutAction)
+            or action.default is argparse.SUPPRESS
+            or "default:" in text
+        ):
+            return text
+        return f"{text} (default: {_in_words(action.default)})".replace("%", "%%")
+
+
+def _in_words(value: object) -> str:
+    if value is None or value == () or value == "":
+        return "none"
+    if isinstance(value, tuple | list):
+        return ",".join(_in_words(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _group(p: argparse.ArgumentParser, title: str):
+    """The option group of ``p`` with this title, created (in call order) the first time."""
+    for group in p._action_groups:
+        if group.title == title:
+            return group
+    return p.add_argument_group(title)
+
+
+INPUT, FEATURES, EMBEDDINGS, ANALYSIS, PERFORMANCE = (
+    "input & output",
+    "features",
+    "embeddings",
+    "analysis",
+    "cluster & performance",
+)
+"""The option groups of ``run``/``demo``/``analyze``, in the order ``--help`` shows them."""
+
+
+class _OutAction(argparse.Action):
+    """OUT given positionally or as ``--out`` (both may be given when they agree)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is None:  # the optional positional, absent
+            return
+        current = getattr(namespace, self.dest, None)
+        if current is not None and current != values:
+            parser.error(f"OUT given twice: {current} and {values}")
+        setattr(namespace, self.dest, values)
+
+
+def add_out_argument(p: argparse.ArgumentParser, group=None) -> None:
+    """OUT of a previous run, as ``soundclust CMD OUT`` or ``soundclust CMD --out OUT`` (the
+    convention of ``run``); one of them is required."""
+    g = group or p
+    text = "output folder of a previous run (local path or s3://, gs://, file:// URI)"
+    g.add_argument("out", nargs="?", action=_OutAction, metavar="OUT", help=text)
+    g.add_argument("--out", dest="out", action=_OutAction, metavar="OUT", help="the same as OUT")
+    p._out_required = True
+
 
 def _csv_tuple(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip() and t.strip() != "none")
@@ -115,77 +190,72 @@ def _weights_value(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``run`` and ``analyze``."""
+    """Options shared by ``run`` and ``analyze``, in the parser's "analysis" group."""
     d = AnalysisConfig()
-    p.add_argument(
+    g = _group(p, ANALYSIS)
+    g.add_argument(
         "--k",
         type=_k_value,
         default=d.k,
         help="k-means clusters, or 'auto' to pick k by silhouette over "
         f"{d.k_auto_range[0]}..{d.k_auto_range[1]}",
     )
-    p.add_argument(
+    g.add_argument(
         "--label-col",
         default=None,
         help="manifest column with known labels: adds NMI/ARI/homogeneity/completeness",
     )
-    p.add_argument(
+    g.add_argument(
         "--matrix",
         default=d.matrix,
         choices=["auto", "features", "embeddings", "both", "tabular"],
         help="what to cluster; auto = embeddings when present, else features",
     )
-    p.add_argument(
+    g.add_argument(
         "--pca",
         type=_pca_value,
         default=d.pca,
         help="PCA before clustering: N components or a variance fraction like 0.95",
     )
-    p.add_argument(
+    g.add_argument(
         "--fit-sample",
         type=int,
         default=d.fit_sample,
         help="above this many rows HDBSCAN/UMAP are fitted on a seeded sample",
     )
-    p.add_argument(
+    g.add_argument(
         "--weights",
         type=_weights_value,
         default=None,
-        help="per-family weights after scaling, e.g. timbre=1,classic=0.5,embeddings=2",
+        help="per-family weights after scaling, e.g. timbre=1,classic=0.5,embeddings=2 "
+        "(default: 1 each)",
     )
-    p.add_argument(
+    g.add_argument(
         "--backend",
         default=None,
-        help="embedding backend to cluster when OUT has several (clap, musicnn, tabular)",
+        help="embedding backend to cluster when OUT has several (clap, musicnn, tabular) "
+        "(default: the first)",
     )
-    p.add_argument(
+    g.add_argument(
         "--cluster-chunks",
         action="store_true",
         help="with --matrix features: cluster the classic 5 s chunks written by --chunk-level "
-        "and give each track its chunks' majority label (seed 001)",
+        "and give each track its chunks' majority label",
     )
-    p.add_argument("--no-hdbscan", action="store_true", help="skip HDBSCAN")
-    p.add_argument("--no-umap", action="store_true", help="skip the UMAP map (PCA map only)")
-    p.add_argument(
-        "--umap-neighbors",
-        type=int,
-        default=AnalysisConfig.umap_n_neighbors,
-        help="UMAP n_neighbors (seed 002)",
+    g.add_argument("--no-hdbscan", action="store_true", help="skip HDBSCAN")
+    g.add_argument("--no-umap", action="store_true", help="skip the UMAP map (PCA map only)")
+    g.add_argument(
+        "--umap-neighbors", type=int, default=d.umap_n_neighbors, help="UMAP n_neighbors"
     )
-    p.add_argument(
-        "--umap-min-dist",
-        type=float,
-        default=AnalysisConfig.umap_min_dist,
-        help="UMAP min_dist (seed 002)",
-    )
-    add_duplicates_option(p)
-    p.add_argument(
+    g.add_argument("--umap-min-dist", type=float, default=d.umap_min_dist, help="UMAP min_dist")
+    add_duplicates_option(g)
+    g.add_argument(
         "--min-cluster-size",
         type=int,
         default=d.hdbscan_min_cluster_size,
         help="HDBSCAN min_cluster_size",
     )
-    p.add_argument(
+    g.add_argument(
         "--min-samples", type=int, default=d.hdbscan_min_samples, help="HDBSCAN min_samples"
     )
 
@@ -216,7 +286,7 @@ def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options of ``run`` (and ``demo``) that shape the pipeline."""
+    """Options of ``run`` (and ``demo``) that shape the pipeline, in option groups."""
     fd, clap, mn, audio, run = (
         FeaturesConfig(),
         ClapEmbedConfig(),
@@ -224,118 +294,140 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         AudioConfig(),
         RunConfig(),
     )
-    p.add_argument(
-        "--features",
-        type=_csv_tuple,
-        default=fd.families,
-        help="comma-separated signal feature families (timbre, classic, soundspace) or 'none'",
+    io, feat, emb, analysis, perf = (
+        _group(p, t) for t in (INPUT, FEATURES, EMBEDDINGS, ANALYSIS, PERFORMANCE)
     )
-    p.add_argument(
-        "--chunk-level",
+    io.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="process only the first N manifest rows (default: all)",
+    )
+    io.add_argument(
+        "--id-col",
+        default=None,
+        help="manifest column holding the track id, e.g. song_id (default: track_id, else the "
+        "path as written)",
+    )
+    io.add_argument(
+        "--path-col",
+        default=None,
+        help="manifest column holding the audio path, e.g. audio_path (default: path)",
+    )
+    io.add_argument(
+        "--allow-outside-root",
         action="store_true",
-        help="also write one row per classic 5 s chunk (chunk-level clustering)",
+        help="let manifest paths point outside the manifest's folder",
     )
-    p.add_argument(
-        "--embed",
-        type=_embed_backends,
-        default=DEFAULT_EMBED_BACKENDS,
-        help="comma-separated embedding backends (clap, musicnn, msd_musicnn, mtt_musicnn, "
-        "msd_vgg, mtt_vgg) or 'none' (default: "
-        f"{','.join(DEFAULT_EMBED_BACKENDS)}, the best clustering in docs/quality.md)",
+    io.add_argument(
+        "--overwrite", action="store_true", help="delete OUT's previous results instead of resuming"
     )
-    p.add_argument("--clap-model", default=clap.model, help="CLAP hub id or local directory")
-    p.add_argument("--clap-window", type=float, default=clap.window_s, help="CLAP window, seconds")
-    p.add_argument(
-        "--max-windows",
-        type=int,
-        default=clap.max_windows,
-        help="at most this many CLAP windows per track",
-    )
-    p.add_argument(
-        "--clap-batch", type=int, default=clap.batch_size, help="CLAP windows per forward pass"
-    )
-    p.add_argument(
-        "--clap-strategy",
-        default=clap.strategy,
-        choices=["chunk_average", "chunk_level"],
-        help="mean of window embeddings per track, or one row per window + majority vote",
-    )
-    p.add_argument(
-        "--musicnn-model",
-        default=mn.model,
-        choices=["MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg"],
-        help="weights of the 'musicnn' backend (msd_musicnn … mtt_vgg name their own)",
-    )
-    p.add_argument(
-        "--musicnn-pool",
-        default=mn.pool,
-        choices=list(POOLS),
-        help="how patch vectors become one track vector (mean_std: 2x the dims)",
-    )
-    p.add_argument(
-        "--musicnn-layer",
-        default=mn.layer,
-        help="layer of the musicnn/vgg backends: penultimate, max_pool, mean_pool, logits "
-        "(musicnn pair), pool1…pool5, logits (vgg pair); default penultimate / pool5",
-    )
-    p.add_argument(
-        "--musicnn-hop",
-        type=int,
-        default=mn.patch_hop,
-        help=f"frames between patch starts (< {mn.patch_frames} overlaps patches)",
-    )
-    p.add_argument(
-        "--max-duration",
-        type=float,
-        default=audio.max_duration_s,
-        help="decode at most this many seconds per track (bounded memory)",
-    )
-    p.add_argument("--limit", type=int, default=None, help="process only the first N manifest rows")
-    p.add_argument(
-        "--batch-size", type=int, default=run.batch_size, help="tracks per Ray Data batch"
-    )
-    p.add_argument(
-        "--shard-rows", type=int, default=run.shard_rows, help="tracks per Parquet shard"
-    )
-    p.add_argument(
-        "--address",
-        default=None,
-        metavar="HOST:PORT",
-        help="join this running Ray cluster (like RAY_ADDRESS; 'auto' finds one on this machine); "
-        "default: start a private embedded Ray",
-    )
-    p.add_argument(
-        "--num-cpus",
-        type=int,
-        default=None,
-        help="CPUs of the embedded local Ray (default: all); ignored with --address or RAY_ADDRESS",
-    )
-    p.add_argument(
+    io.add_argument(
         "--max-error-rate",
         type=float,
         default=run.max_error_rate,
         help="exit with code 3 when more than this fraction of tracks failed",
     )
-    p.add_argument(
-        "--overwrite", action="store_true", help="delete OUT's previous results instead of resuming"
-    )
-    p.add_argument(
-        "--allow-outside-root",
-        action="store_true",
-        help="let manifest paths point outside the manifest's folder",
-    )
-    p.add_argument(
-        "--id-col", default=None, help="manifest column holding the track id (e.g. song_id)"
-    )
-    p.add_argument(
-        "--path-col", default=None, help="manifest column holding the audio path (e.g. audio_path)"
-    )
-    p.add_argument("--no-analysis", action="store_true", help="stop after writing the shards")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-step messages")
-    p.add_argument(
+    io.add_argument("--quiet", action="store_true", help="no progress bars or per-step messages")
+    io.add_argument(
         "--verbose",
         action="store_true",
         help="show Ray's own logs and progress bars (by default they go to OUT/logs/)",
+    )
+    feat.add_argument(
+        "--features",
+        type=_csv_tuple,
+        default=fd.families,
+        help="comma-separated signal feature families (timbre, classic, soundspace) or 'none'",
+    )
+    feat.add_argument(
+        "--chunk-level",
+        action="store_true",
+        help="also write one row per classic 5 s chunk (chunk-level clustering)",
+    )
+    feat.add_argument(
+        "--max-duration",
+        type=float,
+        default=audio.max_duration_s,
+        help="decode at most this many seconds per track (bounded memory)",
+    )
+    emb.add_argument(
+        "--embed",
+        type=_embed_backends,
+        default=DEFAULT_EMBED_BACKENDS,
+        help="comma-separated embedding backends (clap, musicnn, msd_musicnn, mtt_musicnn, "
+        "msd_vgg, mtt_vgg) or 'none'; musicnn clusters best (docs/quality.md)",
+    )
+    emb.add_argument(
+        "--clap-model",
+        default=clap.model,
+        help="CLAP Hugging Face hub id or local directory",
+    )
+    emb.add_argument(
+        "--clap-window", type=float, default=clap.window_s, help="CLAP window, seconds"
+    )
+    emb.add_argument(
+        "--max-windows",
+        type=int,
+        default=clap.max_windows,
+        help="at most this many CLAP windows per track",
+    )
+    emb.add_argument(
+        "--clap-batch", type=int, default=clap.batch_size, help="CLAP windows per forward pass"
+    )
+    emb.add_argument(
+        "--clap-strategy",
+        default=clap.strategy,
+        choices=["chunk_average", "chunk_level"],
+        help="mean of window embeddings per track, or one row per window + majority vote",
+    )
+    emb.add_argument(
+        "--musicnn-model",
+        default=mn.model,
+        choices=["MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg"],
+        help="weights of the 'musicnn' backend (the msd_musicnn … mtt_vgg backends name their "
+        "own)",
+    )
+    emb.add_argument(
+        "--musicnn-pool",
+        default=mn.pool,
+        choices=list(POOLS),
+        help="how patch vectors become one track vector (mean_std: 2x the dims)",
+    )
+    emb.add_argument(
+        "--musicnn-layer",
+        default=mn.layer,
+        help="layer of the musicnn/vgg backends: penultimate, max_pool, mean_pool, logits "
+        "(musicnn pair), pool1…pool5, logits (vgg pair) (default: penultimate / pool5)",
+    )
+    emb.add_argument(
+        "--musicnn-hop",
+        type=int,
+        default=mn.patch_hop,
+        help=f"frames between patch starts (< {mn.patch_frames} overlaps patches)",
+    )
+    analysis.add_argument(
+        "--no-analysis", action="store_true", help="stop after writing the shards"
+    )
+    perf.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="join this running Ray cluster (like RAY_ADDRESS; 'auto' finds one on this "
+        "machine) (default: start a private embedded Ray)",
+    )
+    perf.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="CPUs of the embedded local Ray; ignored with --address or RAY_ADDRESS "
+        "(default: all)",
+    )
+    perf.add_argument(
+        "--batch-size", type=int, default=run.batch_size, help="tracks per Ray Data batch"
+    )
+    perf.add_argument(
+        "--shard-rows", type=int, default=run.shard_rows, help="tracks per Parquet shard"
     )
 
 
@@ -551,23 +643,58 @@ def add_export_command(sub) -> None:
 
     export = sub.add_parser(
         "export",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         help="write OUT's results in the seeds' file formats",
         description="Write embeddings, vectors, cluster labels, a joined CSV/Parquet table or "
         "one M3U playlist per cluster, named as the seed notebooks named them.",
+        epilog=EXAMPLES["export"],
     )
-    export.add_argument("out", help="output folder of a previous run")
-    export.add_argument("--format", required=True, choices=FORMATS)
+    add_out_argument(export)
+    export.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     export.add_argument("--to", default=None, help="destination folder (default: OUT/export)")
     export.set_defaults(func=cmd_export)
 
 
+EXAMPLES = {
+    "soundclust": """examples:
+  soundclust demo                              # 40 synthesized tracks, end to end
+  soundclust run ~/Music --out out/            # a folder of audio files
+  soundclust analyze out/ --k auto             # cluster again with other options
+  soundclust similar out/ --id TRACK_ID        # nearest tracks
+  soundclust COMMAND --help                    # every option of a command""",
+    "run": """examples:
+  soundclust run ~/Music --out out/
+  soundclust run labels.csv --out out/ --label-col genre --k auto
+  soundclust run corpus/ --out out/ --embed clap,musicnn --features timbre,classic
+  soundclust run s3://bucket/audio/ --out s3://bucket/out/ --address auto
+  soundclust run msd_h5/ --out out/ --source msd
+  soundclust run features.csv --out out/ --source tabular --k 12""",
+    "demo": """examples:
+  soundclust demo
+  soundclust demo --out /tmp/demo --embed none --k 4""",
+    "analyze": """examples:
+  soundclust analyze out/ --k auto
+  soundclust analyze --out out/ --matrix features --pca 0.95 --label-col genre
+  soundclust analyze out/ --matrix both --weights timbre=1,embeddings=2""",
+    "similar": """examples:
+  soundclust similar out/ --id TRACK_ID
+  soundclust similar out/ --id TRACK_ID --k 20 --json
+  soundclust similar --out out/ --list-tags
+  soundclust similar out/ --tag rock""",
+    "export": """examples:
+  soundclust export out/ --format m3u
+  soundclust export --out out/ --format csv --to exported/""",
+}
+"""The epilog of each command's ``--help``."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     parser = _Parser(
         prog="soundclust",
         formatter_class=fmt,
         description="Music corpus → audio features, embeddings and clusters, on Ray Data.",
+        epilog=EXAMPLES["soundclust"],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -577,17 +704,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="extract, embed and cluster a corpus",
         description="Extract features/embeddings of INPUT into OUT, then cluster.",
+        epilog=EXAMPLES["run"],
     )
-    run.add_argument(
+    io = _group(run, INPUT)
+    io.add_argument(
         "input",
         help="audio folder (recursive), manifest (CSV/Parquet/JSONL with 'path'), "
         "MSD HDF5 folder or manifest (--source msd), or feature table "
         "(--source tabular)",
     )
-    run.add_argument(
+    io.add_argument(
         "--out", required=True, help="output folder (local path or s3://, gs://, file:// URI)"
     )
-    run.add_argument(
+    io.add_argument(
         "--source", default="audio", choices=["audio", "msd", "tabular"], help="what INPUT holds"
     )
     add_run_options(run)
@@ -600,8 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthesize a labelled corpus and run on it",
         description="Synthesize 40 tracks in 4 styles and run the whole job on them: "
         "timbre features and pretrained musicnn embeddings + tags.",
+        epilog=EXAMPLES["demo"],
     )
-    demo.add_argument(
+    _group(demo, INPUT).add_argument(
         "--out", default="demo_out", help="output folder (the corpus goes to OUT/corpus)"
     )
     add_run_options(demo)
@@ -613,10 +743,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="(re)cluster an existing OUT",
         description="Gather OUT's shards and run the driver analysis again.",
+        epilog=EXAMPLES["analyze"],
     )
-    analyze.add_argument("out", help="output folder of a previous run")
+    io = _group(analyze, INPUT)
+    add_out_argument(analyze, io)
+    io.add_argument("--quiet", action="store_true", help="no progress bars")
     add_analysis_options(analyze)
-    analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.set_defaults(func=cmd_analyze)
 
     similar = sub.add_parser(
@@ -624,8 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="nearest tracks to a track",
         description="Print the nearest tracks by cosine similarity.",
+        epilog=EXAMPLES["similar"],
     )
-    similar.add_argument("out", help="output folder of a previous run")
+    add_out_argument(similar)
     similar.add_argument("--id", default=None, help="track_id to query")
     similar.add_argument(
         "--tag", default=None, help="rank tracks by this tag's probability (run's tagger)"

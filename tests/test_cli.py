@@ -171,3 +171,77 @@ def test_unknown_embed_backend_is_one_line_before_anything_runs(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'clapp'" in err[0] and "did you mean clap?" in err[0]
     assert not out.exists()
+
+
+def command_help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([command, "--help"] if command else ["--help"])
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "analyze"])
+def test_help_has_option_groups(command, capsys):
+    text = command_help(command, capsys)
+    groups = ["input & output:", "analysis:"]
+    if command != "analyze":
+        groups += ["features:", "embeddings:", "cluster & performance:"]
+    for group in groups:
+        assert f"\n{group}\n" in text, group
+    features, embeddings = text.find("\nfeatures:"), text.find("\nembeddings:")
+    if command != "analyze":
+        assert features < text.find("  --chunk-level", features) < embeddings
+        assert embeddings < text.find("  --clap-model", embeddings) < text.find("\nanalysis:")
+
+
+@pytest.mark.parametrize("command", ["", "run", "demo", "analyze", "similar", "export"])
+def test_help_has_examples_and_words_for_defaults(command, capsys):
+    import re
+
+    text = command_help(command, capsys)
+    assert "\nexamples:\n" in text and f"soundclust {command}".rstrip() in text
+    for wrong in ("('", "()", "(default: None)", "(default: )", "seed 00"):
+        assert wrong not in text, wrong
+    assert not re.search(r"\(default: [^)]*[\[\]']", text)
+
+
+def test_defaults_in_words(capsys):
+    text = " ".join(command_help("run", capsys).split())
+    for expected in (
+        "(default: timbre)",
+        "(default: musicnn)",
+        "(default: none)",
+        "(default: 600)",
+        "(default: all)",
+    ):
+        assert expected in text, expected
+    assert "(default: 4)" in " ".join(command_help("demo", capsys).split())  # demo's own k
+
+
+@pytest.mark.parametrize("command", ["analyze", "similar", "export"])
+def test_out_positional_or_option(command):
+    extra = ["--format", "csv"] if command == "export" else []
+    parser = build_parser()
+    assert parser.parse_args([command, "o1", *extra]).out == "o1"
+    assert parser.parse_args([command, "--out", "o2", *extra]).out == "o2"
+    assert parser.parse_args([command, "o3", "--out", "o3", *extra]).out == "o3"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["analyze", "a", "--out", "b"], "OUT given twice: a and b"),
+        (["analyze", "--k", "3"], "give the output folder OUT (as OUT or --out OUT)"),
+        (["similar", "--id", "x"], "give the output folder OUT"),
+        (["analyze", "o", "--k", "-2"], "k must be ≥ 2"),
+        (["analyze", "--out", "o", "--pca", "abc"], "--pca takes a number of components"),
+        (["run", "x", "--out", "o", "--limit", "many"], "invalid int value: 'many'"),
+    ],
+)
+def test_out_and_value_mistakes_are_one_line(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and expected in err, err
+    assert err.count("\n") == 1 and "usage:" not in err and "_pca_value" not in err
+
