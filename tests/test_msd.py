@@ -229,9 +229,8 @@ def test_oof_tables_clamp_on_tiny_inputs():
 
 
 @pytest.mark.ray
-def test_msd_pipeline_end_to_end(tmp_path):
+def test_msd_pipeline_end_to_end(tmp_path, ray_local):
     """Folder → streamed manifest → MsdStage on Ray Data → shards, errors, metadata, OOF."""
-    ray = pytest.importorskip("ray")
     from soundclust_ray.sources.msd import (
         add_msd_metadata_to_manifest,
         msd_manifest,
@@ -246,12 +245,8 @@ def test_msd_pipeline_end_to_end(tmp_path):
     out = str(tmp_path / "out")
     path, n = msd_manifest(str(root), out)
     assert n == len(MSD_FILES) + 1
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    try:
-        info = run_msd_pipeline(path, out, RunConfig(), progress=lambda _: None)
-        again = run_msd_pipeline(path, out, RunConfig(), progress=lambda _: None)
-    finally:
-        ray.shutdown()
+    info = run_msd_pipeline(path, out, RunConfig(), progress=lambda _: None)
+    again = run_msd_pipeline(path, out, RunConfig(), progress=lambda _: None)
     counts = info["products"]["features"]
     assert (counts["written"], counts["failed"], info["n_failed"]) == (len(MSD_FILES), 1, 1)
     assert again["products"]["features"]["skipped"] == len(MSD_FILES)

@@ -17,12 +17,12 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def executor():
+def executor(ray_local):
+    """On the session's Ray: shutting it down here would make a later in-thread run start
+    Ray's daemons from that thread, and Linux kills them (parent-death signal) when it ends."""
     from soundclust_ray.ray_executor import RayExecutor
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    yield RayExecutor()
-    ray.shutdown()
+    return RayExecutor()
 
 
 @pytest.fixture(scope="module")
