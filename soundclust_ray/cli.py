@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from soundclust_ray import __version__, outdir
 from soundclust_ray.config import (
     DEFAULT_EMBED_BACKENDS,
     EMBED_BACKEND_NAMES,
+    MUSICNN_MODEL_NAMES,
     AnalysisConfig,
     AudioConfig,
     ClapEmbedConfig,
@@ -58,8 +60,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
     def parse_known_args(self, args=None, namespace=None):
-        """Also requires OUT where ``add_out_argument`` made it positional-or-``--out``."""
-        ns, rest = super().parse_known_args(args, namespace)
+        """Also records ``options_given`` (the dests of the options typed, not defaulted), and
+        requires OUT where ``add_out_argument`` made it positional-or-``--out``."""
+        words = list(sys.argv[1:] if args is None else args)
+        ns, rest = super().parse_known_args(words, namespace)
+        typed = {
+            a.dest
+            for a in self._actions
+            for o in a.option_strings
+            if any(w == o or w.startswith(o + "=") for w in words)
+        }
+        ns.options_given = frozenset(getattr(ns, "options_given", frozenset()) | typed)
         if getattr(self, "_out_required", False) and getattr(ns, "out", None) is None:
             self.error("give the output folder OUT (as OUT or --out OUT)")
         return ns, rest
@@ -153,6 +164,46 @@ def _embed_backends(text: str) -> tuple[str, ...]:
     return names
 
 
+def _musicnn_model(text: str) -> str:
+    """``--musicnn-model``: a bundled model name or a readable .safetensors file (the rule of
+    embed/musicnn.py's ``weights_path``, checked here before Ray or torch start)."""
+    if text in MUSICNN_MODEL_NAMES:
+        return text
+    path = Path(text).expanduser()
+    if path.suffix != ".safetensors":
+        close = difflib.get_close_matches(text, MUSICNN_MODEL_NAMES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise argparse.ArgumentTypeError(
+            f"unknown musicnn model {text!r}: use one of {', '.join(MUSICNN_MODEL_NAMES)} or a "
+            f".safetensors file made by soundclust_ray.embed.convert_musicnn{hint}"
+        )
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"musicnn weights file {text} not found")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"musicnn weights file {text} is not readable")
+    return str(path)
+
+
+def _clap_model(text: str) -> str:
+    """``--clap-model``: a Hugging Face hub id (loaded from the cache or the network when the
+    model starts), or a local directory, which must exist, be readable and hold a saved model
+    (embed/clap.py reads a value as a path by the same rule)."""
+    path = Path(text).expanduser()
+    if not (text.startswith(("/", ".", "~")) or text.count("/") > 1 or path.exists()):
+        return text
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"CLAP model directory {text} does not exist")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"CLAP model directory {text} is not readable")
+    if not (path / "config.json").is_file():
+        raise argparse.ArgumentTypeError(
+            f"CLAP model directory {text} has no config.json: save one with "
+            "ClapModel/ClapProcessor.save_pretrained(DIR) or `huggingface-cli download "
+            "laion/larger_clap_music --local-dir DIR`"
+        )
+    return text
+
+
 def _k_value(text: str) -> int | str:
     if text == "auto":
         return "auto"
@@ -197,8 +248,8 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
         "--k",
         type=_k_value,
         default=d.k,
-        help="k-means clusters, or 'auto' to pick k by silhouette over "
-        f"{d.k_auto_range[0]}..{d.k_auto_range[1]}",
+        help="k-means clusters (at most the number of tracks), or 'auto' to pick k by "
+        f"silhouette over {d.k_auto_range[0]}..{d.k_auto_range[1]}",
     )
     g.add_argument(
         "--label-col",
@@ -360,8 +411,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     emb.add_argument(
         "--clap-model",
+        type=_clap_model,
         default=clap.model,
-        help="CLAP Hugging Face hub id or local directory",
+        help="CLAP Hugging Face hub id, or a local directory holding a saved model",
     )
     emb.add_argument(
         "--clap-window", type=float, default=clap.window_s, help="CLAP window, seconds"
@@ -383,10 +435,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     emb.add_argument(
         "--musicnn-model",
+        type=_musicnn_model,
         default=mn.model,
-        choices=["MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg"],
-        help="weights of the 'musicnn' backend (the msd_musicnn … mtt_vgg backends name their "
-        "own)",
+        help=f"weights of the 'musicnn' backend: {', '.join(MUSICNN_MODEL_NAMES)} or a "
+        ".safetensors file (the msd_musicnn … mtt_vgg backends name their own)",
     )
     emb.add_argument(
         "--musicnn-pool",
@@ -495,7 +547,8 @@ def execute_run(source: str, input_path: str, args: argparse.Namespace) -> int:
     from soundclust_ray.run import execute
 
     opts = run_options(input_path, args)
-    outcome = execute(source, opts, run_config(args), lambda t: say(args, t))
+    k_given = "k" in getattr(args, "options_given", ())
+    outcome = execute(source, opts, run_config(args), lambda t: say(args, t), k_given=k_given)
     print_summary(args.out, outcome.info, outcome.metrics, outcome.seconds)
     if outcome.failure:
         errors = outdir.path(args.out, outdir.ERRORS)
@@ -568,7 +621,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not outdir.exists(args.out, outdir.MANIFEST):
         raise UserError(f"{args.out} has no {outdir.MANIFEST}: run `soundclust run` first")
     started = time.perf_counter()
-    metrics = run_analysis(args.out, analysis_config(args), args.label_col, not args.quiet)
+    k_given = "k" in getattr(args, "options_given", ())
+    metrics = run_analysis(
+        args.out, analysis_config(args), args.label_col, not args.quiet, k_given=k_given
+    )
     info = read_run_info(args.out) or {"products": {}, "n_failed": metrics.get("n_failed", 0)}
     print_summary(args.out, info, metrics, time.perf_counter() - started)
     return 0

@@ -168,6 +168,10 @@ EMBED_BACKEND_NAMES = ("clap", "musicnn", "msd_musicnn", "mtt_musicnn", "msd_vgg
 """Every ``--embed`` backend (embed/registry.py's EMBEDDERS, checked equal by a test), spelled
 here so the CLI rejects a misspelt one before importing torch or starting Ray."""
 
+MUSICNN_MODEL_NAMES = ("MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg")
+"""The bundled ``--musicnn-model`` weights (embed/musicnn.py's MODEL_NAMES, checked equal by a
+test), spelled here so the CLI checks the option before importing torch or starting Ray."""
+
 DEFAULT_EMBED_BACKENDS = ("musicnn",)
 """What ``soundclust run`` embeds with when ``--embed`` is not given: musicnn (MSD_musicnn,
 200-d penultimate, mean over patches), clustered as the ``auto`` matrix does (centred +

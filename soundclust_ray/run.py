@@ -61,10 +61,56 @@ def forget_stale_tracks(out: str, listing: Listing, say: Say) -> None:
     )
 
 
-def run_analysis(out: str, cfg: AnalysisConfig, label_col: str | None, progress: bool) -> dict:
-    """The driver analysis; its option errors (unknown label, backend, matrix) are user errors."""
+def corpus_tracks(listing: Listing) -> int:
+    """Usable tracks of a listing (rows without an ``invalid_reason``); 0 when not known."""
+    frame = listing.frame
+    if frame is not None and "invalid_reason" in frame.columns:
+        return int((frame["invalid_reason"] == "").sum())
+    return listing.n_rows
+
+
+def out_tracks(out: str) -> int:
+    """Usable tracks of OUT's manifest (0 when it has none)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    fs, base = outdir.resolve(out)
+    target = outdir.join(base, outdir.MANIFEST)
+    try:
+        names = pq.read_schema(target, filesystem=fs).names
+    except OSError:  # no manifest (FileNotFoundError) or not a Parquet file
+        return 0
+    if "invalid_reason" not in names:
+        return pq.read_metadata(target, filesystem=fs).num_rows
+    reasons = outdir.read_table(out, outdir.MANIFEST, ["invalid_reason"]).column(0)
+    return int(pc.sum(pc.equal(reasons, "")).as_py() or 0)
+
+
+def check_k_fits(k: int | str, n_tracks: int) -> None:
+    """UserError when ``--k`` asks for as many k-means clusters as the corpus has tracks, or
+    more (the analysis can make at most tracks - 1); checked before Ray starts and before the
+    fit. A default k is clamped by the analysis instead, with a note."""
+    if isinstance(k, int) and 0 < n_tracks <= k:
+        most = n_tracks - 1
+        hint = f"--k {most} or less, or --k auto" if most >= 2 else "--k auto"
+        raise UserError(
+            f"--k {k} needs more than {k} tracks and the corpus has {n_tracks}: give {hint}"
+        )
+
+
+def run_analysis(
+    out: str,
+    cfg: AnalysisConfig,
+    label_col: str | None,
+    progress: bool,
+    k_given: bool = False,
+) -> dict:
+    """The driver analysis; its option errors (unknown label, backend, matrix, a ``k_given``
+    too large for the corpus: ``check_k_fits``) are user errors."""
     from soundclust_ray.analysis.driver import analyze
 
+    if k_given:
+        check_k_fits(cfg.k, out_tracks(out))
     for product in products_in_out(out):
         broken = outguard.broken_shards(out, product)
         if broken:
@@ -78,8 +124,13 @@ def run_analysis(out: str, cfg: AnalysisConfig, label_col: str | None, progress:
         raise UserError(str(exc)) from exc
 
 
-def execute(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> RunOutcome:
-    """Run ``opts.input_path`` of kind ``source_name`` into ``opts.out``, analysis included."""
+def execute(
+    source_name: str, opts: RunOptions, cfg: RunConfig, say: Say, k_given: bool = False
+) -> RunOutcome:
+    """Run ``opts.input_path`` of kind ``source_name`` into ``opts.out``, analysis included.
+
+    ``k_given``: the user chose ``cfg.analysis.k``, so a k the listed tracks cannot hold is an
+    error before Ray starts (``check_k_fits``; a default k is clamped by the analysis)."""
     import dataclasses
 
     started = time.perf_counter()
@@ -89,6 +140,8 @@ def execute(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> Run
     with outguard.hold_lock(opts.out):
         guard_out(opts, say)
         listing = source.list_inputs(opts, cfg, say)
+        if k_given and not opts.no_analysis:
+            check_k_fits(cfg.analysis.k, corpus_tracks(listing))
         forget_stale_tracks(opts.out, listing, say)
         with ray_output_to(None if opts.verbose else outdir.path(opts.out, outdir.LOGS)):
             if source.needs_ray:
@@ -97,6 +150,8 @@ def execute(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> Run
             source.post_steps(opts, cfg, info, say)
         metrics = None
         if not opts.no_analysis:
-            metrics = run_analysis(opts.out, cfg.analysis, opts.label_col, not opts.quiet)
+            metrics = run_analysis(
+                opts.out, cfg.analysis, opts.label_col, not opts.quiet, k_given=k_given
+            )
     seconds = time.perf_counter() - started
     return RunOutcome(info, metrics, seconds, error_rate_exceeded(info, cfg))

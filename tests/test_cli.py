@@ -245,3 +245,10 @@ def test_out_and_value_mistakes_are_one_line(argv, expected, capsys):
     assert exc.value.code == 2 and expected in err, err
     assert err.count("\n") == 1 and "usage:" not in err and "_pca_value" not in err
 
+
+def test_options_given_are_the_typed_ones():
+    args = build_parser().parse_args(["analyze", "o", "--k=5", "--min-cluster-size", "6"])
+    assert {"k", "min_cluster_size"} <= args.options_given
+    assert "pca" not in args.options_given and "k" not in build_parser().parse_args(
+        ["analyze", "o"]
+    ).options_given
