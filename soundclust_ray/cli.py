@@ -847,6 +847,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def no_space_left(exc: BaseException) -> bool:
+    """True when ``exc`` comes from a full disk or quota (ENOSPC, EDQUOT), however deep Ray
+    wrapped it: a shard writer's OSError reaches the driver as a Ray task error, its cause
+    chained or only quoted in the message."""
+    import errno
+
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return "[Errno 28]" in str(exc) or "No space left on device" in str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -857,6 +876,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not no_space_left(exc):
+            raise
+        out = getattr(args, "out", None)
+        print(
+            safe_line(
+                f"error: no space left on the device{f' holding {out}' if out else ''}; "
+                "free some space and rerun the same command to resume"
+            ),
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -370,3 +370,40 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+def test_a_full_disk_is_one_line_and_other_crashes_are_not_hidden(monkeypatch, capsys):
+    import errno
+
+    from soundclust_ray.analysis import search
+
+    def full(*args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("UDF failed to process a data block.") from exc
+
+    monkeypatch.setattr(search, "similar_tracks", full)
+    assert main(["similar", "s3://k:SECRET@b/out", "--id", "x"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "error: no space left on the device holding s3://k:***@b/out; "
+        "free some space and rerun the same command to resume"
+    ]
+
+    def quoted(*args, **kwargs):  # Ray may carry the worker's error only as text
+        raise RuntimeError("ray::ShardWriter ... OSError: [Errno 28] Error writing bytes")
+
+    monkeypatch.setattr(search, "similar_tracks", quoted)
+    assert main(["similar", "/tmp/out", "--id", "x"]) == 2
+
+    def other(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(search, "similar_tracks", other)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["similar", "/tmp/out", "--id", "x"])
