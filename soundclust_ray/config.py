@@ -387,6 +387,11 @@ class PlacementConfig:
     HDBSCAN are fitted on above it)."""
 
 
+PLAIN_PROGRESS_EVERY_S = 15.0
+"""Seconds between progress lines when stdout is not a terminal (CI, ``ray job logs``): often
+enough to see a job move, rare enough that a million-track log stays readable."""
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     """How the pipeline sizes Ray Data blocks and actor pools (measured on the 2-core bench)."""

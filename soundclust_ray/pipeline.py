@@ -19,6 +19,7 @@ import pandas as pd
 
 from soundclust_ray import outdir, shards
 from soundclust_ray.config import RunConfig
+from soundclust_ray.progress import TrackProgress
 from soundclust_ray.runinfo import ProductResult, check_out_dir, finish_run, product_hash
 from soundclust_ray.stages.base import NODE_FIELD
 from soundclust_ray.stages.pools import cpu_pool, map_stage, tracks_dataset, writer_pool
@@ -33,10 +34,12 @@ def run_product(
     build: Callable,
     spec: ColumnSpec,
     progress: Callable[[str], None] = print,
+    bars: bool = False,
 ) -> ProductResult:
     """Stream ``todo`` rows (track_id, path) through ``build(ds)`` stages and the shard writer.
 
-    ``spec`` is the last stage's declared output columns (the shards' schema).
+    ``spec`` is the last stage's declared output columns (the shards' schema); ``bars``: show
+    a progress bar on a terminal (else ``progress`` gets a line now and then).
     """
     import ray.data
 
@@ -59,11 +62,14 @@ def run_product(
         num_cpus=0,
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
     )
+    counter = TrackProgress(product, len(todo), progress, bars)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ok = np.asarray(batch["ok"], dtype=bool)
         result.n_ok += int(ok.sum())
         result.n_failed += int((~ok).sum())
         result.nodes.update(np.asarray(batch[NODE_FIELD]).astype(str).tolist())
+        counter.advance(len(ok))
+    counter.close()
     result.seconds = time.perf_counter() - start
     progress(
         f"{product}: {result.n_ok} tracks written, {result.n_failed} failed "
@@ -203,6 +209,7 @@ def run_pipeline(
     cfg: RunConfig,
     input_desc: str = "",
     progress: Callable[[str], None] = print,
+    bars: bool = False,
 ) -> dict:
     """Run every requested product over the manifest and consolidate errors; returns run info."""
     from soundclust_ray.runinfo import write_manifest
@@ -225,7 +232,7 @@ def run_pipeline(
         if skipped:
             progress(f"{product}: {skipped} tracks already in {outdir.join(out, product)}, skipped")
         build, spec = build_product(cfg, product, concurrent)
-        result = run_product(product, todo, out, cfg, build, spec, progress)
+        result = run_product(product, todo, out, cfg, build, spec, progress, bars)
         result.n_skipped = skipped
         return result
 

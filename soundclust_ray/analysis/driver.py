@@ -37,7 +37,7 @@ from soundclust_ray.analysis.oof import OofParams, dist_columns, fit_oof_kmeans
 from soundclust_ray.config import AnalysisConfig, to_dict
 
 STEP_COUNT = 13
-"""Steps the progress bar counts: the eleven timed steps and the final write."""
+"""Steps the progress bar counts: the twelve timed steps and the final write."""
 LAYOUT_COLUMNS = ("kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "top_tags")
 """Columns of clusters.parquet that are results, not manifest metadata."""
 
@@ -64,7 +64,9 @@ class _Steps:
             self.bar.update(1)
 
     def close(self) -> None:
+        """End at 100 %: the bar counts the steps this analysis ran, however many it skipped."""
         self.bar.set_description("analysis")
+        self.bar.update(self.bar.total - self.bar.n)
         self.bar.close()
 
 
@@ -212,12 +214,15 @@ def _fit(
     steps: _Steps,
     result: dict,
     notes: list[str],
-    progress: bool,
     executor: Executor,
 ) -> Fitted:
-    """The fitting steps in order, each timed; their records go into ``result``."""
+    """The fitting steps in order, each timed; their records go into ``result``.
+
+    The steps' own loops draw no bar: one analysis bar names the step it is in, and a bar
+    nested under it leaves residue lines on terminals and in logs.
+    """
     with steps("gather"):
-        g, matrix_info = gather_matrix(out, cfg, progress=progress)
+        g, matrix_info = gather_matrix(out, cfg, progress=False)
     result["_matrix_gib"] = round(g.X.nbytes / 2**30, 3)
     if g.X.shape[0] == 0:
         raise NoRows("the shards hold no rows")
@@ -247,9 +252,9 @@ def _fit(
     if neighbours_info is not None:
         result["neighbors_pca"] = neighbours_info
     with steps("hdbscan"):
-        hdb_labels, result["hdbscan"] = hdbscan_step(Xn, cfg, progress, executor)
+        hdb_labels, result["hdbscan"] = hdbscan_step(Xn, cfg, False, executor)
     with steps("umap"):
-        umap_xy, result["umap"] = umap_step(Xn, cfg, progress)
+        umap_xy, result["umap"] = umap_step(Xn, cfg, False)
     del Xn
     with steps("pca map"):
         pca_xy, result["pca_map"] = pca_map_step(X, cfg)
@@ -448,7 +453,7 @@ def analyze(
     notes: list[str] = []
     result: dict = {"out": out, "label_col": label_col, "config": to_dict(cfg)}
     try:
-        fitted = _fit(out, cfg, steps, result, notes, progress, executor)
+        fitted = _fit(out, cfg, steps, result, notes, executor)
         clusters, cluster_summaries = _describe(
             out, fitted, manifest, label_col, cfg, steps, result
         )

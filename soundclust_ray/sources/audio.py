@@ -47,7 +47,14 @@ class AudioSource:
     def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
         from soundclust_ray.pipeline import run_pipeline
 
-        return run_pipeline(listing.frame, opts.out, cfg, input_desc=opts.input_path, progress=say)
+        return run_pipeline(
+            listing.frame,
+            opts.out,
+            cfg,
+            input_desc=opts.input_path,
+            progress=say,
+            bars=not opts.quiet,
+        )
 
     def post_steps(self, opts: RunOptions, cfg: RunConfig, info: dict, say: Say) -> None:
         """Audio runs have no step after the products."""

@@ -1,0 +1,44 @@
+"""Progress the user sees: per-product track counts and an analysis bar that reaches 100 %."""
+
+from __future__ import annotations
+
+import re
+
+from helpers import config_with
+from test_analysis_driver import make_out
+
+from soundclust_ray import progress
+from soundclust_ray.analysis.driver import STEP_COUNT, analyze
+
+
+def test_plain_lines_name_the_product_count_tracks_and_give_rate_and_eta(monkeypatch):
+    monkeypatch.setattr(progress, "PLAIN_PROGRESS_EVERY_S", 0.0)
+    lines: list[str] = []
+    counter = progress.TrackProgress("embeddings/musicnn", 10, lines.append, bars=True)
+    counter.advance(4)
+    counter.advance(6)
+    counter.close()
+    assert counter.bar is None  # pytest's stdout is not a terminal: lines, not a bar
+    assert re.fullmatch(r"musicnn: 4/10 tracks, [\d.]+ tracks/s, ETA \d+ s", lines[0]), lines
+    assert re.fullmatch(r"musicnn: 10/10 tracks, [\d.]+ tracks/s", lines[1]), lines
+
+
+def test_plain_lines_are_rate_limited():
+    lines: list[str] = []
+    counter = progress.TrackProgress("features", 1000, lines.append, bars=False)
+    for _ in range(1000):
+        counter.advance(1)
+    assert lines == []  # the whole loop took well under PLAIN_PROGRESS_EVERY_S
+
+
+def test_eta_is_rounded_for_a_person():
+    assert [progress.eta_text(s) for s in (12, 600, 9000)] == ["12 s", "10 min", "2.5 h"]
+
+
+def test_the_analysis_bar_ends_at_100_percent_with_no_nested_bar(tmp_path, capsys):
+    make_out(tmp_path)
+    analyze(str(tmp_path), config_with(k=3), progress=True)
+    err = capsys.readouterr().err
+    final = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{STEP_COUNT}/{STEP_COUNT}" in final and "100%" in final, final
+    assert "\x1b[A" not in err  # a nested bar moves the cursor up and leaves residue
