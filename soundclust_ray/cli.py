@@ -19,6 +19,7 @@ from soundclust_ray import __version__, outdir
 from soundclust_ray.config import (
     DEFAULT_EMBED_BACKENDS,
     EMBED_BACKEND_NAMES,
+    HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW,
     MUSICNN_MODEL_NAMES,
     AnalysisConfig,
     AudioConfig,
@@ -304,7 +305,9 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
         "--min-cluster-size",
         type=int,
         default=d.hdbscan_min_cluster_size,
-        help="HDBSCAN min_cluster_size",
+        help="HDBSCAN min_cluster_size, used as given (default: "
+        f"{d.hdbscan_min_cluster_size}, or {HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW:g} x "
+        "sqrt(tracks) when that is larger)",
     )
     g.add_argument(
         "--min-samples", type=int, default=d.hdbscan_min_samples, help="HDBSCAN min_samples"
@@ -331,6 +334,9 @@ def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
         "umap_min_dist": getattr(args, "umap_min_dist", None),
         "chunk_level": True if getattr(args, "cluster_chunks", False) else None,
         "duplicates": False if getattr(args, "duplicates", "on") == "off" else None,
+        "hdbscan_scale_min_cluster_size": (
+            False if "min_cluster_size" in getattr(args, "options_given", ()) else None
+        ),
     }
     values.update({k: v for k, v in extra.items() if v is not None})
     return AnalysisConfig(**{k: v for k, v in values.items() if k in names})

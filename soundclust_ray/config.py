@@ -275,6 +275,22 @@ class TabularConfig:
     """Rows per OUT/embeddings/tabular part file."""
 
 
+HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW = 0.25
+"""The size rule of HDBSCAN's min_cluster_size (AnalysisConfig.hdbscan_scale_min_cluster_size):
+max(4, round(0.25 x sqrt(rows fitted))), so up to 324 rows (seed 002's 13 tracks, the
+315-track mer4q_genre) keep the seed's 4. Measured 2026-12-02 (eom, min_samples 2; clusters,
+noise, NMI vs genre with noise as a label): 3,415 real 3 s clips (MSD_musicnn per patch of
+mer4q_genre + gtzan_mini, centred + L2): seed's 4 gives 140 clusters, 49 %, 0.382; this rule
+(15) 13, 44 %, 0.432; 0.5 x sqrt (29) 11, 45 %, 0.424; 1 x sqrt (58) 6, 46 %, 0.401. 28,680
+Spotify artist rows (seed 003 weights): 4 gives 1,051 clusters, 76 % noise; this rule (42) 5,
+30 %. The 352 tracks' own vectors: 4 gives 10 clusters, 0.487; 5 (their rule value) 6, 0.464.
+8 real tracks are all noise (musicnn, GTZAN and Spotify features; 3 instead of 4 does not help
+the last two): there the analysis warns (HDBSCAN_WARN_NOISE_FRACTION)."""
+HDBSCAN_WARN_NOISE_FRACTION = 0.9
+"""At or above this fraction of noise rows (or with a single cluster) HDBSCAN's labels say
+nothing about the corpus, and the metrics carry a one-line warning."""
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     """Driver-side scaling, clustering and projection (seeds 002 and 004)."""
@@ -311,6 +327,12 @@ class AnalysisConfig:
     shared cores (bench/analysis.py --oos 20000,200000,3000 --dims 32, 2026-12-01: 13.7x faster
     than approximate_predict's 0.78 ms, same label on 3000 of 3000 rows)."""
     hdbscan_min_cluster_size: int = 4
+    """HDBSCAN's smallest cluster: seed 002's value, chosen for its 13 tracks; the floor of the
+    size-scaled value (``hdbscan_scale_min_cluster_size``), exact when scaling is off."""
+    hdbscan_scale_min_cluster_size: bool = True
+    """min_cluster_size = max(hdbscan_min_cluster_size, round(HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW
+    x sqrt(rows HDBSCAN fits))), so a large corpus is not cut into hundreds of tiny clusters;
+    off (what an explicit ``--min-cluster-size`` sets): the value as given."""
     hdbscan_min_samples: int = 2
     neighbors_pca_above: int = 5000
     """Above this many rows HDBSCAN and UMAP run on a PCA projection: their neighbour searches

@@ -18,7 +18,12 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 
 from soundclust_ray.analysis.executor import SERIAL, Executor
-from soundclust_ray.config import MINIBATCH_N_INIT, AnalysisConfig
+from soundclust_ray.config import (
+    HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW,
+    HDBSCAN_WARN_NOISE_FRACTION,
+    MINIBATCH_N_INIT,
+    AnalysisConfig,
+)
 
 
 def seeded_sample(n: int, size: int, random_state: int) -> np.ndarray:
@@ -79,6 +84,29 @@ def select_k(
     return int(best), curve
 
 
+def hdbscan_min_cluster_size(n_fit: int, cfg: AnalysisConfig) -> int:
+    """min_cluster_size for HDBSCAN fitted on ``n_fit`` rows: the configured value, raised to
+    round(HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW x sqrt(n_fit)) when it scales with the corpus."""
+    size = cfg.hdbscan_min_cluster_size
+    if cfg.hdbscan_scale_min_cluster_size:
+        size = max(size, round(HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW * np.sqrt(n_fit)))
+    return int(size)
+
+
+def hdbscan_warning(labels: np.ndarray, min_cluster_size: int) -> str | None:
+    """One line when HDBSCAN's labels say nothing of the corpus (mostly noise, or one cluster)."""
+    n = len(labels)
+    noise = float(np.mean(labels < 0)) if n else 1.0
+    clusters = int(len(np.unique(labels[labels >= 0])))
+    if noise < HDBSCAN_WARN_NOISE_FRACTION and clusters != 1:
+        return None
+    found = f"{clusters} cluster{'s' if clusters != 1 else ''}, {noise:.0%} of {n} rows noise"
+    return (
+        f"HDBSCAN found {found} (min_cluster_size {min_cluster_size}): no density clusters at "
+        "this corpus size; use the k-means labels, or try another --min-cluster-size"
+    )
+
+
 def fit_hdbscan(
     X: np.ndarray, cfg: AnalysisConfig, progress: bool = False, executor: Executor = SERIAL
 ) -> tuple[np.ndarray, dict]:
@@ -86,19 +114,27 @@ def fit_hdbscan(
 
     Above ``cfg.fit_sample`` rows the model is fitted on a seeded sample and the rest is assigned
     out of sample by ``assign_hdbscan`` (``approximate_predict``'s rule, vectorized), one
-    ``executor`` job per ``cfg.predict_batch`` rows. Fewer rows than ``min_cluster_size`` give
-    all-noise labels and a reason.
+    ``executor`` job per ``cfg.predict_batch`` rows. min_cluster_size scales with the rows
+    fitted (``hdbscan_min_cluster_size``). Fewer rows than min_cluster_size give all-noise labels
+    and a reason; labels that are mostly noise or one cluster add ``info["warning"]``.
     """
     import hdbscan
 
-    min_cluster_size, min_samples = cfg.hdbscan_min_cluster_size, cfg.hdbscan_min_samples
     n = X.shape[0]
+    idx = seeded_sample(n, cfg.fit_sample, cfg.random_state)
+    min_cluster_size = hdbscan_min_cluster_size(len(idx), cfg)
+    min_samples = cfg.hdbscan_min_samples
     info: dict = {"min_cluster_size": min_cluster_size, "min_samples": min_samples}
+    if cfg.hdbscan_scale_min_cluster_size:
+        info["min_cluster_size_rule"] = (
+            f"max({cfg.hdbscan_min_cluster_size}, round({HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW:g}"
+            f" x sqrt({len(idx)} rows)))"
+        )
     if n < max(min_cluster_size, 2):
         info["skipped"] = f"{n} rows < min_cluster_size={min_cluster_size}: all rows are noise"
+        info["warning"] = hdbscan_warning(np.full(n, -1), min_cluster_size)
         return np.full(n, -1, dtype=np.int32), info
     min_samples = min(min_samples, n - 1) if min_samples is not None else None
-    idx = seeded_sample(n, cfg.fit_sample, cfg.random_state)
     sampled = len(idx) < n
     model = hdbscan.HDBSCAN(
         min_cluster_size=min_cluster_size,
@@ -110,6 +146,9 @@ def fit_hdbscan(
     fit_labels = model.fit_predict(X[idx] if sampled else X)
     info["fitted_rows"] = int(len(idx))
     info["seconds_fit"] = round(time.perf_counter() - t0, 4)
+    warning = hdbscan_warning(fit_labels, min_cluster_size)
+    if warning:
+        info["warning"] = warning
     if not sampled:
         return fit_labels.astype(np.int32), info
     labels = np.empty(n, dtype=np.int32)
