@@ -42,6 +42,7 @@ NOT_GEOMETRY = {
     "minibatch_size",
     "hdbscan",
     "hdbscan_min_cluster_size",
+    "hdbscan_scale_min_cluster_size",
     "hdbscan_min_samples",
     "neighbors_pca_above",
     "neighbors_pca_dims",
