@@ -18,7 +18,7 @@ from conftest import BAD, MSD, tone
 
 from soundclust_ray import outdir, shards
 from soundclust_ray.config import RunConfig
-from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD
+from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD, current_node_id
 from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage, prepare_stage_name
 from soundclust_ray.stages.features import ClassicChunkStage, FeatureStage
 from soundclust_ray.stages.msd import MsdStage
@@ -74,7 +74,7 @@ def assert_errors(out: dict[str, np.ndarray], ok: set[str], failed: set[str], st
     failed_rows = np.asarray(out["error_type"]).astype(str) != ""
     assert set(np.asarray(out["error_stage"])[failed_rows]) == {stage}
     assert all(m for m in np.asarray(out["error_message"])[failed_rows])
-    assert set(out[NODE_FIELD]) == {"local"}
+    assert set(out[NODE_FIELD]) == {current_node_id()}  # 'local', or the session Ray's node
 
 
 class TestFeatureStage:
