@@ -76,7 +76,11 @@ def run_cli(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(corpus, tmp_path):
+    # Features only: the shard protocol under test is the same for every product, and three
+    # CLI runs with the default musicnn embedding would cost minutes of the CI budget.
     common = [
+        "--embed",
+        "none",
         "--num-cpus",
         "1",
         "--batch-size",
