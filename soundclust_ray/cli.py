@@ -478,8 +478,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--num-cpus",
         type=int,
         default=None,
-        help="CPUs of the embedded local Ray; ignored with --address or RAY_ADDRESS "
-        "(default: all)",
+        help="CPUs of the embedded local Ray; ignored with --address or RAY_ADDRESS (default: all)",
     )
     perf.add_argument(
         "--batch-size", type=int, default=run.batch_size, help="tracks per Ray Data batch"
@@ -581,14 +580,18 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
         def fmt(v):
             return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
+        chosen = " (chosen by silhouette: --k auto)" if metrics.get("k_selection") else ""
         lines.append(
-            f"  tracks clustered: {metrics.get('n_tracks')}   k = {metrics.get('k')}   "
+            f"  tracks clustered: {metrics.get('n_tracks')}   k = {metrics.get('k')}{chosen}   "
             f"silhouette = {fmt(metrics.get('silhouette'))}"
         )
         lines.append(
             f"  HDBSCAN clusters: {fmt(metrics.get('n_hdbscan_clusters'))}   "
             f"noise fraction = {fmt(metrics.get('noise_fraction'))}"
         )
+        warning = (metrics.get("hdbscan") or {}).get("warning")
+        if warning:
+            lines.append(f"  warning: {warning}")
         if metrics.get("label_col"):
             lines.append(
                 f"  vs labels '{metrics['label_col']}' (k-means): NMI = {fmt(metrics.get('nmi'))}"
@@ -620,17 +623,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return execute_run("audio", str(manifest), args)
 
 
+ANALYSIS_OPTION_FIELDS = {
+    "k": ("k",),
+    "matrix": ("matrix",),
+    "pca": ("pca",),
+    "fit_sample": ("fit_sample",),
+    "weights": ("weights",),
+    "backend": ("backend",),
+    "cluster_chunks": ("chunk_level",),
+    "no_hdbscan": ("hdbscan",),
+    "no_umap": ("umap",),
+    "umap_neighbors": ("umap_n_neighbors",),
+    "umap_min_dist": ("umap_min_dist",),
+    "duplicates": ("duplicates",),
+    "min_cluster_size": ("hdbscan_min_cluster_size", "hdbscan_scale_min_cluster_size"),
+    "min_samples": ("hdbscan_min_samples",),
+    "label_col": ("label_col",),
+}
+"""The AnalysisConfig fields (and label column) each analysis option sets: ``analyze`` takes
+every field whose option was not typed from OUT's last analysis."""
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from soundclust_ray.run import run_analysis
+    from soundclust_ray.run import remembered_analysis, run_analysis
     from soundclust_ray.runinfo import read_run_info
 
     if not outdir.exists(args.out, outdir.MANIFEST):
         raise UserError(f"{args.out} has no {outdir.MANIFEST}: run `soundclust run` first")
     started = time.perf_counter()
-    k_given = "k" in getattr(args, "options_given", ())
-    metrics = run_analysis(
-        args.out, analysis_config(args), args.label_col, not args.quiet, k_given=k_given
+    given = getattr(args, "options_given", frozenset())
+    typed = {f for option in given for f in ANALYSIS_OPTION_FIELDS.get(option, ())}
+    cfg, label_col, remembered = remembered_analysis(
+        args.out, analysis_config(args), args.label_col, typed
     )
+    if remembered:
+        shown = ", ".join(f"{k} {v}" for k, v in remembered.items())
+        say(args, f"as in the last analysis of {args.out}: {shown}")
+    metrics = run_analysis(args.out, cfg, label_col, not args.quiet, k_given="k" in given)
     info = read_run_info(args.out) or {"products": {}, "n_failed": metrics.get("n_failed", 0)}
     print_summary(args.out, info, metrics, time.perf_counter() - started)
     return 0

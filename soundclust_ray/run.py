@@ -14,7 +14,12 @@ from soundclust_ray import outdir, outguard, storage
 from soundclust_ray.config import AnalysisConfig, RunConfig
 from soundclust_ray.errors import UserError
 from soundclust_ray.ray_env import init_ray, ray_output_to
-from soundclust_ray.runinfo import error_rate_exceeded, products_in_out
+from soundclust_ray.runinfo import (
+    error_rate_exceeded,
+    last_analysis_options,
+    products_in_out,
+    record_analysis_options,
+)
 from soundclust_ray.sources import get_source
 from soundclust_ray.sources.base import Listing, RunOptions, Say
 
@@ -119,9 +124,41 @@ def run_analysis(
                 "`soundclust run` again moves it to quarantine/ and recomputes its tracks"
             )
     try:
-        return analyze(out, cfg, label_col=label_col, progress=progress)
+        metrics = analyze(out, cfg, label_col=label_col, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from exc
+    record_analysis_options(out, cfg, label_col)
+    return metrics
+
+
+def _as_config_value(value: object) -> object:
+    """A JSON value back as the config holds it (JSON lists were tuples)."""
+    return tuple(_as_config_value(v) for v in value) if isinstance(value, list) else value
+
+
+def remembered_analysis(
+    out: str, cfg: AnalysisConfig, label_col: str | None, typed: set[str]
+) -> tuple[AnalysisConfig, str | None, dict]:
+    """``analyze OUT``: every analysis option the user did not type (``typed``: AnalysisConfig
+    field names, plus "label_col") is what OUT's last analysis used, so a re-analysis with only
+    ``--k auto`` keeps the run's label column and its NMI. Returns the config, the label
+    column and the remembered values that differ from the defaults (for one summary line)."""
+    import dataclasses
+
+    saved = last_analysis_options(out)
+    if saved is None:
+        return cfg, label_col, {}
+    names = {f.name for f in dataclasses.fields(cfg)}
+    changes = {
+        name: _as_config_value(value)
+        for name, value in (saved.get("config") or {}).items()
+        if name in names and name not in typed and _as_config_value(value) != getattr(cfg, name)
+    }
+    if "label_col" not in typed and saved.get("label_col"):
+        label_col = saved["label_col"]
+        changes["label_col"] = label_col
+    fields = {k: v for k, v in changes.items() if k != "label_col"}
+    return dataclasses.replace(cfg, **fields), label_col, changes
 
 
 def execute(
@@ -149,7 +186,9 @@ def execute(
             info = source.compute(listing, opts, cfg, say)
             source.post_steps(opts, cfg, info, say)
         metrics = None
-        if not opts.no_analysis:
+        if opts.no_analysis:
+            record_analysis_options(opts.out, cfg.analysis, opts.label_col)
+        else:
             metrics = run_analysis(
                 opts.out, cfg.analysis, opts.label_col, not opts.quiet, k_given=k_given
             )

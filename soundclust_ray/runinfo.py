@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from soundclust_ray import outdir, shards
-from soundclust_ray.config import RunConfig, config_hash, to_dict
+from soundclust_ray.config import AnalysisConfig, RunConfig, config_hash, to_dict
 from soundclust_ray.errors import ConfigMismatchError
 
 
@@ -121,6 +121,7 @@ def _product_errors(out: str, product: str, files: list[str], wanted: set) -> pd
 def one_row_per_track(errors: pd.DataFrame) -> pd.DataFrame:
     """Collapse a track that failed in several products (a file that does not decode fails the
     features and every embedding) into one row: its stages and distinct messages joined by '; '."""
+
     def joined(values: pd.Series) -> str:
         return "; ".join(dict.fromkeys(values))
 
@@ -237,3 +238,28 @@ def error_rate_exceeded(info: dict, cfg: RunConfig) -> str | None:
         f"{info['n_failed']} of {n_rows} tracks failed, more than --max-error-rate "
         f"{cfg.max_error_rate:.0%}"
     )
+
+
+ANALYSIS_OPTIONS_KEY = "analysis_options"
+"""run.json's record of the last analysis options (AnalysisConfig + label column)."""
+
+
+def record_analysis_options(out: str, cfg: AnalysisConfig, label_col: str | None) -> None:
+    """Remember in run.json what this OUT was analysed with, for the next ``analyze``."""
+    info = read_run_info(out)
+    if info:
+        info[ANALYSIS_OPTIONS_KEY] = {"config": to_dict(cfg), "label_col": label_col}
+        write_run_info(out, info)
+
+
+def last_analysis_options(out: str) -> dict | None:
+    """{"config": AnalysisConfig as a dict, "label_col": ...} of OUT's last analysis: run.json's
+    record, else an older OUT's metrics.json, else the run's own analysis config; None."""
+    info = read_run_info(out)
+    if ANALYSIS_OPTIONS_KEY in info:
+        return info[ANALYSIS_OPTIONS_KEY]
+    metrics = outdir.read_json(out, outdir.METRICS)
+    if isinstance(metrics.get("config"), dict):
+        return {"config": metrics["config"], "label_col": metrics.get("label_col")}
+    analysis = info.get("config", {}).get("analysis")
+    return {"config": analysis, "label_col": None} if isinstance(analysis, dict) else None
