@@ -26,7 +26,7 @@ from soundclust_ray.config import RANDOM_STATE, FeaturesConfig, MusicnnConfig
 from soundclust_ray.embed.postprocess import center_and_normalize
 from soundclust_ray.features.registry import FAMILIES, compute_family
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WORK = Path(__file__).parent / ".work" / "duplicates"
 ENCODINGS = {
     "mp3_64k": ("mp3", "libmp3lame", 64_000, None),

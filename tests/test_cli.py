@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import GTZAN
 
 from soundclust_ray.cli import build_parser, main
 
@@ -125,7 +126,7 @@ RAY_LINE_PATTERNS = (
     r"\(MapWorker|\(raylet\)|ray::",
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|ERROR)",
 )
-GTZAN_MINI = "/work/shared/data/gtzan_mini/labels.csv"
+GTZAN_MINI = str(GTZAN / "labels.csv")
 
 
 @pytest.mark.ray
@@ -249,6 +250,7 @@ def test_out_and_value_mistakes_are_one_line(argv, expected, capsys):
 def test_options_given_are_the_typed_ones():
     args = build_parser().parse_args(["analyze", "o", "--k=5", "--min-cluster-size", "6"])
     assert {"k", "min_cluster_size"} <= args.options_given
-    assert "pca" not in args.options_given and "k" not in build_parser().parse_args(
-        ["analyze", "o"]
-    ).options_given
+    assert (
+        "pca" not in args.options_given
+        and "k" not in build_parser().parse_args(["analyze", "o"]).options_given
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import GTZAN, SHARED_DATA
 
 from soundclust_ray.cli import build_parser, run_options
 from soundclust_ray.manifest import ManifestError, build_manifest
@@ -59,8 +60,8 @@ def test_run_cli_carries_the_columns(tmp_path):
 def test_header_columns_recorded_for_valid_rows_only(tmp_path):
     from soundclust_ray.audio.probe import HEADER_COLUMNS, add_header_columns
 
-    wav = "/work/shared/data/gtzan_mini/blues.00000.wav"
-    mp3 = "/work/shared/data/mer4q_genre/audio/Blues/MT0000044741.mp3"
+    wav = str(GTZAN / "blues.00000.wav")
+    mp3 = str(SHARED_DATA / "mer4q_genre" / "audio" / "Blues" / "MT0000044741.mp3")
     manifest = pd.DataFrame({"path": [wav, mp3, str(tmp_path / "gone.mp3")]})
     add_header_columns(manifest, [True, True, False])
     rows = manifest[list(HEADER_COLUMNS)].to_numpy()
@@ -72,9 +73,7 @@ def test_header_columns_recorded_for_valid_rows_only(tmp_path):
 def test_users_own_duration_column_is_kept():
     from soundclust_ray.audio.probe import add_header_columns
 
-    manifest = pd.DataFrame(
-        {"path": ["/work/shared/data/gtzan_mini/blues.00000.wav"], "duration_sec": [12.5]}
-    )
+    manifest = pd.DataFrame({"path": [str(GTZAN / "blues.00000.wav")], "duration_sec": [12.5]})
     add_header_columns(manifest, [True])
     assert manifest["duration_sec"].tolist() == [12.5]
     assert manifest["sample_rate"].tolist() == [22050]
