@@ -598,11 +598,10 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
                 f"   ARI = {fmt(metrics.get('ari'))}"
             )
     lines.append(f"  total time {seconds:.1f} s")
-    lines.append(f"  outputs in {out}/:")
-    for name in outdir.SUMMARY_OUTPUTS:
-        if outdir.exists(out, name):
-            lines.append(f"    {name}/" if name in outdir.FOLDERS else f"    {name}")
-    if outdir.exists(out, outdir.REPORT):
+    lines.append(f"  outputs in {out.rstrip('/')}/:")
+    present = [name for name in outdir.SUMMARY_OUTPUTS if outdir.exists(out, name)]
+    lines += [f"    {name}/" if name in outdir.FOLDERS else f"    {name}" for name in present]
+    if outdir.REPORT in present:
         lines.append(f"  open {out.rstrip('/')}/{outdir.REPORT}")
     print(safe_line("\n".join(lines)), flush=True)
 

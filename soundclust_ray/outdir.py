@@ -124,9 +124,28 @@ def path(out: str, name: str) -> str:
 
 
 def exists(out: str, name: str) -> bool:
-    """True when ``OUT/name`` is there (file or folder)."""
+    """True when ``OUT/name`` is a committed file, or a folder holding one at any depth.
+
+    Asked of OUT's own filesystem, so the answer is the same on a local disk and on an object
+    store, where a folder is only a key prefix: an empty folder (or an object store's folder
+    marker) and a folder holding nothing but a writer's temporaries are not outputs yet.
+    """
     fs, base = resolve(out)
-    return fs.get_file_info(join(base, name)).type != pafs.FileType.NotFound
+    target = join(base, name)
+    info = fs.get_file_info(target)
+    if info.type == pafs.FileType.File:
+        return not is_temporary(info.base_name)
+    return info.type == pafs.FileType.Directory and _holds_committed_file(fs, target)
+
+
+def _holds_committed_file(fs: pafs.FileSystem, folder: str) -> bool:
+    """True when ``folder`` or a folder below it holds a committed file (listed level by level,
+    so a folder with files directly in it answers after one listing)."""
+    infos = fs.get_file_info(pafs.FileSelector(folder, recursive=False))
+    if any(i.type == pafs.FileType.File and not is_temporary(i.base_name) for i in infos):
+        return True
+    folders = [i.path for i in infos if i.type == pafs.FileType.Directory]
+    return any(_holds_committed_file(fs, f) for f in folders)
 
 
 def _temporary_beside(target: str) -> str:

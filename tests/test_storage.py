@@ -157,3 +157,51 @@ def test_analysis_reads_shards_from_and_writes_results_to_s3(s3):
     assert {"clusters.parquet", "metrics.json", "report.html"} <= set(keys)
     clusters = pq.read_table(f"{BUCKET}/analysis/out/clusters.parquet", filesystem=s3.fs)
     assert sorted(clusters.column("track_id").to_pylist()) == ids
+
+
+def summary_outputs(out: str, capsys) -> list[str]:
+    """The entries the run summary lists under 'outputs in OUT/:' (and its 'open' line)."""
+    from soundclust_ray.cli import print_summary
+
+    print_summary(out, {"products": {}, "n_failed": 0}, None, 1.0)
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  outputs in "))
+    assert lines[start] == f"  outputs in {out.rstrip('/')}/:"
+    return [line.strip() for line in lines[start + 1 :]]
+
+
+def test_run_summary_lists_what_is_in_an_s3_out_and_nothing_else(s3, tmp_path, capsys):
+    """On an object store a folder is a key prefix: the summary asks OUT's filesystem, lists
+    exactly the outputs present, and agrees with the same layout on a local disk."""
+    import pyarrow.fs as pafs
+
+    from soundclust_ray import outdir
+
+    committed = [
+        "run.json",
+        "errors.parquet",
+        "clusters.parquet",
+        "oof.parquet",
+        "features/part-1.parquet",
+    ]
+    not_outputs = ["oof/.tmp-0123.parquet"]  # a writer's temporary: oof/ is not an output yet
+    local = tmp_path / "out"
+    for key in committed + not_outputs:
+        s3.put(f"summary/out/{key}", b"x")
+        (local / key).parent.mkdir(parents=True, exist_ok=True)
+        (local / key).write_bytes(b"x")
+    fs, base = outdir.resolve(f"s3://{BUCKET}/summary/out")
+    fs.create_dir(f"{base}/embeddings/clap")  # an empty folder (marker object): not an output
+    (local / "embeddings" / "clap").mkdir(parents=True)
+    assert fs.get_file_info(f"{base}/embeddings").type == pafs.FileType.Directory
+
+    expected = ["errors.parquet", "features/", "clusters.parquet", "oof.parquet", "run.json"]
+    expected.sort(key=lambda e: outdir.SUMMARY_OUTPUTS.index(e.rstrip("/")))
+    for out in (f"s3://{BUCKET}/summary/out", f"s3://{BUCKET}/summary/out/", str(local)):
+        assert summary_outputs(out, capsys) == expected, out
+
+    s3.put("summary/out/report.html", b"<html></html>")
+    s3.put("summary/out/embeddings/clap/part-1.parquet", b"x")
+    listed = summary_outputs(f"s3://{BUCKET}/summary/out/", capsys)
+    assert "report.html" in listed and "embeddings/" in listed
+    assert listed[-1] == f"open s3://{BUCKET}/summary/out/report.html"
