@@ -567,9 +567,10 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
     lines = ["", "── soundclust summary " + "─" * 40]
     for product, p in info["products"].items():
         nodes = len(p["tracks_per_node"])
+        where = f"  on {nodes} node(s)" if nodes else ""
         lines.append(
             f"  {product:<22} {p['written']:>6} written  {p['skipped']:>6} resumed  "
-            f"{p['failed']:>4} failed  {p['seconds']:7.1f} s  on {nodes} node(s)"
+            f"{p['failed']:>4} failed  {p['seconds']:7.1f} s{where}"
         )
     lines.append(
         f"  {info['n_failed']} tracks failed"

@@ -19,6 +19,7 @@ import pandas as pd
 
 from soundclust_ray import outdir, shards
 from soundclust_ray.config import RunConfig
+from soundclust_ray.errors import UserError
 from soundclust_ray.progress import TrackProgress
 from soundclust_ray.runinfo import ProductResult, check_out_dir, finish_run, product_hash
 from soundclust_ray.stages.base import NODE_FIELD
@@ -41,11 +42,11 @@ def run_product(
     ``spec`` is the last stage's declared output columns (the shards' schema); ``bars``: show
     a progress bar on a terminal (else ``progress`` gets a line now and then).
     """
-    import ray.data
-
     result = ProductResult(product=product, n_todo=len(todo))
     if todo.empty:
         return result
+    import ray.data
+
     start = time.perf_counter()
     ds = build(tracks_dataset(todo, cfg.batch_size, cfg.pools))
     low, high = writer_pool(cfg.pools)
@@ -145,20 +146,52 @@ def with_classic_chunk_cap(
     The cap recorded in OUT/run.json is reused on a rerun, so adding tracks to a corpus does not
     change the features of tracks already written.
     """
-    from soundclust_ray.runinfo import read_run_info
-
-    classic = cfg.features.classic
-    wants_classic = "classic" in cfg.features.families or cfg.features.chunk_level
-    if not wants_classic or classic.max_chunks is not None or valid.empty:
+    if not needs_classic_cap(cfg, valid):
         return cfg
-    previous = read_run_info(out).get("config", {}).get("features", {}).get("classic", {})
-    cap = previous.get("max_chunks")
+    cap = recorded_classic_cap(out)
     if cap is None:
         cap = probe_classic_chunk_cap(cfg, valid, progress)
-    features = dataclasses.replace(
-        cfg.features, classic=dataclasses.replace(classic, max_chunks=int(cap))
+    return with_classic_cap(cfg, cap)
+
+
+def needs_classic_cap(cfg: RunConfig, valid: pd.DataFrame) -> bool:
+    """The run computes the classic family and its chunk cap is not set yet."""
+    wants_classic = "classic" in cfg.features.families or cfg.features.chunk_level
+    return wants_classic and cfg.features.classic.max_chunks is None and not valid.empty
+
+
+def recorded_classic_cap(out: str) -> int | None:
+    """The classic chunk cap an earlier run on OUT used (run.json), or None."""
+    from soundclust_ray.runinfo import read_run_info
+
+    previous = read_run_info(out).get("config", {}).get("features", {}).get("classic", {})
+    cap = previous.get("max_chunks")
+    return None if cap is None else int(cap)
+
+
+def with_classic_cap(cfg: RunConfig, cap: int) -> RunConfig:
+    classic = dataclasses.replace(cfg.features.classic, max_chunks=int(cap))
+    return dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, classic=classic))
+
+
+def pending_tracks(manifest: pd.DataFrame, out: str, cfg: RunConfig) -> int | None:
+    """(product, track) pairs the run still has to compute, from OUT's shards alone, after
+    refusing an OUT of another config (both before Ray starts). None when the classic chunk
+    cap must first be probed from the corpus (a first run): only Ray can tell then."""
+    valid = manifest[manifest["invalid_reason"] == ""]
+    if needs_classic_cap(cfg, valid):
+        cap = recorded_classic_cap(out)
+        if cap is None:
+            return None
+        cfg = with_classic_cap(cfg, cap)
+    products = products_of(cfg)
+    if not products:
+        raise UserError("nothing to compute: give --features and/or --embed")
+    check_out_dir(out, cfg, products)
+    wanted = set(valid["track_id"])
+    return sum(
+        len(wanted - set(shards.read_column(out, product).to_pylist())) for product in products
     )
-    return dataclasses.replace(cfg, features=features)
 
 
 def probe_classic_chunk_cap(cfg: RunConfig, valid: pd.DataFrame, progress) -> int:
@@ -216,7 +249,7 @@ def run_pipeline(
 
     products = products_of(cfg)
     if not products:
-        raise ValueError("nothing to compute: give --features and/or --embed")
+        raise UserError("nothing to compute: give --features and/or --embed")
     t0 = time.perf_counter()
     valid = manifest[manifest["invalid_reason"] == ""]
     cfg = with_classic_chunk_cap(cfg, valid, out, progress)

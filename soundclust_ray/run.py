@@ -127,8 +127,39 @@ def run_analysis(
         metrics = analyze(out, cfg, label_col=label_col, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from exc
-    record_analysis_options(out, cfg, label_col)
+    record_analysis_options(out, cfg, label_col, analysis_inputs_key(out, cfg, label_col))
     return metrics
+
+
+def analysis_inputs_key(out: str, cfg: AnalysisConfig, label_col: str | None) -> str:
+    """What an analysis of OUT depends on: its options, the label column, the manifest and
+    error table as written, and the names of every committed shard (a shard is never changed
+    in place: new rows or dropped tracks give new names)."""
+    import hashlib
+    import json
+
+    from soundclust_ray import shards
+    from soundclust_ray.config import to_dict
+
+    digest = hashlib.sha256()
+    listing = {p: sorted(shards.list_shards(out, p)) for p in products_in_out(out)}
+    head = {"config": to_dict(cfg), "label_col": label_col, "shards": listing}
+    digest.update(json.dumps(head, sort_keys=True, default=str).encode())
+    for name in (outdir.MANIFEST, outdir.ERRORS):
+        digest.update(outdir.read_bytes(out, name) or b"")
+    return digest.hexdigest()
+
+
+def current_metrics(out: str, cfg: AnalysisConfig, label_col: str | None) -> dict | None:
+    """The last analysis's metrics when it ran on exactly these inputs and options and its
+    outputs are all still there (a rerun with nothing new answers at once); else None."""
+    saved = last_analysis_options(out) or {}
+    outputs = (outdir.METRICS, outdir.CLUSTERS) + ((outdir.REPORT,) if cfg.report else ())
+    if not saved.get("inputs_key") or not all(outdir.exists(out, n) for n in outputs):
+        return None
+    if saved["inputs_key"] != analysis_inputs_key(out, cfg, label_col):
+        return None
+    return outdir.read_json(out, outdir.METRICS) or None
 
 
 def _as_config_value(value: object) -> object:
@@ -180,8 +211,11 @@ def execute(
         if k_given and not opts.no_analysis:
             check_k_fits(cfg.analysis.k, corpus_tracks(listing))
         forget_stale_tracks(opts.out, listing, say)
+        pending = source.pending(listing, opts, cfg)
+        if source.needs_ray and pending == 0:
+            say(f"nothing left to compute: every track is already in {opts.out}")
         with ray_output_to(None if opts.verbose else outdir.path(opts.out, outdir.LOGS)):
-            if source.needs_ray:
+            if source.needs_ray and pending != 0:
                 init_ray(num_cpus=opts.num_cpus, verbose=opts.verbose, address=opts.address)
             info = source.compute(listing, opts, cfg, say)
             source.post_steps(opts, cfg, info, say)
@@ -189,8 +223,12 @@ def execute(
         if opts.no_analysis:
             record_analysis_options(opts.out, cfg.analysis, opts.label_col)
         else:
-            metrics = run_analysis(
-                opts.out, cfg.analysis, opts.label_col, not opts.quiet, k_given=k_given
-            )
+            metrics = current_metrics(opts.out, cfg.analysis, opts.label_col)
+            if metrics is None:
+                metrics = run_analysis(
+                    opts.out, cfg.analysis, opts.label_col, not opts.quiet, k_given=k_given
+                )
+            else:
+                say(f"analysis: inputs and options unchanged; {opts.out} is current")
     seconds = time.perf_counter() - started
     return RunOutcome(info, metrics, seconds, error_rate_exceeded(info, cfg))

@@ -223,6 +223,7 @@ def finish_run(
         "n_input_rows": len(manifest),
         "n_failed": int(errors["track_id"].nunique()),
         "timings": {**previous.get("timings", {}), **{k: round(v, 3) for k, v in timings.items()}},
+        **{k: previous[k] for k in (ANALYSIS_OPTIONS_KEY,) if k in previous},
         **(extra or {}),
     }
     write_run_info(out, info)
@@ -244,11 +245,15 @@ ANALYSIS_OPTIONS_KEY = "analysis_options"
 """run.json's record of the last analysis options (AnalysisConfig + label column)."""
 
 
-def record_analysis_options(out: str, cfg: AnalysisConfig, label_col: str | None) -> None:
-    """Remember in run.json what this OUT was analysed with, for the next ``analyze``."""
+def record_analysis_options(
+    out: str, cfg: AnalysisConfig, label_col: str | None, inputs_key: str | None = None
+) -> None:
+    """Remember in run.json what this OUT was analysed with, for the next ``analyze``, and on
+    which inputs (``run.analysis_inputs_key``; None: not analysed yet)."""
     info = read_run_info(out)
     if info:
-        info[ANALYSIS_OPTIONS_KEY] = {"config": to_dict(cfg), "label_col": label_col}
+        record = {"config": to_dict(cfg), "label_col": label_col, "inputs_key": inputs_key}
+        info[ANALYSIS_OPTIONS_KEY] = record
         write_run_info(out, info)
 
 

@@ -44,6 +44,11 @@ class AudioSource:
         say(f"{len(manifest)} tracks in {opts.input_path}")
         return Listing(n_rows=len(manifest), frame=manifest)
 
+    def pending(self, listing: Listing, opts: RunOptions, cfg: RunConfig) -> int | None:
+        from soundclust_ray.pipeline import pending_tracks
+
+        return pending_tracks(listing.frame, opts.out, cfg)
+
     def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
         from soundclust_ray.pipeline import run_pipeline
 

@@ -119,6 +119,10 @@ class MsdSource:
         say(f"{n} MSD files in {opts.input_path}")
         return Listing(n_rows=n, path=path)
 
+    def pending(self, listing: Listing, opts: RunOptions, cfg: RunConfig) -> int | None:
+        """Not known before computing (the listing streams through the pipeline)."""
+        return None
+
     def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
         return run_msd_pipeline(listing.path, opts.out, cfg, progress=say)
 

@@ -274,6 +274,10 @@ class TabularSource:
         """The table is its own listing; it is read once, in :meth:`compute`."""
         return Listing(n_rows=0, path=opts.input_path)
 
+    def pending(self, listing: Listing, opts: RunOptions, cfg: RunConfig) -> int | None:
+        """The table is computed on the driver; nothing to gain from knowing it early."""
+        return None
+
     def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
         from soundclust_ray.runinfo import ProductResult, finish_run
 

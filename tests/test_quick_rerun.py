@@ -1,0 +1,50 @@
+"""A rerun with nothing new starts no Ray and re-analyses only what changed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+from conftest import tone
+
+pytestmark = pytest.mark.ray
+
+PROBE = (
+    "import sys; from soundclust_ray.cli import main; code = main(sys.argv[1:]); "
+    "print('ray imported:', 'ray' in sys.modules); sys.exit(code)"
+)
+
+
+def run_probe(args: list[str]) -> str:
+    """``soundclust`` in a fresh process that reports whether it ever imported Ray."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_a_rerun_with_nothing_new_skips_ray_and_the_analysis(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(6):
+        sf.write(clips / f"c{i}.wav", tone(200 + 150 * i, 3.0, 22050, noise=0.05, seed=i), 22050)
+    out = tmp_path / "out"
+    base = ["run", str(clips), "--out", str(out), "--features", "timbre", "--embed", "none"]
+    first = run_probe([*base, "--k", "2"])
+    assert "ray imported: True" in first and "is current" not in first
+
+    again = run_probe([*base, "--k", "2"])
+    assert "nothing left to compute" in again and "is current" in again
+    assert "ray imported: False" in again
+
+    other_k = run_probe([*base, "--k", "3"])
+    assert "nothing left to compute" in other_k and "is current" not in other_k
+    assert "k = 3" in other_k and "ray imported: False" in other_k
+
+    (clips / "c0.wav").unlink()
+    shrunk = run_probe([*base, "--k", "3"])
+    assert "1 tracks no longer in the input" in shrunk and "is current" not in shrunk
+    assert "tracks clustered: 5" in shrunk
