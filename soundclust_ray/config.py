@@ -453,7 +453,10 @@ class RunConfig:
     concurrent_products: bool | None = None
     """Run features and embeddings side by side; None: only when model actors use GPUs."""
     shard_rows: int = 64
-    """Tracks per Parquet shard: at most this much work is redone after a crash."""
+    """Tracks per Parquet shard at most (files in OUT vs. their size). Not a bound on lost work:
+    the writer commits every block it receives before returning (the shard being filled is
+    rewritten until it holds this many), so a stop or crash loses only blocks still computing;
+    Ray Data has no end-of-stream call in which rows held for a timer could be flushed."""
     max_error_rate: float = 0.5
     """Exit non-zero when more than this fraction of tracks failed."""
     random_state: int = RANDOM_STATE

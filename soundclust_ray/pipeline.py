@@ -50,15 +50,16 @@ def run_product(
     start = time.perf_counter()
     ds = build(tracks_dataset(todo, cfg.batch_size, cfg.pools))
     low, high = writer_pool(cfg.pools)
-    # Multi-row-per-track products keep whole compute blocks together, so a shard never holds
-    # part of a track's rows (resume is by track_id).
-    writer_batch = None if product == outdir.FEATURE_CHUNKS else cfg.shard_rows
-    # The writer is I/O: it reserves no CPU, so it streams shards out while the compute actors
-    # hold every core (with a CPU reservation it would wait for them to finish).
+    # The writer takes each compute block as it comes (batch_size=None: no waiting in Ray Data
+    # for shard_rows tracks, which a stopped job would lose) and commits it before returning;
+    # it fills shards up to cfg.shard_rows tracks itself. Whole blocks also keep a multi-row
+    # track's rows together (resume is by track_id). The writer is I/O: it reserves no CPU, so
+    # it streams shards out while the compute actors hold every core (with a CPU reservation
+    # it would wait for them to finish).
     ds = ds.map_batches(
         ShardWriter,
-        fn_constructor_args=(out, product, product_hash(cfg, product), spec),
-        batch_size=writer_batch,
+        fn_constructor_args=(out, product, product_hash(cfg, product), spec, cfg.shard_rows),
+        batch_size=None,
         batch_format="numpy",
         num_cpus=0,
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),

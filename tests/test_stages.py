@@ -220,3 +220,63 @@ class TestShardWriter:
         assert shards.list_shards(str(tmp_path), "features") == []
         leftovers = list((tmp_path / "features").iterdir())
         assert leftovers and all(outdir.is_temporary(p.name) for p in leftovers)
+
+    def test_every_call_is_committed_and_shards_fill_up_to_shard_rows(self, tmp_path):
+        """What `ray job stop` + resubmit relies on: a track is in a listed shard as soon as its
+        call returns, on a corpus of fewer tracks than shard_rows too."""
+        out = str(tmp_path)
+        writer = ShardWriter(out, "features", "h1", SPEC, shard_rows=3)
+        ids = [f"t{i}" for i in range(8)]
+        sizes = [1, 1, 4, 1, 1]  # one-track blocks, and one block spanning a full shard
+        done: list[str] = []
+        for size in sizes:
+            batch = track_batch(ids[len(done) : len(done) + size])
+            writer(batch)
+            done += batch["track_id"].tolist()
+            assert sorted(shards.read_column(out, "features").to_pylist()) == done
+            assert not [p for p in (tmp_path / "features").iterdir() if p.name.startswith(".tmp")]
+        per_shard = [
+            pq.read_table(p)["track_id"].to_pylist() for p in shards.list_shards(out, "features")
+        ]
+        assert sorted(map(len, per_shard)) == [2, 3, 3]
+        assert sorted(i for ids_ in per_shard for i in ids_) == ids
+
+    def test_multi_row_tracks_are_never_split_across_shards(self, tmp_path):
+        out = str(tmp_path)
+        writer = ShardWriter(out, outdir.FEATURE_CHUNKS, "h1", SPEC, shard_rows=2)
+        writer(track_batch(["a", "a", "a", "b", "b", "c"]))
+        writer(track_batch(["d", "d", "e"]))
+        per_shard = [
+            pq.read_table(p)["track_id"].to_pylist()
+            for p in shards.list_shards(out, outdir.FEATURE_CHUNKS)
+        ]
+        assert sorted(per_shard) == [["a", "a", "a", "b", "b"], ["c", "d", "d"], ["e"]]
+
+    def test_a_failed_rewrite_keeps_the_committed_rows_of_the_filling_shard(
+        self, tmp_path, monkeypatch
+    ):
+        out = str(tmp_path)
+        writer = ShardWriter(out, "features", "h1", SPEC, shard_rows=4)
+        writer(track_batch(["a"]))
+        real_write = pq.write_table
+
+        def fail(*args, **kwargs):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(pq, "write_table", fail)
+        with pytest.raises(OSError, match="disk full"):
+            writer(track_batch(["b"]))
+        assert shards.read_column(out, "features").to_pylist() == ["a"]
+        monkeypatch.setattr(pq, "write_table", real_write)
+        writer(track_batch(["c"]))
+        [shard] = shards.list_shards(out, "features")
+        assert pq.read_table(shard)["track_id"].to_pylist() == ["a", "c"]
+
+
+def track_batch(track_ids: list[str]) -> dict[str, np.ndarray]:
+    """A writer batch of good rows, one per entry of ``track_ids`` (repeats: a multi-row track)."""
+    n = len(track_ids)
+    batch = writer_batch(n=min(n, 4), failed=())
+    batch = {k: np.resize(v, (n, *np.shape(v)[1:])) for k, v in batch.items()}
+    batch["track_id"] = np.array(track_ids, dtype=object)
+    return batch

@@ -1,4 +1,4 @@
-"""The shard writer: one batch of stage output → one Parquet shard (+ one error shard).
+"""The shard writer: stage output → shards of at most ``shard_rows`` tracks (+ error shards).
 
 The writer is the last step of every product's pipeline. Each stage declares the columns it
 writes as ``(pattern, arrow type)`` pairs (:data:`ColumnSpec`); the writer builds the shard's
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import threading
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from soundclust_ray import outdir, shards
+from soundclust_ray.config import RunConfig
 from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD
 
 EMBEDDING_TYPE = "embedding"
@@ -63,17 +65,43 @@ def error_table(batch: dict[str, np.ndarray], failed: np.ndarray) -> pa.Table:
 
 
 class ShardWriter:
-    """Write one batch of stage output as a shard of ``product`` plus an error shard.
+    """Commit every batch of stage output before returning: rows into shards of ``product`` of
+    at most ``shard_rows`` tracks, failed tracks into an error shard.
+
+    A batch is whatever block reaches the writer (a few tracks on a small corpus, up to
+    ``PoolConfig.max_block_rows`` on a large one). Its rows join the shard being filled, which
+    is rewritten in place (atomically, same name: the previous version stays listed until the
+    new one replaces it) until it holds ``shard_rows`` tracks; then the next shard starts. So no
+    row waits in the writer for more rows or for a timer: Ray Data gives a UDF no call at the
+    end of the stream, so rows held past a call would be lost at the normal end of every run,
+    and a ``ray job stop``, a killed driver or a crash loses only work that had not reached the
+    writer yet; a resubmit skips every track of every call that returned. Shards are cut at
+    track boundaries, so a multi-row track (``features_chunks``) is never split across shards.
+    The price is rewriting a filling shard on a small corpus (blocks smaller than
+    ``shard_rows``); a large corpus sends blocks of at least ``shard_rows`` tracks.
 
     Returns one summary row per input track (track_id, ok, node_id) so the driver can count
     without holding any feature values.
     """
 
-    def __init__(self, out: str, product: str, config_hash: str, spec: ColumnSpec):
+    def __init__(
+        self,
+        out: str,
+        product: str,
+        config_hash: str,
+        spec: ColumnSpec,
+        shard_rows: int = RunConfig.shard_rows,
+    ):
         self.out = out
         self.product = product
         self.config_hash = config_hash
         self.spec = spec
+        self.shard_rows = max(1, int(shard_rows))
+        self._filling: pa.Table | None = None
+        """Rows of the shard being filled (committed, fewer than ``shard_rows`` tracks)."""
+        self._filling_path: str | None = None
+        self._lock = threading.Lock()
+        """Ray runs one call at a time per actor by default; the lock keeps it so if not."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         fs, base = outdir.resolve(self.out)
@@ -82,9 +110,8 @@ class ShardWriter:
         if (~failed).any():
             columns = [c for c in batch if c not in (*ERROR_FIELDS, NODE_FIELD, "path")]
             rows = {c: np.asarray(batch[c])[~failed] for c in columns}
-            target = shards.new_shard_path(base, self.product)
-            table = shard_table(rows, columns, self.spec)
-            outdir.write_table_atomic(fs, target, table, self.config_hash)
+            with self._lock:
+                self._commit(fs, base, shard_table(rows, columns, self.spec))
         if failed.any():
             name = f"{self.product.replace('/', '-')}-{os.urandom(8).hex()}.parquet"
             target = outdir.join(base, outdir.ERRORS_DIR, name)
@@ -96,3 +123,22 @@ class ShardWriter:
             "ok": np.array([t in ok_tracks for t in track_ids[first]]),
             NODE_FIELD: np.asarray(batch[NODE_FIELD]).astype(str)[first],
         }
+
+    def _commit(self, fs, base: str, table: pa.Table) -> None:
+        """Write ``table``'s rows after the shard being filled: full shards of ``shard_rows``
+        tracks, then the rest as the (rewritten) shard being filled."""
+        rows = table if self._filling is None else pa.concat_tables([self._filling, table])
+        track = pd.factorize(rows.column("track_id").to_numpy(zero_copy_only=False))[0]
+        n_tracks = int(track.max()) + 1
+        path = self._filling_path or shards.new_shard_path(base, self.product)
+        first = 0
+        while first < n_tracks:
+            last = min(first + self.shard_rows, n_tracks)
+            part = rows.filter(pa.array((track >= first) & (track < last)))
+            outdir.write_table_atomic(fs, path, part, self.config_hash)
+            if last - first == self.shard_rows:
+                self._filling, self._filling_path = None, None
+                path = shards.new_shard_path(base, self.product)
+            else:
+                self._filling, self._filling_path = part, path
+            first = last
