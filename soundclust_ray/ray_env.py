@@ -159,12 +159,19 @@ def configure_data_context(verbose: bool) -> None:
     ctx.execution_options.preserve_order = False
 
 
+def ray_running() -> bool:
+    """True when this process is connected to Ray; never imports Ray (2-3 s) to find out, so
+    a run with nothing to compute stays quick."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 def cluster_cpus() -> int:
     """Whole CPUs of the connected cluster (at least 1); the local CPU count outside Ray."""
+    if not ray_running():
+        return os.cpu_count() or 1
     import ray
 
-    if not ray.is_initialized():
-        return os.cpu_count() or 1
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
@@ -185,10 +192,10 @@ def node_names() -> dict[str, str]:
     The id prefix keeps nodes apart that share a host and address (several raylets on one
     machine, as in the local multi-node test), which would otherwise merge into one count.
     """
+    if not ray_running():
+        return {}
     import ray
 
-    if not ray.is_initialized():
-        return {}
     names = {}
     for n in ray.nodes():
         host, ip = n.get("NodeManagerHostname", "?"), n.get("NodeManagerAddress", "?")
