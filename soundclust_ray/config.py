@@ -87,6 +87,19 @@ class SoundspaceConfig:
     """Main decode rate; rhythm and tonal groups run here (seed 000's ESSENTIA_SR)."""
 
 
+FEATURE_FAMILY_NAMES = ("timbre", "classic", "soundspace")
+"""Every ``--features`` family (features/registry.py's FAMILIES, checked equal by a test),
+spelled here so a misspelt one is refused without importing scipy.signal (seconds)."""
+
+
+def check_feature_families(names: tuple[str, ...] | list[str]) -> None:
+    """ValueError naming the unknown families among ``names`` and the known ones."""
+    unknown = [n for n in names if n not in FEATURE_FAMILY_NAMES]
+    if unknown:
+        known = ", ".join(sorted(FEATURE_FAMILY_NAMES))
+        raise ValueError(f"unknown feature family {', '.join(unknown)}; known: {known}")
+
+
 @dataclass(frozen=True)
 class FeaturesConfig:
     """Which signal feature families run and their parameters."""

@@ -257,16 +257,21 @@ def run_pipeline(
     check_out_dir(out, cfg, products)
     write_manifest(out, manifest)
     timings = {"manifest": time.perf_counter() - t0}
-    concurrent = run_concurrently(cfg, products)
+    todos = {
+        p: valid[~valid["track_id"].isin(shards.read_column(out, p).to_pylist())] for p in products
+    }
+    concurrent = run_concurrently(cfg, [p for p in products if not todos[p].empty])
 
     def run_one(product: str) -> ProductResult:
-        done = set(shards.read_column(out, product).to_pylist())
-        todo = valid[~valid["track_id"].isin(done)]
+        todo = todos[product]
         skipped = len(valid) - len(todo)
         if skipped:
             progress(f"{product}: {skipped} tracks already in {outdir.join(out, product)}, skipped")
-        build, spec = build_product(cfg, product, concurrent)
-        result = run_product(product, todo, out, cfg, build, spec, progress, bars)
+        if todo.empty:  # nothing to build: no model module (torch) is even imported
+            result = ProductResult(product=product)
+        else:
+            build, spec = build_product(cfg, product, concurrent)
+            result = run_product(product, todo, out, cfg, build, spec, progress, bars)
         result.n_skipped = skipped
         return result
 

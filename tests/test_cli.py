@@ -164,6 +164,14 @@ def test_config_backend_names_are_the_registry(tmp_path):
     assert sorted(EMBED_BACKEND_NAMES) == sorted(EMBEDDERS)
 
 
+def test_config_family_names_are_the_registry():
+    """The scipy-free list a run checks --features against is exactly the registry's."""
+    from soundclust_ray.config import FEATURE_FAMILY_NAMES
+    from soundclust_ray.features.registry import FAMILIES
+
+    assert sorted(FEATURE_FAMILY_NAMES) == sorted(FAMILIES)
+
+
 def test_unknown_embed_backend_is_one_line_before_anything_runs(tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:

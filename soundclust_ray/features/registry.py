@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soundclust_ray.config import FeaturesConfig
+from soundclust_ray.config import FeaturesConfig, check_feature_families
 from soundclust_ray.features.classic import classic_columns, compute_classic
 from soundclust_ray.features.soundspace import compute_soundspace, soundspace_columns
 from soundclust_ray.features.timbre import compute_timbre, timbre_columns
@@ -71,11 +71,7 @@ FAMILIES: dict[str, FeatureFamily] = {
 
 def get_families(names: tuple[str, ...] | list[str]) -> list[FeatureFamily]:
     """Look up families by name; an unknown name is a clear ValueError listing the known ones."""
-    unknown = [n for n in names if n not in FAMILIES]
-    if unknown:
-        raise ValueError(
-            f"unknown feature family {', '.join(unknown)}; known: {', '.join(sorted(FAMILIES))}"
-        )
+    check_feature_families(names)
     return [FAMILIES[n] for n in names]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from soundclust_ray.config import RunConfig
+from soundclust_ray.config import RunConfig, check_feature_families
 from soundclust_ray.errors import UserError
 from soundclust_ray.sources.base import Listing, RunOptions, Say
 
@@ -25,7 +25,6 @@ class AudioSource:
 
     def list_inputs(self, opts: RunOptions, cfg: RunConfig, say: Say) -> Listing:
         from soundclust_ray.audio.probe import add_header_columns
-        from soundclust_ray.features.registry import get_families
         from soundclust_ray.manifest import build_manifest
 
         manifest = build_manifest(
@@ -38,7 +37,7 @@ class AudioSource:
         check_label_column(opts.label_col, list(manifest.columns))
         add_header_columns(manifest, manifest["invalid_reason"] == "")
         try:
-            get_families(cfg.features.families)
+            check_feature_families(cfg.features.families)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
         say(f"{len(manifest)} tracks in {opts.input_path}")
