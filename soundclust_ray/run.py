@@ -133,16 +133,21 @@ def run_analysis(
 
 def analysis_inputs_key(out: str, cfg: AnalysisConfig, label_col: str | None) -> str:
     """What an analysis of OUT depends on: its options, the label column, the manifest and
-    error table as written, and the names of every committed shard (a shard is never changed
-    in place: new rows or dropped tracks give new names)."""
+    error table as written, and every committed shard's name, size and modification time (a
+    shard is only ever replaced whole, by an atomic rename)."""
     import hashlib
     import json
 
     from soundclust_ray import shards
     from soundclust_ray.config import to_dict
 
+    fs, _ = outdir.resolve(out)
     digest = hashlib.sha256()
-    listing = {p: sorted(shards.list_shards(out, p)) for p in products_in_out(out)}
+    listing = {
+        product: [(i.path, i.size, i.mtime_ns) for i in fs.get_file_info(paths)]
+        for product in products_in_out(out)
+        for paths in [shards.list_shards(out, product)]
+    }
     head = {"config": to_dict(cfg), "label_col": label_col, "shards": listing}
     digest.update(json.dumps(head, sort_keys=True, default=str).encode())
     for name in (outdir.MANIFEST, outdir.ERRORS):
