@@ -1,6 +1,6 @@
 """What every job script shares: import this checkout's package, size the cluster, call the CLI.
 
-``ray job submit --working-dir . -- python jobs/<name>.py …`` runs a script from the uploaded
+``ray job submit --working-dir . -- python3 jobs/<name>.py …`` runs a script from the uploaded
 working directory, where ``jobs/`` (not the repository root) is first on ``sys.path``; putting
 the root in front makes the driver use the same code as the workers, which Ray gives the
 working directory too. With ``RAY_ADDRESS`` set (``ray job submit`` sets it), the run joins

@@ -1,6 +1,6 @@
 """Embeddings only, on the cluster's GPU actors (CLAP, musicnn); no signal features, no analysis.
 
-    ray job submit --working-dir . -- python jobs/embed.py INPUT --out OUT --embed clap \
+    ray job submit --working-dir . -- python3 jobs/embed.py INPUT --out OUT --embed clap \
         [other soundclust run options]
 
 Same options as ``soundclust run``; ``--features`` and the analysis are switched off, and

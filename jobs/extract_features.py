@@ -1,6 +1,6 @@
 """Signal features only, on the cluster's CPU actors; no embeddings, no analysis.
 
-    ray job submit --working-dir . -- python jobs/extract_features.py INPUT --out OUT \
+    ray job submit --working-dir . -- python3 jobs/extract_features.py INPUT --out OUT \
         [--features timbre,classic,soundspace] [other soundclust run options]
 
 Same options as ``soundclust run``; ``--embed`` and the analysis are switched off. Rerunning

@@ -1,6 +1,6 @@
 """The whole job on a cluster: manifest → features/embeddings → shards → analysis.
 
-    ray job submit --working-dir . -- python jobs/run.py INPUT --out OUT [soundclust run options]
+    ray job submit --working-dir . -- python3 jobs/run.py INPUT --out OUT [soundclust run options]
 
 Takes exactly the options of ``soundclust run`` (``--help`` lists them).
 """
