@@ -385,6 +385,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         default=run.max_error_rate,
         help="exit with code 3 when more than this fraction of tracks failed",
     )
+    io.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what was found, what would be computed or resumed per product, and an "
+        "estimate of time and disk from a few probed tracks; no Ray, OUT left as it is",
+    )
     io.add_argument("--quiet", action="store_true", help="no progress bars or per-step messages")
     io.add_argument(
         "--verbose",
@@ -552,6 +558,11 @@ def execute_run(source: str, input_path: str, args: argparse.Namespace) -> int:
     from soundclust_ray.run import execute
 
     opts = run_options(input_path, args)
+    if getattr(args, "dry_run", False):
+        from soundclust_ray.run import plan
+
+        print_plan(plan(source, opts, run_config(args), lambda t: say(args, t)))
+        return 0
     k_given = "k" in getattr(args, "options_given", ())
     outcome = execute(source, opts, run_config(args), lambda t: say(args, t), k_given=k_given)
     print_summary(args.out, outcome.info, outcome.metrics, outcome.seconds)
@@ -560,6 +571,81 @@ def execute_run(source: str, input_path: str, args: argparse.Namespace) -> int:
         print(safe_line(f"error: {outcome.failure}; see {errors}"), file=sys.stderr)
         return EXIT_TOO_MANY_FAILURES
     return 0
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n_bytes < 1000 or unit == "TB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return ""
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_plan(plan: dict) -> None:
+    """``run --dry-run``: the plan of ``run.plan`` on one screen."""
+    out = plan["out"]
+    lines = ["", "── soundclust dry run (nothing computed, nothing written) " + "─" * 10]
+    state = {
+        "new": f"{out} does not exist: the run would create it",
+        "empty": f"{out} is empty: the run would claim it",
+        "soundclust": f"{out} holds an earlier run: "
+        + ("--overwrite would delete its results" if plan["overwrite"] else "the run resumes it"),
+    }[plan["out_state"]]
+    lines.append(f"  out: {state}")
+    invalid = plan["invalid"]
+    lines.append(
+        f"  input: {plan['rows']} rows in {plan['input']}: {plan['tracks']} tracks, "
+        f"{invalid['count']} bad rows"
+    )
+    for reason, n in invalid["reasons"].items():
+        lines.append(f"    {n} × {reason}")
+    lines += [f"      e.g. {path}" for path, _ in invalid["examples"]]
+    if plan["changed"] or plan["removed"]:
+        lines.append(
+            f"  {plan['changed']} changed files would be recomputed, {plan['removed']} tracks no "
+            "longer in the input dropped from OUT"
+        )
+    for name in plan["broken_shards"]:
+        lines.append(f"  {name}: unreadable, would be moved to quarantine/ and its tracks redone")
+    for product, p in plan["products"].items():
+        line = f"  {product:<22} would compute {p['todo']:>7}, resumed {p['resumed']:>7}"
+        probe = p.get("probe") or {}
+        if "seconds" in p:
+            line += f"   ~{_duration(p['seconds'])}"
+        if "bytes" in p:
+            line += f", ~{_size(p['bytes'])}"
+        lines.append(line)
+        if "error" in probe:
+            lines.append(f"    probe failed: {probe['error']}")
+        elif probe:
+            lines.append(
+                f"    probe: {probe['tracks']} tracks, {probe['s_per_track']:.2f} s per track "
+                f"(+{probe['setup_s']:.1f} s set-up)"
+                + (
+                    f", {_size(probe['bytes_per_track'])} per track"
+                    if "bytes_per_track" in probe
+                    else ""
+                )
+            )
+            if probe["failed"]:
+                lines.append(
+                    f"    {probe['failed']} of {probe['tracks']} probed tracks failed: "
+                    f"{probe['first_error']}"
+                )
+    lines.append(
+        f"  estimate: ~{_duration(plan['seconds'])} of compute and ~{_size(plan['bytes'])} of "
+        f"shards, assuming this machine's {plan['cpus']} CPUs (on a cluster, scale by its CPUs; "
+        "Ray start-up and the analysis not included)"
+    )
+    print(safe_line("\n".join(lines)), flush=True)
 
 
 def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) -> None:

@@ -422,6 +422,14 @@ class PlacementConfig:
     HDBSCAN are fitted on above it)."""
 
 
+DRY_RUN_PROBE_TRACKS = 3
+"""Tracks per product that ``run --dry-run`` computes in-process to estimate time and disk: a
+few seconds of work (one track is seconds), enough to average out one odd file, and the first
+decode/JIT cost is timed apart as set-up rather than spread over so few tracks."""
+
+DRY_RUN_EXAMPLES = 3
+"""Invalid manifest rows ``run --dry-run`` shows by path (all of them are counted by reason)."""
+
 PLAIN_PROGRESS_EVERY_S = 15.0
 """Seconds between progress lines when stdout is not a terminal (CI, ``ray job logs``): often
 enough to see a job move, rare enough that a million-track log stays readable."""

@@ -190,9 +190,12 @@ def pending_tracks(manifest: pd.DataFrame, out: str, cfg: RunConfig) -> int | No
         raise UserError("nothing to compute: give --features and/or --embed")
     check_out_dir(out, cfg, products)
     wanted = set(valid["track_id"])
-    return sum(
-        len(wanted - set(shards.read_column(out, product).to_pylist())) for product in products
-    )
+    return sum(len(wanted - done_tracks(out, product)) for product in products)
+
+
+def done_tracks(out: str, product: str) -> set[str]:
+    """Track ids already in ``product``'s committed shards: what a resume skips."""
+    return set(shards.read_column(out, product).to_pylist())
 
 
 def probe_classic_chunk_cap(cfg: RunConfig, valid: pd.DataFrame, progress) -> int:

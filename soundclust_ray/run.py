@@ -7,6 +7,7 @@ compute the products → the source's post-steps → the analysis → the error-
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -237,3 +238,227 @@ def execute(
                 say(f"analysis: inputs and options unchanged; {opts.out} is current")
     seconds = time.perf_counter() - started
     return RunOutcome(info, metrics, seconds, error_rate_exceeded(info, cfg))
+
+
+def out_state(out: str) -> str:
+    """What a run would find in OUT, read without writing (the checks of ``check_out_usable``
+    and ``outguard.claim_out``): "new", "empty" or "soundclust"; UserError when the run would
+    refuse OUT."""
+    import pyarrow.fs as pafs
+
+    fs, base = outdir.resolve(out)
+    kind = fs.get_file_info(base).type
+    if kind == pafs.FileType.NotFound:
+        return "new"
+    if kind != pafs.FileType.Directory:
+        raise UserError(f"--out {out} is a file, not a folder")
+    marker = outguard.read_marker(out)
+    if marker is not None:
+        if int(marker.get("format", 0)) > outguard.MARKER_FORMAT:
+            raise UserError(
+                f"--out {out} was written by a newer soundclust: upgrade or use a new --out"
+            )
+        return "soundclust"
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=False))
+    entries = sorted(i.base_name for i in infos if i.base_name != outguard.LOCK)
+    if not entries or entries == [outdir.CORPUS]:
+        return "empty"
+    if outdir.RUN in entries:
+        return "soundclust"
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    raise UserError(
+        f"--out {out} is not empty ({shown}) and was not written by soundclust: "
+        "give a new or empty folder"
+    )
+
+
+def _readable_done_tracks(out: str, product: str, broken: list[str]) -> set[str]:
+    """Track ids of ``product``'s readable shards (a run quarantines the ``broken`` ones)."""
+    import pyarrow.parquet as pq
+
+    from soundclust_ray import shards
+    from soundclust_ray.pipeline import done_tracks
+
+    if not broken:
+        return done_tracks(out, product)
+    fs, base = outdir.resolve(out)
+    skip = {outdir.join(base, name) for name in broken}
+    done: set[str] = set()
+    for path in shards.list_shards(out, product):
+        if path not in skip:
+            done.update(pq.read_table(path, columns=["track_id"], filesystem=fs)[0].to_pylist())
+    return done
+
+
+def _plan_config(cfg: RunConfig, valid, out: str, state: str, overwrite: bool) -> RunConfig:
+    """The config the run would compute with: the classic chunk cap as recorded in OUT, else
+    from the manifest's header durations (the run probes the same headers on Ray)."""
+    import numpy as np
+
+    from soundclust_ray.features.classic import classic_chunk_cap
+    from soundclust_ray.pipeline import needs_classic_cap, recorded_classic_cap, with_classic_cap
+
+    if not needs_classic_cap(cfg, valid):
+        return cfg
+    cap = None if overwrite or state != "soundclust" else recorded_classic_cap(out)
+    if cap is None:
+        durations = np.asarray(valid.get("duration_sec", []), dtype=np.float64)
+        finite = durations[np.isfinite(durations)]
+        cap = classic_chunk_cap(finite, cfg.features.classic) if finite.size else 1
+    return with_classic_cap(cfg, cap)
+
+
+def _probe_stage(cfg: RunConfig, product: str):
+    """(set-up callable → compute callable, declared columns) of a product, without Ray."""
+    from soundclust_ray.stages.features import ClassicChunkStage, FeatureStage
+
+    if product in (outdir.FEATURES, outdir.FEATURE_CHUNKS):
+        stage_cls = FeatureStage if product == outdir.FEATURES else ClassicChunkStage
+        return (lambda: stage_cls(cfg)), stage_cls.WRITES
+    from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage
+
+    backend = product.split("/", 1)[1]
+
+    def setup():
+        prepare, model = EmbedPrepareStage(cfg, backend), EmbedStage(cfg, backend)
+        return lambda batch: model(prepare(batch))
+
+    return setup, EmbedStage.WRITES
+
+
+def probe_product(cfg: RunConfig, product: str, todo) -> dict:
+    """Run up to ``DRY_RUN_PROBE_TRACKS`` of ``todo`` (rows: track_id, path) through the
+    product's real stages in this process: set-up seconds, seconds per track, and Parquet
+    bytes per written track (zstd, as the shard writer writes; one file's fixed footer apart)."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from soundclust_ray.config import DRY_RUN_PROBE_TRACKS
+    from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD
+    from soundclust_ray.stages.writer import shard_table
+
+    rows = todo.head(DRY_RUN_PROBE_TRACKS)
+    batch = {
+        "track_id": np.asarray(rows["track_id"].astype(str), dtype=object),
+        "path": np.asarray(rows["path"].astype(str), dtype=object),
+    }
+    setup, spec = _probe_stage(cfg, product)
+    result: dict = {"tracks": len(rows)}
+    try:
+        t0 = time.perf_counter()
+        compute = setup()
+        t1 = time.perf_counter()
+        out = compute(batch)
+        t2 = time.perf_counter()
+    except Exception as exc:  # noqa: BLE001 - a failed probe is reported, the plan goes on
+        result["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return result
+    failed = np.asarray(out["error_type"]).astype(str) != ""
+    ids = np.asarray(out["track_id"]).astype(str)
+    ok_ids = set(ids[~failed].tolist())
+    messages = np.asarray(out["error_message"]).astype(str)[failed]
+    first_error = messages[0] if len(messages) else ""
+    result.update(
+        setup_s=t1 - t0,
+        s_per_track=(t2 - t1) / max(len(rows), 1),
+        failed=len(set(ids[failed].tolist())),
+        first_error=first_error,
+    )
+    columns = [c for c in out if c not in (*ERROR_FIELDS, NODE_FIELD, "path")]
+
+    def parquet_bytes(mask) -> int:
+        table = shard_table({c: np.asarray(out[c])[mask] for c in columns}, columns, spec)
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        return sink.tell()
+
+    if ok_ids:
+        footer = parquet_bytes(np.zeros(len(failed), dtype=bool))
+        result["footer_bytes"] = footer
+        result["bytes_per_track"] = (parquet_bytes(~failed) - footer) / len(ok_ids)
+    return result
+
+
+def plan(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
+    """``run --dry-run``: what :func:`execute` would find and do, without Ray and without
+    writing to OUT (not even creating it). The inputs are listed as the run lists them, each
+    product's tracks split into to-compute and resumed (changed files and unreadable shards
+    recomputed, as the run would), and a few tracks to compute are probed in-process for a
+    time and disk estimate (``probe_product``; audio inputs only)."""
+    import dataclasses
+    import math
+
+    from soundclust_ray.config import DRY_RUN_EXAMPLES
+    from soundclust_ray.pipeline import products_of
+    from soundclust_ray.runinfo import check_out_dir
+
+    source = get_source(source_name)
+    if source.name != "audio":
+        raise UserError(
+            f"--dry-run plans audio inputs only for now ({source.name}: its listing is "
+            "written into OUT or computed in one step on the driver)"
+        )
+    cfg = dataclasses.replace(cfg, source=source.name)
+    state = out_state(opts.out)
+    listing = source.list_inputs(opts, cfg, say)
+    manifest = listing.frame
+    valid = manifest[manifest["invalid_reason"] == ""]
+    invalid = manifest[manifest["invalid_reason"] != ""]
+    cfg = _plan_config(cfg, valid, opts.out, state, opts.overwrite)
+    products = products_of(cfg)
+    if not products:
+        raise UserError("nothing to compute: give --features and/or --embed")
+    resuming = state == "soundclust" and not opts.overwrite
+    changed: set[str] = set()
+    removed: set[str] = set()
+    broken: dict[str, list[str]] = {}
+    if resuming:
+        check_out_dir(opts.out, cfg, products)
+        changed, removed = outguard.stale_tracks(opts.out, manifest)
+        broken = {p: outguard.broken_shards(opts.out, p) for p in products}
+    cpus = opts.num_cpus or len(os.sched_getaffinity(0))
+    wanted = set(valid["track_id"])
+    result: dict = {
+        "input": opts.input_path,
+        "out": opts.out,
+        "out_state": state,
+        "overwrite": opts.overwrite,
+        "rows": len(manifest),
+        "tracks": len(valid),
+        "invalid": {
+            "count": len(invalid),
+            "reasons": invalid["invalid_reason"].value_counts().to_dict(),
+            "examples": list(
+                zip(invalid["path"].head(DRY_RUN_EXAMPLES), invalid["invalid_reason"], strict=False)
+            ),
+        },
+        "changed": len(changed),
+        "removed": len(removed),
+        "broken_shards": [name for names in broken.values() for name in names],
+        "cpus": cpus,
+        "products": {},
+    }
+    total_s = total_bytes = 0.0
+    for product in products:
+        done = _readable_done_tracks(opts.out, product, broken[product]) if resuming else set()
+        kept = (done & wanted) - changed
+        todo = valid[~valid["track_id"].isin(kept)]
+        entry: dict = {"todo": len(todo), "resumed": len(kept)}
+        if len(todo):
+            probe = probe_product(cfg, product, todo)
+            entry["probe"] = probe
+            if "s_per_track" in probe:
+                entry["seconds"] = probe["setup_s"] + probe["s_per_track"] * len(todo) / cpus
+                total_s += entry["seconds"]
+            if "bytes_per_track" in probe:
+                n_shards = math.ceil(len(todo) / cfg.shard_rows)
+                entry["bytes"] = (
+                    probe["bytes_per_track"] * len(todo) + probe["footer_bytes"] * n_shards
+                )
+                total_bytes += entry["bytes"]
+        result["products"][product] = entry
+    result["seconds"] = total_s
+    result["bytes"] = total_bytes
+    return result
