@@ -79,8 +79,13 @@ def fit_umap_2d(
 
     ``n_neighbors`` is clamped to rows - 1 for tiny inputs, which also use random init (the
     spectral init needs more points than dimensions); fewer than 3 rows is a ValueError.
+    Numba's compiled code is cached across runs (``numba_cache``), compiled under its lock.
     """
-    import umap
+    from soundclust_ray import numba_cache
+
+    numba_cache.enable()
+    with numba_cache.compile_lock():  # pynndescent compiles its typed functions at import
+        import umap
 
     n_neighbors, min_dist, random_state = cfg.umap_n_neighbors, cfg.umap_min_dist, cfg.random_state
     n = X.shape[0]
@@ -101,7 +106,7 @@ def fit_umap_2d(
         random_state=random_state,
         init=init,
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), numba_cache.compile_lock():
         warnings.filterwarnings("ignore", message=".*n_jobs.*")
         warnings.filterwarnings("ignore", message=".*k >= N.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="umap")
