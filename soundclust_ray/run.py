@@ -67,6 +67,19 @@ def forget_stale_tracks(out: str, listing: Listing, say: Say) -> None:
     )
 
 
+def ray_log_dir(out: str) -> str:
+    """Where Ray's driver output goes: OUT/logs for a local OUT; for an object-store OUT a
+    local folder (a file descriptor cannot point into a bucket, and a relative folder named
+    after the bucket must not appear in the user's working directory)."""
+    if not storage.is_remote(out):
+        return outdir.path(out, outdir.LOGS)
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha256(out.encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"soundclust_ray-logs-{key}")
+
+
 def corpus_tracks(listing: Listing) -> int:
     """Usable tracks of a listing (rows without an ``invalid_reason``); 0 when not known."""
     frame = listing.frame
@@ -220,7 +233,7 @@ def execute(
         pending = source.pending(listing, opts, cfg)
         if source.needs_ray and pending == 0:
             say(f"nothing left to compute: every track is already in {opts.out}")
-        with ray_output_to(None if opts.verbose else outdir.path(opts.out, outdir.LOGS)):
+        with ray_output_to(None if opts.verbose else ray_log_dir(opts.out)):
             if source.needs_ray and pending != 0:
                 init_ray(num_cpus=opts.num_cpus, verbose=opts.verbose, address=opts.address)
             info = source.compute(listing, opts, cfg, say)
