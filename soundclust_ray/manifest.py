@@ -332,14 +332,14 @@ def assign_track_ids(ids, raw_paths: list, reasons: list[str]) -> list[str]:
     result = []
     for i, track_id in enumerate(wanted):
         if track_id in seen:
-            track_id = _fresh_id(track_id, taken)
+            track_id = fresh_id(track_id, taken)
             reasons[i] = "duplicate track_id in manifest (first row kept)"
         seen.add(track_id)
         result.append(track_id)
     return result
 
 
-def _fresh_id(track_id: str, taken: set[str]) -> str:
+def fresh_id(track_id: str, taken: set[str]) -> str:
     k = 1
     while f"{track_id}#dup{k}" in taken:
         k += 1

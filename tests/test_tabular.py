@@ -137,3 +137,13 @@ def test_run_on_parquet_replaces_parts(tmp_path, tracks):
     assert "year" in manifest.columns and "explicit" not in manifest.columns
     with pytest.raises(ValueError, match="expected a .csv"):
         run_tabular(str(tmp_path / "table.xlsx"), str(out), RunConfig())
+
+
+def test_a_repeated_id_is_renamed_so_every_row_is_one_track(tracks):
+    table = tracks.copy()
+    first = table["id"].iloc[0]
+    table.loc[table.index[1], "id"] = first
+    table.loc[table.index[2], "id"] = f"{first}#dup1"  # a real id the rename must not take
+    ids, X, report = tabular_vectors(table, TabularConfig())
+    assert report["duplicate_ids"] == 1 and len(set(ids)) == len(ids) == len(X)
+    assert ids[0] == first and ids[1] == f"{first}#dup2" and ids[2] == f"{first}#dup1"

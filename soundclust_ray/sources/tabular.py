@@ -190,7 +190,25 @@ def _vectors(table: object, cfg: TabularConfig | RunConfig) -> tuple[pa.Array, n
         "missing_values_filled": n_missing,
         "null_ids": int(ids.null_count),
     }
-    return ids.combine_chunks(), X, report
+    ids, report["duplicate_ids"] = unique_ids(ids.combine_chunks())
+    return ids, X, report
+
+
+def unique_ids(ids: pa.Array) -> tuple[pa.Array, int]:
+    """Every row its own id: a repeated id keeps its first row and the later rows become
+    ``<id>#dup<k>`` (as in an audio manifest, never colliding with a real id), so each row
+    of the table is one clustered track. Returns the ids and how many were renamed."""
+    import pandas as pd
+
+    from soundclust_ray.manifest import fresh_id
+
+    series = pd.Series(ids.to_pandas(), dtype=object)
+    repeated = series.duplicated(keep="first") & series.notna()
+    if not repeated.any():
+        return ids, 0
+    taken = set(series.dropna())
+    series[repeated] = [fresh_id(v, taken) for v in series[repeated]]
+    return pa.array(series, type=pa.string()), int(repeated.sum())
 
 
 def write_id_to_index(out: str, track_ids: np.ndarray | pa.Array) -> int:
@@ -251,7 +269,7 @@ def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig) -> dict:
         path = outdir.join(folder, f"{outdir.SHARD_PREFIX}{n_parts:05d}.parquet")
         outdir.write_table_atomic(fs, path, part, digest)
         n_parts += 1
-    report["duplicate_ids"] = len(ids) - ids.null_count - write_id_to_index(out, ids)
+    write_id_to_index(out, ids)
     t_write = time.perf_counter()
     return {
         **report,
