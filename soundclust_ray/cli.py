@@ -810,7 +810,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from soundclust_ray.export import export
 
     for path in export(args.out, args.format, args.to):
-        print(path)
+        print(safe_line(str(path)))
     return 0
 
 
