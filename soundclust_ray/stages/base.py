@@ -14,6 +14,7 @@ the shard writer can route failures to ``OUT/errors`` and the run can count work
 
 from __future__ import annotations
 
+import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,11 +39,10 @@ class Resources:
 
 
 def current_node_id() -> str:
-    """The Ray node this code runs on, or 'local' outside Ray."""
+    """The Ray node this code runs on, or 'local' outside Ray (never imports Ray to find out)."""
     try:
-        import ray
-
-        if ray.is_initialized():
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
             return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - outside a Ray worker there is simply no node id
         pass
