@@ -17,5 +17,10 @@ class UserError(Exception):
     """A mistake in the command or its inputs: reported as one line, exit code 2."""
 
 
+class AccountingError(RuntimeError):
+    """A manifest row that is in neither a product's shards nor errors.parquet (or, after the
+    analysis, neither clustered nor failed): a bug in soundclust, never a user error."""
+
+
 class ConfigMismatchError(UserError):
     """OUT holds results of another configuration; rerun with ``--overwrite`` or a new OUT."""

@@ -16,6 +16,7 @@ from soundclust_ray.config import AnalysisConfig, RunConfig
 from soundclust_ray.errors import UserError
 from soundclust_ray.ray_env import init_ray, ray_output_to
 from soundclust_ray.runinfo import (
+    check_accounting,
     error_rate_exceeded,
     last_analysis_options,
     products_in_out,
@@ -249,6 +250,7 @@ def execute(
                 )
             else:
                 say(f"analysis: inputs and options unchanged; {opts.out} is current")
+        check_accounting(opts.out, source.products(cfg), analysed=metrics is not None)
     seconds = time.perf_counter() - started
     return RunOutcome(info, metrics, seconds, error_rate_exceeded(info, cfg))
 

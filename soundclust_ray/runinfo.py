@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from soundclust_ray import outdir, shards
 from soundclust_ray.config import AnalysisConfig, RunConfig, config_hash, to_dict
-from soundclust_ray.errors import ConfigMismatchError
+from soundclust_ray.errors import AccountingError, ConfigMismatchError
 
 
 @dataclass
@@ -268,3 +268,25 @@ def last_analysis_options(out: str) -> dict | None:
         return {"config": metrics["config"], "label_col": metrics.get("label_col")}
     analysis = info.get("config", {}).get("analysis")
     return {"config": analysis, "label_col": None} if isinstance(analysis, dict) else None
+
+
+def check_accounting(out: str, products: list[str], analysed: bool) -> None:
+    """Every manifest row is in each product's shards or in errors.parquet and, after an
+    analysis, clustered or failed; anything else is an AccountingError (a bug, not a warning)."""
+    manifest = outdir.read_table(out, outdir.MANIFEST, ["track_id"])
+    if manifest is None:
+        return
+    ids = set(manifest.column(0).to_pylist())
+    errors = outdir.read_table(out, outdir.ERRORS, ["track_id"])
+    ids -= set(errors.column(0).to_pylist()) if errors is not None else set()
+    places = {p: set(shards.read_column(out, p).to_pylist()) for p in products}
+    if analysed and outdir.exists(out, outdir.CLUSTERS):
+        clusters = outdir.read_table(out, outdir.CLUSTERS, ["track_id"])
+        places["the clusters"] = set(clusters.column(0).to_pylist())
+    for place, found in places.items():
+        lost = sorted(ids - found)
+        if lost:
+            raise AccountingError(
+                f"{len(lost)} manifest rows are neither in {place} nor in {outdir.ERRORS} "
+                f"(e.g. {lost[0]!r}): a bug in soundclust, please report it"
+            )

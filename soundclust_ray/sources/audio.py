@@ -43,6 +43,11 @@ class AudioSource:
         say(f"{len(manifest)} tracks in {opts.input_path}")
         return Listing(n_rows=len(manifest), frame=manifest)
 
+    def products(self, cfg: RunConfig) -> list[str]:
+        from soundclust_ray.pipeline import products_of
+
+        return products_of(cfg)
+
     def pending(self, listing: Listing, opts: RunOptions, cfg: RunConfig) -> int | None:
         from soundclust_ray.pipeline import pending_tracks
 

@@ -60,6 +60,9 @@ class Source(Protocol):
     def list_inputs(self, opts: RunOptions, cfg: RunConfig, say: Say) -> Listing:
         """Check the input and list it; raises UserError for what the user can fix."""
 
+    def products(self, cfg: RunConfig) -> list[str]:
+        """The products this source computes under ``cfg`` (OUT's folder names)."""
+
     def pending(self, listing: Listing, opts: RunOptions, cfg: RunConfig) -> int | None:
         """(product, track) pairs still to compute, known from OUT without Ray (an OUT of
         another config is refused here, before Ray); None when only computing can tell."""

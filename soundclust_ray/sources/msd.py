@@ -119,6 +119,9 @@ class MsdSource:
         say(f"{n} MSD files in {opts.input_path}")
         return Listing(n_rows=n, path=path)
 
+    def products(self, cfg: RunConfig) -> list[str]:
+        return [outdir.FEATURES]
+
     def pending(self, listing: Listing, opts: RunOptions, cfg: RunConfig) -> int | None:
         """Not known before computing (the listing streams through the pipeline)."""
         return None

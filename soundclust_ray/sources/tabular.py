@@ -292,6 +292,9 @@ class TabularSource:
         """The table is its own listing; it is read once, in :meth:`compute`."""
         return Listing(n_rows=0, path=opts.input_path)
 
+    def products(self, cfg: RunConfig) -> list[str]:
+        return [PRODUCT]
+
     def pending(self, listing: Listing, opts: RunOptions, cfg: RunConfig) -> int | None:
         """The table is computed on the driver; nothing to gain from knowing it early."""
         return None
