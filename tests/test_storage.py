@@ -39,11 +39,17 @@ def s3(tmp_path_factory):
 
 def test_manifest_on_s3_resolves_relative_paths_beside_it(s3):
     s3.put("m1/audio/a.wav", b"x")
-    s3.put("m1/labels.csv", b"track_id,path,genre\nt1,audio/a.wav,rock\n"
-                            b"t2,../elsewhere/b.wav,jazz\nt3,s3://other/c.wav,pop\n")
+    s3.put(
+        "m1/labels.csv",
+        b"track_id,path,genre\nt1,audio/a.wav,rock\n"
+        b"t2,../elsewhere/b.wav,jazz\nt3,s3://other/c.wav,pop\n",
+    )
     m = build_manifest(f"s3://{BUCKET}/m1/labels.csv")
-    assert m["path"].tolist() == [f"s3://{BUCKET}/m1/audio/a.wav",
-                                  f"s3://{BUCKET}/elsewhere/b.wav", "s3://other/c.wav"]
+    assert m["path"].tolist() == [
+        f"s3://{BUCKET}/m1/audio/a.wav",
+        f"s3://{BUCKET}/elsewhere/b.wav",
+        "s3://other/c.wav",
+    ]
     assert m["genre"].tolist() == ["rock", "jazz", "pop"]
     reasons = dict(zip(m["track_id"], m["invalid_reason"], strict=True))
     assert reasons["t1"] == "" and reasons["t3"] == ""
@@ -55,12 +61,22 @@ def test_manifest_on_s3_resolves_relative_paths_beside_it(s3):
 
 
 def test_prefix_scan_is_recursive_and_missing_inputs_are_clear_errors(s3):
-    for key in ["scan/a/x.wav", "scan/b/x.WAV", "scan/b/c/y.flac", "scan/notes.txt",
-                "scan/dir.wav/inner.txt", "scan/c/Symphony #5 in C%20minor.mp3"]:
+    for key in [
+        "scan/a/x.wav",
+        "scan/b/x.WAV",
+        "scan/b/c/y.flac",
+        "scan/notes.txt",
+        "scan/dir.wav/inner.txt",
+        "scan/c/Symphony #5 in C%20minor.mp3",
+    ]:
         s3.put(key, b"x")
     m = build_manifest(f"s3://{BUCKET}/scan")
-    assert m["track_id"].tolist() == ["a/x.wav", "b/c/y.flac", "b/x.WAV",
-                                      "c/Symphony #5 in C%20minor.mp3"]
+    assert m["track_id"].tolist() == [
+        "a/x.wav",
+        "b/c/y.flac",
+        "b/x.WAV",
+        "c/Symphony #5 in C%20minor.mp3",
+    ]
     assert m["path"].tolist() == [f"s3://{BUCKET}/scan/{t}" for t in m["track_id"]]
     with pytest.raises(AudioDecodeError, match="not a decodable"):
         load_audio(m["path"].iloc[-1], 22050)
@@ -106,8 +122,11 @@ def test_remote_reads_stop_after_max_duration(s3, shared_data):
 
 
 def test_bad_remote_files_are_clear_track_errors(s3, shared_data):
-    cases = {"empty.wav": "empty file", "random_bytes.mp3": "not a decodable audio file",
-             "text.flac": "not a decodable audio file"}
+    cases = {
+        "empty.wav": "empty file",
+        "random_bytes.mp3": "not a decodable audio file",
+        "text.flac": "not a decodable audio file",
+    }
     for name, message in cases.items():
         uri = s3.put(f"bad/{name}", (BAD / name).read_bytes())
         with pytest.raises(AudioDecodeError, match=message):
@@ -143,12 +162,14 @@ def test_analysis_reads_shards_from_and_writes_results_to_s3(s3):
     values = rng.normal(size=(24, 6)).astype(np.float32) + np.repeat([[0.0], [6.0]], 12, axis=0)
     out = f"s3://{BUCKET}/analysis/out"
     fs, base = shards.resolve(out)
-    manifest = pa.table({"track_id": ids, "path": [f"s3://{BUCKET}/{t}.wav" for t in ids],
-                         "genre": genre})
+    manifest = pa.table(
+        {"track_id": ids, "path": [f"s3://{BUCKET}/{t}.wav" for t in ids], "genre": genre}
+    )
     shards.write_table_atomic(fs, shards.join(base, "manifest.parquet"), manifest)
     for half in (slice(0, 12), slice(12, 24)):
-        table = pa.table({"track_id": ids[half],
-                          **{f"timbre__v{j}": values[half, j] for j in range(6)}})
+        table = pa.table(
+            {"track_id": ids[half], **{f"timbre__v{j}": values[half, j] for j in range(6)}}
+        )
         shards.write_table_atomic(fs, shards.new_shard_path(base, "features"), table, "h")
     metrics = analyze(out, config_with(k=2), label_col="genre", progress=False)
     assert metrics["n_tracks"] == 24
@@ -205,3 +226,68 @@ def test_run_summary_lists_what_is_in_an_s3_out_and_nothing_else(s3, tmp_path, c
     listed = summary_outputs(f"s3://{BUCKET}/summary/out/", capsys)
     assert "report.html" in listed and "embeddings/" in listed
     assert listed[-1] == f"open s3://{BUCKET}/summary/out/report.html"
+
+
+def wav_bytes(freq: float, seconds: float) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(freq, seconds, 22050, noise=0.05), 22050, format="WAV")
+    return buffer.getvalue()
+
+
+def run_cli_with_s3(args: list[str], s3) -> str:
+    """The CLI in a fresh process (its own embedded Ray, whose workers get the S3 env)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "soundclust_ray.cli", *args],
+        env={**os.environ, **s3.env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.ray
+def test_resume_on_s3_recomputes_a_replaced_object_and_forgets_a_deleted_one(s3):
+    """Content-aware resume on an object store: identity = size + modified time of the key."""
+    import pandas as pd
+
+    from soundclust_ray import shards
+
+    for i in range(3):
+        s3.put(f"resume/audio/c{i}.wav", wav_bytes(220 * (i + 1), 3.0))
+    out = f"s3://{BUCKET}/resume/out"
+    args = [
+        "run",
+        f"s3://{BUCKET}/resume/audio",
+        "--out",
+        out,
+        "--features",
+        "timbre",
+        "--embed",
+        "none",
+        "--no-analysis",
+        "--num-cpus",
+        "1",
+    ]
+
+    def features() -> pd.DataFrame:
+        frames = [t.to_pandas() for t in shards.iter_shard_tables(out, "features")]
+        return pd.concat(frames).set_index("track_id").sort_index()
+
+    run_cli_with_s3(args, s3)
+    before = features()
+    s3.put("resume/audio/c1.wav", wav_bytes(1500, 3.5))  # same key, other content
+    s3.fs.delete_file(f"{BUCKET}/resume/audio/c2.wav")
+    text = run_cli_with_s3(args, s3)
+    assert "1 changed files recomputed, 1 tracks no longer in the input" in text, text
+    after = features()
+    assert sorted(after.index) == ["c0.wav", "c1.wav"]
+    pd.testing.assert_series_equal(after.loc["c0.wav"], before.loc["c0.wav"])
+    assert not np.allclose(after.loc["c1.wav"], before.loc["c1.wav"])
