@@ -318,3 +318,12 @@ def test_screenshot_of_the_maps_is_not_blank(rendered, tmp_path):
     assert render.non_white_fraction(png, box) > 0.02
     # markers are drawn at opacity 0.85 over the grey plot background, hence the tolerance
     assert render.marker_pixels(png, "#2E91E5", box, tol=40) > 200
+
+
+def test_columns_with_spaces_or_odd_characters_keep_their_values_in_the_hover():
+    clusters, metrics, summaries, errors = fake_run()
+    clusters = clusters.assign(**{"release year": 1977, "genre/sub": "dub", "2nd": "x"})
+    page = render_report(metrics, clusters, summaries, {}, errors)
+    data = re.search(r'<script type="application/json" id=report-data>(.*?)</script>', page, re.S)
+    hover = json.loads(data.group(1))["hover"][0]
+    assert "release year: 1977" in hover and "genre/sub: dub" in hover and "2nd: x" in hover

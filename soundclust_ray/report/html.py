@@ -130,8 +130,10 @@ def _hover_texts(df: pd.DataFrame) -> list[str]:
     ][:MAX_HOVER_FIELDS]
     has_tags = "top_tags" in df
     texts = []
-    for row in df.itertuples(index=False):
-        r = row._asdict() if hasattr(row, "_asdict") else dict(zip(df.columns, row, strict=True))
+    for row in df.itertuples(index=False, name=None):
+        # Plain tuples zipped with the column names: named tuples rename a column such as
+        # "release year" or "genre/sub" to _3, and its values would vanish from the hover.
+        r = dict(zip(df.columns, row, strict=True))
         parts = [f"<b>{esc(r.get('track_id'))}</b>"]
         for c in meta_cols:
             parts.append(f"{esc(c)}: {esc(r.get(c))}")
