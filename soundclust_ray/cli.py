@@ -987,6 +987,15 @@ def no_space_left(exc: BaseException) -> bool:
     return "[Errno 28]" in str(exc) or "No space left on device" in str(exc)
 
 
+def print_crash(exc: BaseException) -> None:
+    """A bug's traceback, whole, on stderr, with URI credentials redacted (a traceback quotes
+    the arguments, and an s3:// OUT may carry a secret) and control characters stripped."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    print(safe_line(text), file=sys.stderr, end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -999,7 +1008,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if not no_space_left(exc):
-            raise
+            print_crash(exc)
+            return 1
         out = getattr(args, "out", None)
         print(
             safe_line(

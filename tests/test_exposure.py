@@ -239,7 +239,7 @@ def test_embedded_start_keeps_the_node_on_loopback_and_restores_the_process(monk
     assert (seen["address"], seen["_node_ip_address"]) == ("local", "127.0.0.1")
     assert (seen["env"], seen["flag"]) == ("0", False)
     assert ray_env.SINGLE_NODE_ENV not in os.environ
-    assert ray_constants.ENABLE_RAY_CLUSTER == flag
+    assert flag == ray_constants.ENABLE_RAY_CLUSTER
 
     seen.clear()
     ray_env.init_ray(address="10.0.0.5:6379")  # joining a cluster: nothing of the above
@@ -405,5 +405,19 @@ def test_a_full_disk_is_one_line_and_other_crashes_are_not_hidden(monkeypatch, c
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(search, "similar_tracks", other)
-    with pytest.raises(RuntimeError, match="a bug"):
-        main(["similar", "/tmp/out", "--id", "x"])
+    capsys.readouterr()
+    assert main(["similar", "/tmp/out", "--id", "x"]) == 1  # a bug: its whole traceback
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "RuntimeError: a bug" in err
+
+
+def test_a_crash_traceback_never_shows_a_uri_secret(monkeypatch, capsys):
+    from soundclust_ray.analysis import search
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("cannot read s3://AKIAUSER:TopSecret42@bucket/x?X-Amz-Signature=abc")
+
+    monkeypatch.setattr(search, "similar_tracks", crash)
+    assert main(["similar", "/tmp/out", "--id", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "TopSecret42" not in err and "Signature=abc" not in err
