@@ -344,152 +344,167 @@ def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options of ``run`` (and ``demo``) that shape the pipeline, in option groups."""
-    fd, clap, mn, audio, run = (
-        FeaturesConfig(),
-        ClapEmbedConfig(),
-        MusicnnConfig(),
-        AudioConfig(),
-        RunConfig(),
-    )
     io, feat, emb, analysis, perf = (
         _group(p, t) for t in (INPUT, FEATURES, EMBEDDINGS, ANALYSIS, PERFORMANCE)
     )
-    io.add_argument(
+    add_input_options(io)
+    add_feature_options(feat)
+    add_embedding_options(emb)
+    analysis.add_argument(
+        "--no-analysis", action="store_true", help="stop after writing the shards"
+    )
+    add_performance_options(perf)
+
+
+def add_input_options(g: argparse._ArgumentGroup) -> None:
+    """``run``'s "input & output" group."""
+    run = RunConfig()
+    g.add_argument(
         "--limit",
         type=int,
         default=None,
         help="process only the first N manifest rows (default: all)",
     )
-    io.add_argument(
+    g.add_argument(
         "--id-col",
         default=None,
         help="manifest column holding the track id, e.g. song_id (default: track_id, else the "
         "path as written)",
     )
-    io.add_argument(
+    g.add_argument(
         "--path-col",
         default=None,
         help="manifest column holding the audio path, e.g. audio_path (default: path)",
     )
-    io.add_argument(
+    g.add_argument(
         "--allow-outside-root",
         action="store_true",
         help="let manifest paths point outside the manifest's folder",
     )
-    io.add_argument(
+    g.add_argument(
         "--overwrite", action="store_true", help="delete OUT's previous results instead of resuming"
     )
-    io.add_argument(
+    g.add_argument(
         "--max-error-rate",
         type=float,
         default=run.max_error_rate,
         help="exit with code 3 when more than this fraction of tracks failed",
     )
-    io.add_argument(
+    g.add_argument(
         "--dry-run",
         action="store_true",
         help="list what was found, what would be computed or resumed per product, and an "
         "estimate of time and disk from a few probed tracks; no Ray, OUT left as it is",
     )
-    io.add_argument("--quiet", action="store_true", help="no progress bars or per-step messages")
-    io.add_argument(
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-step messages")
+    g.add_argument(
         "--verbose",
         action="store_true",
         help="show Ray's own logs and progress bars (by default they go to OUT/logs/)",
     )
-    feat.add_argument(
+
+
+def add_feature_options(g: argparse._ArgumentGroup) -> None:
+    """``run``'s "features" group."""
+    fd, audio = FeaturesConfig(), AudioConfig()
+    g.add_argument(
         "--features",
         type=_csv_tuple,
         default=fd.families,
         help="comma-separated signal feature families (timbre, classic, soundspace) or 'none'",
     )
-    feat.add_argument(
+    g.add_argument(
         "--chunk-level",
         action="store_true",
         help="also write one row per classic 5 s chunk (chunk-level clustering)",
     )
-    feat.add_argument(
+    g.add_argument(
         "--max-duration",
         type=float,
         default=audio.max_duration_s,
         help="decode at most this many seconds per track (bounded memory)",
     )
-    emb.add_argument(
+
+
+def add_embedding_options(g: argparse._ArgumentGroup) -> None:
+    """``run``'s "embeddings" group."""
+    clap, mn = ClapEmbedConfig(), MusicnnConfig()
+    g.add_argument(
         "--embed",
         type=_embed_backends,
         default=DEFAULT_EMBED_BACKENDS,
         help="comma-separated embedding backends (clap, musicnn, msd_musicnn, mtt_musicnn, "
         "msd_vgg, mtt_vgg) or 'none'; musicnn clusters best (docs/quality.md)",
     )
-    emb.add_argument(
+    g.add_argument(
         "--clap-model",
         type=_clap_model,
         default=clap.model,
         help="CLAP Hugging Face hub id, or a local directory holding a saved model",
     )
-    emb.add_argument(
-        "--clap-window", type=float, default=clap.window_s, help="CLAP window, seconds"
-    )
-    emb.add_argument(
+    g.add_argument("--clap-window", type=float, default=clap.window_s, help="CLAP window, seconds")
+    g.add_argument(
         "--max-windows",
         type=int,
         default=clap.max_windows,
         help="at most this many CLAP windows per track",
     )
-    emb.add_argument(
+    g.add_argument(
         "--clap-batch", type=int, default=clap.batch_size, help="CLAP windows per forward pass"
     )
-    emb.add_argument(
+    g.add_argument(
         "--clap-strategy",
         default=clap.strategy,
         choices=["chunk_average", "chunk_level"],
         help="mean of window embeddings per track, or one row per window + majority vote",
     )
-    emb.add_argument(
+    g.add_argument(
         "--musicnn-model",
         type=_musicnn_model,
         default=mn.model,
         help=f"weights of the 'musicnn' backend: {', '.join(MUSICNN_MODEL_NAMES)} or a "
         ".safetensors file (the msd_musicnn … mtt_vgg backends name their own)",
     )
-    emb.add_argument(
+    g.add_argument(
         "--musicnn-pool",
         default=mn.pool,
         choices=list(POOLS),
         help="how patch vectors become one track vector (mean_std: 2x the dims)",
     )
-    emb.add_argument(
+    g.add_argument(
         "--musicnn-layer",
         default=mn.layer,
         help="layer of the musicnn/vgg backends: penultimate, max_pool, mean_pool, logits "
         "(musicnn pair), pool1…pool5, logits (vgg pair) (default: penultimate / pool5)",
     )
-    emb.add_argument(
+    g.add_argument(
         "--musicnn-hop",
         type=int,
         default=mn.patch_hop,
         help=f"frames between patch starts (< {mn.patch_frames} overlaps patches)",
     )
-    analysis.add_argument(
-        "--no-analysis", action="store_true", help="stop after writing the shards"
-    )
-    perf.add_argument(
+
+
+def add_performance_options(g: argparse._ArgumentGroup) -> None:
+    """``run``'s "cluster & performance" group."""
+    run = RunConfig()
+    g.add_argument(
         "--address",
         default=None,
         metavar="HOST:PORT",
         help="join this running Ray cluster (like RAY_ADDRESS; 'auto' finds one on this "
         "machine) (default: start a private embedded Ray)",
     )
-    perf.add_argument(
+    g.add_argument(
         "--num-cpus",
         type=int,
         default=None,
         help="CPUs of the embedded local Ray; ignored with --address or RAY_ADDRESS (default: all)",
     )
-    perf.add_argument(
+    g.add_argument(
         "--batch-size", type=int, default=run.batch_size, help="tracks per Ray Data batch"
     )
-    perf.add_argument(
+    g.add_argument(
         "--shard-rows", type=int, default=run.shard_rows, help="tracks per Parquet shard"
     )
 
