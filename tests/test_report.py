@@ -327,3 +327,10 @@ def test_columns_with_spaces_or_odd_characters_keep_their_values_in_the_hover():
     data = re.search(r'<script type="application/json" id=report-data>(.*?)</script>', page, re.S)
     hover = json.loads(data.group(1))["hover"][0]
     assert "release year: 1977" in hover and "genre/sub: dub" in hover and "2nd: x" in hover
+
+
+def test_the_hdbscan_warning_is_in_the_report_notes():
+    clusters, metrics, summaries, errors = fake_run()
+    metrics = {**metrics, "hdbscan": {"warning": "HDBSCAN found 0 clusters, 100% noise"}}
+    page = render_report(metrics, clusters, summaries, {}, errors)
+    assert "<li><b>HDBSCAN:</b> HDBSCAN found 0 clusters, 100% noise</li>" in page

@@ -378,7 +378,9 @@ def _notes_html(metrics: dict) -> str:
         for name, m in (("k-means scores", metrics.get("kmeans_metrics")), ("HDBSCAN scores", hm))
         if isinstance(m, dict) and m.get("reason")
     ]
-    items = [esc(n) for n in metrics.get("notes") or []] + skipped + reasons
+    warning = (metrics.get("hdbscan") or {}).get("warning")
+    warnings = [f"<b>HDBSCAN:</b> {esc(warning)}"] if warning else []
+    items = warnings + [esc(n) for n in metrics.get("notes") or []] + skipped + reasons
     return "<h3>Notes</h3><ul>" + "".join(f"<li>{t}</li>" for t in items) + "</ul>" if items else ""
 
 
