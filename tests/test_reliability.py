@@ -37,10 +37,12 @@ def read_features(out: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """24 short clips: enough batches for a kill to land mid-run."""
+    """24 short clips: enough batches for a kill to land mid-run. The tests that use it
+    compute features only (--embed none): the shard, kill and resume mechanics under test
+    are the same for every product, and embedding would cost minutes of the CI budget."""
     root = tmp_path_factory.mktemp("kill_corpus")
     for i in range(24):
-        sf.write(root / f"t{i:02d}.wav", tone(100 + 40 * i, 8.0, 22050, noise=0.1, seed=i), 22050)
+        sf.write(root / f"t{i:02d}.wav", tone(100 + 40 * i, 4.0, 22050, noise=0.1, seed=i), 22050)
     return root
 
 
@@ -147,6 +149,8 @@ def test_killed_feature_worker_loses_nothing(corpus, tmp_path, ray_local):
                 "1",
                 "--shard-rows",
                 "1",
+                "--embed",
+                "none",
                 "--no-analysis",
                 "--quiet",
             ]
@@ -177,10 +181,11 @@ def test_new_files_in_the_input_folder_are_the_only_ones_processed(
     folder = tmp_path / "grow"
     shutil.copytree(corpus, folder)
     out = tmp_path / "grow_out"
-    assert main(["run", str(folder), "--out", str(out), "--no-analysis", "--quiet"]) == 0
+    args = ["run", str(folder), "--out", str(out), "--embed", "none", "--no-analysis"]
+    assert main([*args, "--quiet"]) == 0
     first = read_features(out)
     sf.write(folder / "new_one.wav", tone(3000, 2.0, 22050), 22050)
-    assert main(["run", str(folder), "--out", str(out), "--no-analysis"]) == 0
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "24 tracks already in" in text and "1 tracks written" in text
     second = read_features(out)
@@ -302,6 +307,7 @@ def test_hostile_folder_entries_are_error_rows_and_nothing_blocks(tmp_path, ray_
     good = write_hostile_folder(tmp_path)
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "audio"), "--out", str(out), "--quiet", "--no-analysis"]
+    args += ["--embed", "none"]
     assert main([*args, "--max-error-rate", "0.9"]) == 0
     errors = pd.read_parquet(out / "errors.parquet").set_index("track_id")["message"]
     assert set(read_features(out)["track_id"]) == good
@@ -447,6 +453,7 @@ def test_a_truncated_shard_is_named_by_analyze_and_recomputed_by_run(tmp_path, r
         sf.write(folder / f"t{i}.wav", tone(300 + 200 * i, 3.0, 22050, noise=0.05, seed=i), 22050)
     out = tmp_path / "out"
     args = ["run", str(folder), "--out", str(out), "--features", "timbre", "--quiet"]
+    args += ["--embed", "none"]
     assert main([*args, "--no-analysis"]) == 0
     first = read_features(out)
     shard = sorted((out / "features").iterdir())[0]
