@@ -66,11 +66,12 @@ def test_dry_run_on_a_new_out_plans_without_ray_or_writing(tmp_path):
     assert not out.exists()
 
 
-def test_dry_run_of_a_resumed_out_leaves_it_unchanged(tmp_path):
+def test_dry_run_of_a_resumed_out_leaves_it_unchanged(tmp_path, ray_local):
+    from soundclust_ray.cli import main
+
     clips = corpus(tmp_path / "clips", 3)
     out = tmp_path / "out"
-    first = soundclust(["run", str(clips), "--out", str(out), *BASE])
-    assert "ray started: True" in first
+    assert main(["run", str(clips), "--out", str(out), *BASE, "--quiet"]) == 0  # session Ray
     sf.write(clips / "new.wav", tone(3000.0, 2.0, SR, noise=0.05, seed=9), SR)
     before = snapshot(out)
 
@@ -96,11 +97,16 @@ def test_dry_run_in_process_refuses_a_foreign_out_and_leaves_ray_alone(tmp_path,
     out = tmp_path / "theirs"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
+
+    def ray_up() -> bool:  # the session's Ray may be up from earlier tests: it must not change
+        ray = sys.modules.get("ray")
+        return bool(ray and ray.is_initialized())
+
+    before = ray_up()
     assert main(["run", str(clips), "--out", str(out), "--dry-run", *BASE]) != 0
     assert "was not written by soundclust" in capsys.readouterr().err
     assert os.listdir(out) == ["notes.txt"]
-    ray = sys.modules.get("ray")
-    assert not (ray and ray.is_initialized())
+    assert ray_up() == before
 
 
 def test_dry_run_is_audio_only(tmp_path, capsys):
