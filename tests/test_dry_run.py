@@ -5,28 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 
 import soundfile as sf
 from conftest import tone
+from helpers import soundclust_probed
 
 SR = 22050
 BASE = ["--features", "timbre", "--embed", "none", "--no-analysis"]
-PROBE = (
-    "import sys; from soundclust_ray.cli import main; code = main(sys.argv[1:]); "
-    "ray = sys.modules.get('ray'); "
-    "print('ray started:', bool(ray and ray.is_initialized())); sys.exit(code)"
-)
-
-
-def soundclust(args: list[str]) -> str:
-    """``soundclust`` in a fresh process that reports whether Ray was started in it."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def corpus(root, n: int):
@@ -55,7 +41,7 @@ def product_line(text: str, product: str) -> tuple[int, int]:
 def test_dry_run_on_a_new_out_plans_without_ray_or_writing(tmp_path):
     clips = corpus(tmp_path / "clips", 4)
     out = tmp_path / "out"
-    text = soundclust(["run", str(clips), "--out", str(out), "--dry-run", *BASE])
+    text = soundclust_probed(["run", str(clips), "--out", str(out), "--dry-run", *BASE])
     assert "ray started: False" in text
     assert "5 rows" in text and "4 tracks, 1 bad rows" in text
     assert "not a regular file" in text and "pipe.wav" in text
@@ -75,14 +61,14 @@ def test_dry_run_of_a_resumed_out_leaves_it_unchanged(tmp_path, ray_local):
     sf.write(clips / "new.wav", tone(3000.0, 2.0, SR, noise=0.05, seed=9), SR)
     before = snapshot(out)
 
-    text = soundclust(["run", str(clips), "--out", str(out), "--dry-run", *BASE])
+    text = soundclust_probed(["run", str(clips), "--out", str(out), "--dry-run", *BASE])
     assert "ray started: False" in text
     assert "holds an earlier run: the run resumes it" in text
     assert product_line(text, "features") == (1, 3)
     assert re.search(r"probe: 1 tracks", text), text
     assert snapshot(out) == before
 
-    overwrite = soundclust(
+    overwrite = soundclust_probed(
         ["run", str(clips), "--out", str(out), "--dry-run", "--overwrite", *BASE]
     )
     assert product_line(overwrite, "features") == (4, 0)

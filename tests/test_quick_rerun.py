@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import soundfile as sf
 from conftest import tone
+from helpers import soundclust_probed
 
 from soundclust_ray.cli import main
 
 pytestmark = pytest.mark.ray
-
-PROBE = (
-    "import sys; from soundclust_ray.cli import main; code = main(sys.argv[1:]); "
-    "print('ray imported:', 'ray' in sys.modules); sys.exit(code)"
-)
-
-
-def run_probe(args: list[str]) -> str:
-    """``soundclust`` in a fresh process that reports whether it ever imported Ray."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def test_a_rerun_with_nothing_new_skips_ray_and_the_analysis(tmp_path, ray_local):
@@ -37,15 +21,15 @@ def test_a_rerun_with_nothing_new_skips_ray_and_the_analysis(tmp_path, ray_local
     base = ["run", str(clips), "--out", str(out), "--features", "timbre", "--embed", "none"]
     assert main([*base, "--k", "2", "--quiet"]) == 0  # the first run, on the session's Ray
 
-    again = run_probe([*base, "--k", "2"])
+    again = soundclust_probed([*base, "--k", "2"])
     assert "nothing left to compute" in again and "is current" in again
     assert "ray imported: False" in again
 
-    other_k = run_probe([*base, "--k", "3"])
+    other_k = soundclust_probed([*base, "--k", "3"])
     assert "nothing left to compute" in other_k and "is current" not in other_k
     assert "k = 3" in other_k and "ray imported: False" in other_k
 
     (clips / "c0.wav").unlink()
-    shrunk = run_probe([*base, "--k", "3"])
+    shrunk = soundclust_probed([*base, "--k", "3"])
     assert "1 tracks no longer in the input" in shrunk and "is current" not in shrunk
     assert "tracks clustered: 5" in shrunk

@@ -14,12 +14,13 @@ the shard writer can route failures to ``OUT/errors`` and the run can count work
 
 from __future__ import annotations
 
-import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
+from soundclust_ray.ray_env import ray_running
 
 TRACK_COLUMNS = ("track_id", "path")
 """What the first stage of every product reads from the manifest."""
@@ -41,8 +42,9 @@ class Resources:
 def current_node_id() -> str:
     """The Ray node this code runs on, or 'local' outside Ray (never imports Ray to find out)."""
     try:
-        ray = sys.modules.get("ray")
-        if ray is not None and ray.is_initialized():
+        if ray_running():
+            import ray
+
             return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - outside a Ray worker there is simply no node id
         pass
