@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from helpers import config_with
 from test_analysis_driver import make_out
 
 from soundclust_ray import progress
+from soundclust_ray.analysis import driver
 from soundclust_ray.analysis.driver import STEP_COUNT, analyze
 
 
@@ -35,10 +37,31 @@ def test_eta_is_rounded_for_a_person():
     assert [progress.eta_text(s) for s in (12, 600, 9000)] == ["12 s", "10 min", "2.5 h"]
 
 
-def test_the_analysis_bar_ends_at_100_percent_with_no_nested_bar(tmp_path, capsys):
+def test_the_analysis_bar_ends_at_100_percent_with_no_nested_bar(tmp_path, capsys, monkeypatch):
     make_out(tmp_path)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # the bar is drawn on terminals
     analyze(str(tmp_path), config_with(k=3), progress=True)
     err = capsys.readouterr().err
     final = err.replace("\r", "\n").strip().splitlines()[-1]
     assert f"{STEP_COUNT}/{STEP_COUNT}" in final and "100%" in final, final
     assert "\x1b[A" not in err  # a nested bar moves the cursor up and leaves residue
+
+
+def test_off_a_terminal_the_analysis_prints_plain_step_lines_and_no_bar(
+    tmp_path, capsys, monkeypatch
+):
+    make_out(tmp_path)
+    monkeypatch.setattr(driver, "PLAIN_PROGRESS_EVERY_S", 0.0)  # as if every step were long
+    analyze(str(tmp_path), config_with(k=3), progress=True)
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out + captured.err  # no redrawn bar in a log
+    lines = captured.out.strip().splitlines()
+    assert re.fullmatch(rf"analysis: gather \(step 1/{STEP_COUNT}, \d+ s so far\)", lines[0])
+    assert lines[-1].startswith("analysis: write ("), lines
+
+
+def test_off_a_terminal_a_short_analysis_prints_nothing(tmp_path, capsys):
+    make_out(tmp_path)
+    analyze(str(tmp_path), config_with(k=3), progress=True)
+    captured = capsys.readouterr()
+    assert "analysis" not in captured.out + captured.err

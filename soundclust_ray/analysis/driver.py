@@ -19,6 +19,7 @@ track takes its windows' majority label.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from soundclust_ray.analysis import clustering, gather, metrics, projection, sum
 from soundclust_ray.analysis.executor import SERIAL, Executor
 from soundclust_ray.analysis.matrix import NoRows, gather_matrix
 from soundclust_ray.analysis.oof import OofParams, dist_columns, fit_oof_kmeans
-from soundclust_ray.config import AnalysisConfig, to_dict
+from soundclust_ray.config import PLAIN_PROGRESS_EVERY_S, AnalysisConfig, to_dict
+from soundclust_ray.progress import eta_text
 
 STEP_COUNT = 13
 """Steps the progress bar counts: the twelve timed steps and the final write."""
@@ -43,18 +45,36 @@ LAYOUT_COLUMNS = ("kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "to
 
 
 class _Steps:
-    """Times named steps and shows one progress bar over them."""
+    """Times named steps and shows the user where the analysis is.
+
+    On a terminal: one tqdm bar over the steps. Elsewhere (CI, ``ray job logs``, a file) a
+    redrawn bar is a stream of carriage returns, so a plain line names each step that starts
+    once the analysis has run ``PLAIN_PROGRESS_EVERY_S``: a 300-track analysis prints nothing,
+    a million-track one says which step its minutes go to (as progress.py does for products).
+    """
 
     def __init__(self, total: int, progress: bool):
         from tqdm.auto import tqdm
 
         self.seconds: dict[str, float] = {}
         self.peak_rss_gib: dict[str, float] = {}
-        self.bar = tqdm(total=total, desc="analysis", disable=not progress, unit="step")
+        self.plain = progress and not sys.stdout.isatty()
+        self.started = time.perf_counter()
+        self.bar = tqdm(
+            total=total, desc="analysis", disable=not progress or self.plain, unit="step"
+        )
+
+    def announce(self, name: str) -> None:
+        """Name the step about to run: in the bar, or as a line when the analysis is long."""
+        self.bar.set_description(f"analysis: {name}")
+        elapsed = time.perf_counter() - self.started
+        if self.plain and elapsed >= PLAIN_PROGRESS_EVERY_S:
+            step = f"step {self.bar.n + 1}/{self.bar.total}"
+            print(f"analysis: {name} ({step}, {eta_text(elapsed)} so far)", flush=True)
 
     @contextmanager
     def __call__(self, name: str):
-        self.bar.set_description(f"analysis: {name}")
+        self.announce(name)
         t0 = time.perf_counter()
         try:
             yield
@@ -465,7 +485,7 @@ def analyze(
         cluster_summaries = {"kmeans": [], "hdbscan": []}
         wrote_oof = False
         _write_json(out, outdir.SUMMARIES, cluster_summaries)
-    steps.bar.set_description("analysis: write")
+    steps.announce("write")
     _finish(out, result, clusters, cluster_summaries, notes, steps, cfg, t_start, wrote_oof)
     steps.close()
     return result
