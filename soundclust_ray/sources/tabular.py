@@ -11,6 +11,7 @@ a multi-threaded ``pyarrow`` read plus numpy is faster than starting Ray and shu
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 
@@ -122,10 +123,64 @@ def tabular_vectors(
     return ids.to_numpy(zero_copy_only=False).astype(object), X, report
 
 
+def table_columns(path_or_uri: str) -> list[str]:
+    """The column names of a CSV or Parquet table, from its schema or first block only."""
+    fs, path = outdir.resolve(path_or_uri)
+    lower = path.lower()
+    try:
+        if lower.endswith((".parquet", ".pq")):
+            return list(pq.read_schema(path, filesystem=fs).names)
+        if lower.endswith((".csv", ".csv.gz", ".tsv")):
+            parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",")
+            with fs.open_input_stream(path) as f:
+                return list(pacsv.open_csv(f, parse_options=parse).schema.names)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"{path_or_uri}: cannot read table ({exc})") from exc
+    raise ValueError(f"{path_or_uri}: expected a .csv, .tsv or .parquet table")
+
+
+def check_column_roles(columns: list[str], cfg: TabularConfig) -> None:
+    """ValueError, one line, for a ``cfg.columns`` mapping (``--column role=name``) with an
+    unknown role (the roles listed), a column the table lacks (close names listed), or a role
+    or column given twice."""
+    roles, used = [], []
+    for role, column in cfg.columns:
+        given = f"--column {role}={column}"
+        if role not in cfg.roles:
+            close = difflib.get_close_matches(role, cfg.roles, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(
+                f"{given}: unknown role {role!r} (roles: {', '.join(cfg.roles)}){hint}"
+            )
+        if column not in columns:
+            close = difflib.get_close_matches(column, columns, n=3, cutoff=0.6)
+            hint = (
+                f"close names: {', '.join(close)}" if close else f"columns: {_column_list(columns)}"
+            )
+            raise ValueError(f"{given}: the table has no column {column!r}; {hint}")
+        if role in roles or column in used:
+            twice = f"role {role!r}" if role in roles else f"column {column!r}"
+            raise ValueError(f"{given}: {twice} is given by two --column options")
+        roles.append(role)
+        used.append(column)
+
+
 def apply_column_aliases(table: pa.Table, cfg: TabularConfig) -> tuple[pa.Table, dict]:
-    """The table with ``cfg.column_aliases`` renamed to their role (when the role's own name is
-    absent), and {table column: role} for the run to say which column filled which role."""
+    """The table with ``cfg.columns`` (the user's ``--column role=name``) renamed to their role,
+    then ``cfg.column_aliases`` (when the role's own name is absent), and {table column: role}
+    for the run to say which column filled which role.
+
+    A column already named as a role the user gave to another column is set aside under
+    ``<role> (replaced by <column>)``, so it fills nothing."""
+    check_column_roles(table.column_names, cfg)
     names, renamed = list(table.column_names), {}
+    for role, column in cfg.columns:
+        if column == role:
+            continue
+        if role in names:
+            names[names.index(role)] = f"{role} (replaced by {column})"
+        names[names.index(column)] = role
+        renamed[column] = role
     for alias, role in cfg.column_aliases:
         if alias in names and role not in names:
             names[names.index(alias)] = role
@@ -289,7 +344,12 @@ class TabularSource:
     needs_ray = False
 
     def list_inputs(self, opts: RunOptions, cfg: RunConfig, say: Say) -> Listing:
-        """The table is its own listing; it is read once, in :meth:`compute`."""
+        """The table is its own listing; it is read once, in :meth:`compute`. Its header is
+        read here so that a bad ``--column`` is one line before any work."""
+        try:
+            check_column_roles(table_columns(opts.input_path), cfg.tabular)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UserError(str(exc)) from exc
         return Listing(n_rows=0, path=opts.input_path)
 
     def products(self, cfg: RunConfig) -> list[str]:
