@@ -423,6 +423,9 @@ class AnalysisConfig:
     report_neighbours: int = 10
     """Nearest tracks the report's player lists for a clicked point (as ``similar``'s default
     count: one screen of tracks to explore by ear)."""
+    report_duplicate_pairs: int = 50
+    """Near-duplicate pairs the report lists, highest cosine first (one screen to check by
+    eye; every pair is in OUT/duplicates.parquet)."""
     random_state: int = RANDOM_STATE
 
 

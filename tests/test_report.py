@@ -334,3 +334,37 @@ def test_the_hdbscan_warning_is_in_the_report_notes():
     metrics = {**metrics, "hdbscan": {"warning": "HDBSCAN found 0 clusters, 100% noise"}}
     page = render_report(metrics, clusters, summaries, {}, errors)
     assert "<li><b>HDBSCAN:</b> HDBSCAN found 0 clusters, 100% noise</li>" in page
+
+
+def test_duplicates_section_lists_pairs_with_both_tracks_escaped():
+    from soundclust_ray.report.html import duplicates_html
+
+    clusters, metrics, summaries, _ = fake_run()
+    clusters["duration_sec"] = 30.0
+    ids = clusters["track_id"].tolist()
+    pairs = pd.DataFrame(
+        {"track_id_a": [ids[0], ids[2]], "track_id_b": [ids[1], ids[3]], "cosine": [0.985, 0.999]}
+    )
+    info = {"n_pairs": 2, "n_tracks": 4, "threshold": 0.98, "matrix": EVIL}
+    text = duplicates_html(info, pairs, clusters, limit=1)
+    assert "2 pairs (4 tracks) at cosine ≥ 0.980" in text and "the 1 closest" in text
+    assert "0.9990" in text and "0.9850" not in text  # the closest pair first, limit kept
+    assert esc(ids[2]) in text and esc(ids[3]) in text and "duration_sec: 30.0" in text
+    assert EVIL not in text and esc(EVIL) in text and "/x/2.wav" in text
+    none = duplicates_html({**info, "n_pairs": 0}, pairs.iloc[:0], clusters, 5)
+    assert "No pair of tracks at cosine ≥ 0.980" in none
+    off = duplicates_html({"skipped": "turned off (duplicates=False)"}, None, clusters, 5)
+    assert "skipped: turned off (duplicates=False)" in off
+    page = render_report({**metrics, "duplicates": info}, clusters, summaries, duplicates=pairs)
+    assert "<h2>Near-duplicates</h2>" in page and "0.9990" in page and EVIL not in page
+
+
+def test_summaries_show_min_max_and_noise_apart():
+    clusters, metrics, summaries, _ = fake_run()
+    noise = {"cluster": -1, "size": 9, "numeric_means": {"year": 1995.0}, "top_values": {}}
+    summaries["kmeans"][0].update(numeric_min={"year": 1990.0}, numeric_max={"year": 2009.0})
+    page = render_report(metrics, clusters, {**summaries, "hdbscan_noise": noise})
+    assert "year: 2,000 (1,990–2,009)" in page
+    assert "Noise (-1), not a cluster: 9 tracks" in page
+    quiet = render_report(metrics, clusters, {**summaries, "hdbscan_noise": None})
+    assert "HDBSCAN put every track in a cluster" in quiet
