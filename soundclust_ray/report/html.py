@@ -240,7 +240,8 @@ def duplicates_html(
         return f"{head}<p>No pair of tracks at {where}.</p></section>"
     top = pairs.sort_values("cosine", ascending=False, kind="stable").head(limit)
     rows_by_id = clusters.drop_duplicates("track_id").set_index("track_id", drop=False)
-    columns = [c for c in ("path", *_meta_columns(clusters)) if c in clusters][:5]
+    columns = [c for c in ("path", *_meta_columns(clusters)) if c in clusters]
+    columns = [c for c in columns if clusters[c].nunique(dropna=True) > 1][:5]
     rows = []
     for a, b, cos in top[["track_id_a", "track_id_b", "cosine"]].itertuples(index=False):
         sides = [rows_by_id.loc[t] if t in rows_by_id.index else None for t in (a, b)]
