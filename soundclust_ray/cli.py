@@ -459,10 +459,10 @@ def add_input_options(g: argparse._ArgumentGroup) -> None:
         action="append",
         default=None,
         metavar="ROLE=NAME",
-        help="--source tabular: the table column that fills one of seed 003's roles, e.g. "
+        help="--source tabular: the table column that fills one of the vectors' roles, e.g. "
         "popularity=track_popularity, year=release_year (repeatable; roles: "
-        f"{', '.join(TabularConfig().roles)}) (default: the roles' own names, then the public "
-        "Spotify datasets' names)",
+        f"{', '.join(TabularConfig().roles)}) (default: a column named as the role, else as "
+        "in the public Spotify datasets)",
     )
     g.add_argument(
         "--allow-outside-root",
@@ -517,7 +517,7 @@ def add_feature_options(g: argparse._ArgumentGroup) -> None:
         type=_fraction,
         default=fd.classic.padding_threshold,
         metavar="FRACTION",
-        help="seed 001: a last partial classic chunk (and CLAP window) is zero-padded and kept "
+        help="a last partial classic chunk (and CLAP window) is zero-padded and kept "
         "when at least this fraction of it is present",
     )
     g.add_argument(
@@ -525,7 +525,7 @@ def add_feature_options(g: argparse._ArgumentGroup) -> None:
         type=_fraction,
         default=fd.classic.chunk_quantile,
         metavar="FRACTION",
-        help="seed 001: classic chunks per track are capped at the chunk count of this "
+        help="classic chunks per track are capped at the chunk count of this "
         "quantile of the corpus's durations",
     )
     g.add_argument(
@@ -533,7 +533,7 @@ def add_feature_options(g: argparse._ArgumentGroup) -> None:
         type=_msd_k,
         default=msd.oof_k,
         metavar="K",
-        help="--source msd: clusters of each field's out-of-fold MiniBatchKMeans (seed 004)",
+        help="--source msd: clusters of each field's out-of-fold MiniBatchKMeans",
     )
     g.add_argument(
         "--msd-fields",
@@ -541,7 +541,7 @@ def add_feature_options(g: argparse._ArgumentGroup) -> None:
         default=msd.fields,
         metavar="FIELDS",
         help=f"--source msd: comma-separated analysis arrays summarised, any of "
-        f"{', '.join(MSD_ANALYSIS_FIELDS)} (default: seed 004's {', '.join(msd.fields)})",
+        f"{', '.join(MSD_ANALYSIS_FIELDS)} (default: {', '.join(msd.fields)})",
     )
     g.add_argument(
         "--tabular-weights",
@@ -549,7 +549,7 @@ def add_feature_options(g: argparse._ArgumentGroup) -> None:
         default=None,
         metavar="FEATURE=W,...",
         help="--source tabular: weights of the standardized audio features, e.g. "
-        "danceability=2,energy=1; the others keep seed 003's (default: "
+        "danceability=2,energy=1; the others keep theirs (default: "
         + ", ".join(f"{c}={w:g}" for c, w in zip(tab.audio_features, tab.weights, strict=True))
         + ")",
     )
