@@ -32,6 +32,7 @@ from soundclust_ray.config import (
     RunConfig,
     SearchConfig,
     TabularConfig,
+    check_tabular_role,
 )
 from soundclust_ray.embed.pooling import POOLS
 from soundclust_ray.errors import EXIT_TOO_MANY_FAILURES, EXIT_USER_ERROR, UserError
@@ -248,15 +249,14 @@ def _column_role(text: str) -> tuple[str, str]:
     """``--column ROLE=NAME``: a known tabular role and a column name (the column is checked
     against the table's header before the run starts)."""
     role, sep, column = (t.strip() for t in text.partition("="))
-    roles = TabularConfig().roles
     if not sep or not role or not column:
         raise argparse.ArgumentTypeError(
             f"expected ROLE=NAME, e.g. popularity=track_popularity, got {text!r}"
         )
-    if role not in roles:
-        close = difflib.get_close_matches(role, roles, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise argparse.ArgumentTypeError(f"unknown role {role!r} (roles: {', '.join(roles)}){hint}")
+    try:
+        check_tabular_role(role, TabularConfig().roles)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
     return role, column
 
 
@@ -311,11 +311,9 @@ def _tabular_weights(text: str) -> tuple[tuple[str, float], ...]:
 def tabular_config(args: argparse.Namespace) -> TabularConfig:
     """TabularConfig from ``--column`` and ``--tabular-weights`` (seed 003's where not given)."""
     d = TabularConfig()
-    given = dict(getattr(args, "tabular_weights", None) or ())
+    given = dict(args.tabular_weights or ())
     weights = tuple(given.get(c, w) for c, w in zip(d.audio_features, d.weights, strict=True))
-    return dataclasses.replace(
-        d, weights=weights, columns=tuple(getattr(args, "column", None) or ())
-    )
+    return dataclasses.replace(d, weights=weights, columns=tuple(args.column or ()))
 
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:

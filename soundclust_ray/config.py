@@ -322,6 +322,17 @@ class TabularConfig:
         )
 
 
+def check_tabular_role(role: str, roles: tuple[str, ...]) -> None:
+    """ValueError naming the roles (and the closest) when ``role`` is not one of ``roles``:
+    spelled here so the CLI refuses a misspelt ``--column`` role before reading the table."""
+    import difflib
+
+    if role not in roles:
+        close = difflib.get_close_matches(role, roles, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"unknown role {role!r} (roles: {', '.join(roles)}){hint}")
+
+
 HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW = 0.25
 """The size rule of HDBSCAN's min_cluster_size (AnalysisConfig.hdbscan_scale_min_cluster_size):
 max(4, round(0.25 x sqrt(rows fitted))), so up to 324 rows (seed 002's 13 tracks, the

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from sklearn.preprocessing import StandardScaler
 
 from soundclust_ray import outdir, shards
-from soundclust_ray.config import RunConfig, TabularConfig, config_hash
+from soundclust_ray.config import RunConfig, TabularConfig, check_tabular_role, config_hash
 from soundclust_ray.errors import UserError
 from soundclust_ray.sources.base import Listing, RunOptions, Say
 
@@ -33,8 +33,9 @@ TRUE_STRINGS = ("true", "t", "yes", "y", "1")
 FALSE_STRINGS = ("false", "f", "no", "n", "0")
 
 
-def read_table(path_or_uri: str) -> pa.Table:
-    """A CSV or Parquet table (local path or URI), read multi-threaded by pyarrow.
+def read_table(path_or_uri: str, header_only: bool = False) -> pa.Table | pa.Schema:
+    """A CSV or Parquet table (local path or URI), read multi-threaded by pyarrow; with
+    ``header_only`` its schema alone (Parquet's footer, or a CSV's first block).
 
     Raises ValueError for other extensions or unreadable files (one clear line for the CLI).
     """
@@ -42,10 +43,14 @@ def read_table(path_or_uri: str) -> pa.Table:
     lower = path.lower()
     try:
         if lower.endswith((".parquet", ".pq")):
+            if header_only:
+                return pq.read_schema(path, filesystem=fs)
             return pq.read_table(path, filesystem=fs)
         if lower.endswith((".csv", ".csv.gz", ".tsv")):
             parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",")
             with fs.open_input_stream(path) as f:
+                if header_only:
+                    return pacsv.open_csv(f, parse_options=parse).schema
                 return pacsv.read_csv(f, parse_options=parse)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ValueError(f"{path_or_uri}: cannot read table ({exc})") from exc
@@ -123,22 +128,6 @@ def tabular_vectors(
     return ids.to_numpy(zero_copy_only=False).astype(object), X, report
 
 
-def table_columns(path_or_uri: str) -> list[str]:
-    """The column names of a CSV or Parquet table, from its schema or first block only."""
-    fs, path = outdir.resolve(path_or_uri)
-    lower = path.lower()
-    try:
-        if lower.endswith((".parquet", ".pq")):
-            return list(pq.read_schema(path, filesystem=fs).names)
-        if lower.endswith((".csv", ".csv.gz", ".tsv")):
-            parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",")
-            with fs.open_input_stream(path) as f:
-                return list(pacsv.open_csv(f, parse_options=parse).schema.names)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ValueError(f"{path_or_uri}: cannot read table ({exc})") from exc
-    raise ValueError(f"{path_or_uri}: expected a .csv, .tsv or .parquet table")
-
-
 def check_column_roles(columns: list[str], cfg: TabularConfig) -> None:
     """ValueError, one line, for a ``cfg.columns`` mapping (``--column role=name``) with an
     unknown role (the roles listed), a column the table lacks (close names listed), or a role
@@ -146,12 +135,10 @@ def check_column_roles(columns: list[str], cfg: TabularConfig) -> None:
     roles, used = [], []
     for role, column in cfg.columns:
         given = f"--column {role}={column}"
-        if role not in cfg.roles:
-            close = difflib.get_close_matches(role, cfg.roles, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise ValueError(
-                f"{given}: unknown role {role!r} (roles: {', '.join(cfg.roles)}){hint}"
-            )
+        try:
+            check_tabular_role(role, cfg.roles)
+        except ValueError as exc:
+            raise ValueError(f"{given}: {exc}") from None
         if column not in columns:
             close = difflib.get_close_matches(column, columns, n=3, cutoff=0.6)
             hint = (
@@ -347,7 +334,7 @@ class TabularSource:
         """The table is its own listing; it is read once, in :meth:`compute`. Its header is
         read here so that a bad ``--column`` is one line before any work."""
         try:
-            check_column_roles(table_columns(opts.input_path), cfg.tabular)
+            check_column_roles(read_table(opts.input_path, True).names, cfg.tabular)
         except (ValueError, FileNotFoundError) as exc:
             raise UserError(str(exc)) from exc
         return Listing(n_rows=0, path=opts.input_path)
