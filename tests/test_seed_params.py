@@ -194,15 +194,14 @@ def test_msd_k_and_fields_reach_the_out_of_fold_clustering():
     from soundclust_ray.sources.msd_h5 import field_columns
     from soundclust_ray.sources.msd_post import msd_oof_tables
 
-    cfg = parsed_run_config("--msd-k", "3", "--msd-fields", "beats_start,tatums_confidence")
-    assert cfg.msd.fields == ("beats_start", "tatums_confidence")
+    cfg = parsed_run_config("--msd-k", "3", "--msd-fields", "tatums_confidence")
+    assert cfg.msd.fields == ("tatums_confidence",)
     rng = np.random.default_rng(0)
-    columns = [c for f in cfg.msd.fields for c in field_columns(f, cfg.msd.hist_bins)]
-    frame = pd.DataFrame(rng.normal(size=(30, len(columns))), columns=columns)
-    frame.insert(0, "track_id", [f"t{i:02d}" for i in range(30)])
-    tables = msd_oof_tables(frame, cfg)
-    assert list(tables) == ["beats_start", "tatums_confidence"]
-    assert all(t.attrs["k"] == 3 and t["label"].nunique() <= 3 for t in tables.values())
+    columns = field_columns("tatums_confidence", cfg.msd.hist_bins)
+    frame = pd.DataFrame(rng.normal(size=(12, len(columns))), columns=columns)
+    frame.insert(0, "track_id", [f"t{i:02d}" for i in range(12)])
+    [(field, table)] = msd_oof_tables(frame, cfg).items()  # the default k would clamp to 9
+    assert field == "tatums_confidence" and table.attrs["k"] == 3 and table["label"].max() <= 2
 
 
 def test_tabular_weights_and_columns_reach_the_vectors():
