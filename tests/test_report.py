@@ -369,6 +369,9 @@ def test_summaries_show_min_max_and_noise_apart():
     assert "Noise (-1), not a cluster: 9 tracks" in page
     quiet = render_report(metrics, clusters, {**summaries, "hdbscan_noise": None})
     assert "HDBSCAN put every track in a cluster" in quiet
+    off = {**metrics, "hdbscan": {"skipped": "turned off (hdbscan=False)"}}
+    page = render_report(off, clusters, {**summaries, "hdbscan_noise": noise})
+    assert "HDBSCAN skipped: turned off" in page and "Noise (-1), not a cluster" not in page
 
 
 def test_hover_always_shows_the_header_facts():

@@ -206,8 +206,15 @@ def _range_text(entry: dict, col: str) -> str:
     return "" if low is None or high is None else f" ({_fmt(low)}–{_fmt(high)})"
 
 
-def _noise_html(noise: dict | None) -> str:
-    """HDBSCAN's noise rows, apart from its clusters: they are no cluster."""
+def _noise_html(summaries: dict, metrics: dict) -> str:
+    """HDBSCAN's noise rows, apart from its clusters (they are no cluster); the reason instead
+    when HDBSCAN was skipped (every row is -1 then), nothing for summaries written before."""
+    if "hdbscan_noise" not in summaries:
+        return ""
+    skipped = (metrics.get("hdbscan") or {}).get("skipped")
+    if skipped:
+        return f"<p class=muted>HDBSCAN skipped: {esc(skipped)}.</p>"
+    noise = summaries["hdbscan_noise"]
     if not noise:
         return "<p class=muted>No noise: HDBSCAN put every track in a cluster.</p>"
     return (
@@ -508,7 +515,7 @@ def _sections(metrics, summaries, data, run, errors, n_all, duplicates) -> list[
         )
     for name, heading in (("kmeans", "k-means"), ("hdbscan", "HDBSCAN")):
         if name in summaries:
-            noise = _noise_html(summaries.get("hdbscan_noise")) if name == "hdbscan" else ""
+            noise = _noise_html(summaries, metrics) if name == "hdbscan" else ""
             sections.append(
                 f"<section><h2>{heading} cluster summaries</h2>"
                 f"{_summary_table(summaries[name])}{noise}</section>"
