@@ -20,15 +20,19 @@ from soundclust_ray.config import (
     DEFAULT_EMBED_BACKENDS,
     EMBED_BACKEND_NAMES,
     HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW,
+    MSD_ANALYSIS_FIELDS,
     MUSICNN_MODEL_NAMES,
     AnalysisConfig,
     AudioConfig,
     ClapEmbedConfig,
     EmbedConfig,
     FeaturesConfig,
+    MsdConfig,
     MusicnnConfig,
     RunConfig,
     SearchConfig,
+    TabularConfig,
+    check_tabular_role,
 )
 from soundclust_ray.embed.pooling import POOLS
 from soundclust_ray.errors import EXIT_TOO_MANY_FAILURES, EXIT_USER_ERROR, UserError
@@ -241,6 +245,77 @@ def _weights_value(text: str) -> tuple[tuple[str, float], ...]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _column_role(text: str) -> tuple[str, str]:
+    """``--column ROLE=NAME``: a known tabular role and a column name (the column is checked
+    against the table's header before the run starts)."""
+    role, sep, column = (t.strip() for t in text.partition("="))
+    if not sep or not role or not column:
+        raise argparse.ArgumentTypeError(
+            f"expected ROLE=NAME, e.g. popularity=track_popularity, got {text!r}"
+        )
+    try:
+        check_tabular_role(role, TabularConfig().roles)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return role, column
+
+
+def _fraction(text: str) -> float:
+    """A number in (0, 1]: seed 001's padding threshold and chunk quantile."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.5, got {text!r}") from exc
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction above 0 and at most 1, got {text!r}")
+    return value
+
+
+def _msd_k(text: str) -> int:
+    """``--msd-k``: at least 2 clusters per field."""
+    try:
+        k = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--msd-k must be an integer >= 2, got {text!r}") from exc
+    if k < 2:
+        raise argparse.ArgumentTypeError(f"--msd-k must be >= 2, got {text!r}")
+    return k
+
+
+def _msd_fields(text: str) -> tuple[str, ...]:
+    """``--msd-fields``: MSD analysis arrays, each a known one."""
+    names = _csv_tuple(text)
+    unknown = [n for n in names if n not in MSD_ANALYSIS_FIELDS]
+    if unknown or not names:
+        close = difflib.get_close_matches(unknown[0], MSD_ANALYSIS_FIELDS, n=1) if unknown else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        what = f"unknown MSD field {unknown[0]!r}" if unknown else "no MSD field given"
+        raise argparse.ArgumentTypeError(f"{what} (known: {', '.join(MSD_ANALYSIS_FIELDS)}){hint}")
+    return names
+
+
+def _tabular_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """``--tabular-weights danceability=2,energy=1``: weights of known audio features."""
+    features = TabularConfig().audio_features
+    pairs = _weights_value(text)
+    for name, _ in pairs:
+        if name not in features:
+            close = difflib.get_close_matches(name, features, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"unknown audio feature {name!r} (known: {', '.join(features)}){hint}"
+            )
+    return pairs
+
+
+def tabular_config(args: argparse.Namespace) -> TabularConfig:
+    """TabularConfig from ``--column`` and ``--tabular-weights`` (seed 003's where not given)."""
+    d = TabularConfig()
+    given = dict(args.tabular_weights or ())
+    weights = tuple(given.get(c, w) for c, w in zip(d.audio_features, d.weights, strict=True))
+    return dataclasses.replace(d, weights=weights, columns=tuple(args.column or ()))
+
+
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``analyze``, in the parser's "analysis" group."""
     d = AnalysisConfig()
@@ -377,6 +452,17 @@ def add_input_options(g: argparse._ArgumentGroup) -> None:
         help="manifest column holding the audio path, e.g. audio_path (default: path)",
     )
     g.add_argument(
+        "--column",
+        type=_column_role,
+        action="append",
+        default=None,
+        metavar="ROLE=NAME",
+        help="--source tabular: the table column that fills one of the vectors' roles, e.g. "
+        "popularity=track_popularity, year=release_year (repeatable; roles: "
+        f"{', '.join(TabularConfig().roles)}) (default: a column named as the role, else as "
+        "in the public Spotify datasets)",
+    )
+    g.add_argument(
         "--allow-outside-root",
         action="store_true",
         help="let manifest paths point outside the manifest's folder",
@@ -406,7 +492,7 @@ def add_input_options(g: argparse._ArgumentGroup) -> None:
 
 def add_feature_options(g: argparse._ArgumentGroup) -> None:
     """``run``'s "features" group."""
-    fd, audio = FeaturesConfig(), AudioConfig()
+    fd, audio, msd, tab = FeaturesConfig(), AudioConfig(), MsdConfig(), TabularConfig()
     g.add_argument(
         "--features",
         type=_csv_tuple,
@@ -423,6 +509,47 @@ def add_feature_options(g: argparse._ArgumentGroup) -> None:
         type=float,
         default=audio.max_duration_s,
         help="decode at most this many seconds per track (bounded memory)",
+    )
+    g.add_argument(
+        "--padding-threshold",
+        type=_fraction,
+        default=fd.classic.padding_threshold,
+        metavar="FRACTION",
+        help="a last partial classic chunk (and CLAP window) is zero-padded and kept "
+        "when at least this fraction of it is present",
+    )
+    g.add_argument(
+        "--chunk-quantile",
+        type=_fraction,
+        default=fd.classic.chunk_quantile,
+        metavar="FRACTION",
+        help="classic chunks per track are capped at the chunk count of this "
+        "quantile of the corpus's durations",
+    )
+    g.add_argument(
+        "--msd-k",
+        type=_msd_k,
+        default=msd.oof_k,
+        metavar="K",
+        help="--source msd: clusters of each field's out-of-fold MiniBatchKMeans",
+    )
+    g.add_argument(
+        "--msd-fields",
+        type=_msd_fields,
+        default=msd.fields,
+        metavar="FIELDS",
+        help=f"--source msd: comma-separated analysis arrays summarised, any of "
+        f"{', '.join(MSD_ANALYSIS_FIELDS)} (default: {', '.join(msd.fields)})",
+    )
+    g.add_argument(
+        "--tabular-weights",
+        type=_tabular_weights,
+        default=None,
+        metavar="FEATURE=W,...",
+        help="--source tabular: weights of the standardized audio features, e.g. "
+        "danceability=2,energy=1; the others keep theirs (default: "
+        + ", ".join(f"{c}={w:g}" for c, w in zip(tab.audio_features, tab.weights, strict=True))
+        + ")",
     )
 
 
@@ -512,7 +639,14 @@ def add_performance_options(g: argparse._ArgumentGroup) -> None:
 def run_config(args: argparse.Namespace) -> RunConfig:
     """RunConfig from parsed ``run`` options."""
     d = RunConfig()
-    features = dataclasses.replace(d.features, families=args.features, chunk_level=args.chunk_level)
+    classic = dataclasses.replace(
+        d.features.classic,
+        padding_threshold=args.padding_threshold,
+        chunk_quantile=args.chunk_quantile,
+    )
+    features = dataclasses.replace(
+        d.features, families=args.features, chunk_level=args.chunk_level, classic=classic
+    )
     embed = EmbedConfig(
         backends=args.embed,
         clap=dataclasses.replace(
@@ -522,6 +656,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             max_windows=args.max_windows,
             batch_size=args.clap_batch,
             strategy=args.clap_strategy,
+            min_last_window=args.padding_threshold,
         ),
         musicnn=dataclasses.replace(
             d.embed.musicnn,
@@ -537,6 +672,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         embed=embed,
         audio=dataclasses.replace(d.audio, max_duration_s=args.max_duration),
         analysis=analysis_config(args),
+        msd=dataclasses.replace(d.msd, oof_k=args.msd_k, fields=args.msd_fields),
+        tabular=tabular_config(args),
         source=getattr(args, "source", "audio"),
         batch_size=args.batch_size,
         shard_rows=args.shard_rows,

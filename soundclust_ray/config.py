@@ -218,6 +218,25 @@ class EmbedConfig:
     """Rows (seeded sample) the pairwise-cosine sanity statistics use (seed 000 used all 2,577)."""
 
 
+MSD_ANALYSIS_FIELDS = (
+    "bars_confidence",
+    "bars_start",
+    "beats_confidence",
+    "beats_start",
+    "sections_confidence",
+    "sections_start",
+    "segments_confidence",
+    "segments_loudness_max",
+    "segments_loudness_max_time",
+    "segments_loudness_start",
+    "segments_start",
+    "tatums_confidence",
+    "tatums_start",
+)
+"""The one-value-per-event arrays of an MSD track's ``analysis`` group (the 2-D pitches and
+timbre have no successive differences to summarise): what ``--msd-fields`` accepts."""
+
+
 @dataclass(frozen=True)
 class MsdConfig:
     """Million Song Dataset HDF5 statistics (seed 004)."""
@@ -284,8 +303,34 @@ class TabularConfig:
     )
     """(table column, role) pairs: the public Spotify datasets' names (the 30000-songs table's
     ``track_popularity``/``track_album_release_date``) fill a role when its own name is absent."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """(role, table column) pairs from ``--column role=name``: the named column fills the role
+    (one of ``roles``), before the aliases and over a column of the role's own name."""
     shard_rows: int = 262144
     """Rows per OUT/embeddings/tabular part file."""
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """What ``columns`` may fill: the id, each audio feature and categorical, the year and
+        the release date it may come from."""
+        return (
+            "id",
+            *self.audio_features,
+            *self.categorical,
+            self.year_column,
+            self.release_date_column,
+        )
+
+
+def check_tabular_role(role: str, roles: tuple[str, ...]) -> None:
+    """ValueError naming the roles (and the closest) when ``role`` is not one of ``roles``:
+    spelled here so the CLI refuses a misspelt ``--column`` role before reading the table."""
+    import difflib
+
+    if role not in roles:
+        close = difflib.get_close_matches(role, roles, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"unknown role {role!r} (roles: {', '.join(roles)}){hint}")
 
 
 HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW = 0.25
@@ -389,6 +434,9 @@ class AnalysisConfig:
     report_neighbours: int = 10
     """Nearest tracks the report's player lists for a clicked point (as ``similar``'s default
     count: one screen of tracks to explore by ear)."""
+    report_duplicate_pairs: int = 50
+    """Near-duplicate pairs the report lists, highest cosine first (one screen to check by
+    eye; every pair is in OUT/duplicates.parquet)."""
     random_state: int = RANDOM_STATE
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from conftest import GTZAN, SHARED_DATA
@@ -98,3 +100,9 @@ def test_seed000_manifest_runs_and_clusters_carry_header_facts(tmp_path, ray_loc
     assert clusters["track_id"].tolist() == [str(i) for i in range(100, 106)]
     assert (clusters["sample_rate"] == 22050).all() and (clusters["channels"] == 1).all()
     assert clusters["duration_sec"].between(29, 31).all()
+    summaries = json.loads((out / "cluster_summaries.json").read_text())
+    for entry in summaries["kmeans"]:
+        low, high = entry["numeric_min"]["duration_sec"], entry["numeric_max"]["duration_sec"]
+        assert 29 <= low <= entry["numeric_means"]["duration_sec"] <= high <= 31
+        assert entry["numeric_min"]["sample_rate"] == entry["numeric_max"]["sample_rate"] == 22050
+    assert "duration_sec: " in (out / "report.html").read_text()

@@ -334,3 +334,53 @@ def test_the_hdbscan_warning_is_in_the_report_notes():
     metrics = {**metrics, "hdbscan": {"warning": "HDBSCAN found 0 clusters, 100% noise"}}
     page = render_report(metrics, clusters, summaries, {}, errors)
     assert "<li><b>HDBSCAN:</b> HDBSCAN found 0 clusters, 100% noise</li>" in page
+
+
+def test_duplicates_section_lists_pairs_with_both_tracks_escaped():
+    from soundclust_ray.report.html import duplicates_html
+
+    clusters, metrics, summaries, _ = fake_run()
+    clusters["duration_sec"] = 30.0 + 0.5 * np.arange(len(clusters))
+    ids = clusters["track_id"].tolist()
+    pairs = pd.DataFrame(
+        {"track_id_a": [ids[0], ids[2]], "track_id_b": [ids[1], ids[3]], "cosine": [0.985, 0.999]}
+    )
+    info = {"n_pairs": 2, "n_tracks": 4, "threshold": 0.98, "matrix": EVIL}
+    text = duplicates_html(info, pairs, clusters, limit=1)
+    assert "2 pairs (4 tracks) at cosine ≥ 0.980" in text and "the 1 closest" in text
+    assert "0.9990" in text and "0.9850" not in text  # the closest pair first, limit kept
+    assert esc(ids[2]) in text and esc(ids[3]) in text and "duration_sec: 31.0" in text
+    assert EVIL not in text and esc(EVIL) in text and "/x/2.wav" in text
+    assert "title:" not in text  # the same for every track: says nothing about a pair
+    none = duplicates_html({**info, "n_pairs": 0}, pairs.iloc[:0], clusters, 5)
+    assert "No pair of tracks at cosine ≥ 0.980" in none
+    off = duplicates_html({"skipped": "turned off (duplicates=False)"}, None, clusters, 5)
+    assert "skipped: turned off (duplicates=False)" in off
+    page = render_report({**metrics, "duplicates": info}, clusters, summaries, duplicates=pairs)
+    assert "<h2>Near-duplicates</h2>" in page and "0.9990" in page and EVIL not in page
+
+
+def test_summaries_show_min_max_and_noise_apart():
+    clusters, metrics, summaries, _ = fake_run()
+    noise = {"cluster": -1, "size": 9, "numeric_means": {"year": 1995.0}, "top_values": {}}
+    summaries["kmeans"][0].update(numeric_min={"year": 1990.0}, numeric_max={"year": 2009.0})
+    page = render_report(metrics, clusters, {**summaries, "hdbscan_noise": noise})
+    assert "year: 2,000 (1,990–2,009)" in page
+    assert "Noise (-1), not a cluster: 9 tracks" in page
+    quiet = render_report(metrics, clusters, {**summaries, "hdbscan_noise": None})
+    assert "HDBSCAN put every track in a cluster" in quiet
+    off = {**metrics, "hdbscan": {"skipped": "turned off (hdbscan=False)"}}
+    page = render_report(off, clusters, {**summaries, "hdbscan_noise": noise})
+    assert "HDBSCAN skipped: turned off" in page and "Noise (-1), not a cluster" not in page
+
+
+def test_hover_always_shows_the_header_facts():
+    from soundclust_ray.report.html import MAX_HOVER_FIELDS, _hover_texts
+
+    many = {f"meta{i}": [f"v{i}"] for i in range(MAX_HOVER_FIELDS + 2)}
+    df = pd.DataFrame(
+        {"track_id": ["t"], **many, "duration_sec": [29.5], "sample_rate": [22050], "channels": [2]}
+    )
+    [text] = _hover_texts(df.assign(kmeans=[0], hdbscan=[-1]))
+    assert "duration_sec: 29.5" in text and "sample_rate: 22050" in text and "channels: 2" in text
+    assert f"meta{MAX_HOVER_FIELDS - 1}: " in text and f"meta{MAX_HOVER_FIELDS}: " not in text

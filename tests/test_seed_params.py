@@ -125,3 +125,102 @@ class TestOptionsReachTheFit:
         assert (info_a["n_neighbors"], info_b["n_neighbors"]) == (5, 30)
         assert a.shape == b.shape == (X.shape[0], 2)
         assert not np.allclose(a, b)
+
+
+# --- seed parameters on the CLI (issue 16 item 9): in --help under their group, reaching the fits
+
+
+def run_parser():
+    import argparse
+
+    from soundclust_ray.cli import build_parser
+
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, sub.choices["run"]
+
+
+SEED_OPTIONS = {
+    "--padding-threshold": "features",
+    "--chunk-quantile": "features",
+    "--msd-k": "features",
+    "--msd-fields": "features",
+    "--tabular-weights": "features",
+    "--column": "input & output",
+    "--umap-neighbors": "analysis",
+    "--umap-min-dist": "analysis",
+}
+
+
+def test_seed_options_are_in_help_under_their_group():
+    _, run = run_parser()
+    group_of = {
+        o: g.title for g in run._action_groups for a in g._group_actions for o in a.option_strings
+    }
+    assert {o: group_of.get(o) for o in SEED_OPTIONS} == SEED_OPTIONS
+    text = run.format_help()
+    assert all(o in text for o in SEED_OPTIONS)
+
+
+def parsed_run_config(*options: str) -> RunConfig:
+    from soundclust_ray.cli import run_config
+
+    parser, _ = run_parser()
+    return run_config(parser.parse_args(["run", "IN", "--out", "OUT", *options]))
+
+
+def test_seed_option_defaults_are_the_configs():
+    cfg = parsed_run_config()
+    assert cfg.features.classic == CLASSIC and cfg.msd == MsdConfig()
+    assert cfg.tabular == TabularConfig() and cfg.embed.clap == CFG.embed.clap
+
+
+def test_padding_threshold_and_chunk_quantile_reach_the_chunking():
+    from soundclust_ray.features.classic import classic_chunk_cap, count_chunks
+
+    cfg = parsed_run_config("--padding-threshold", "0.7", "--chunk-quantile", "0.75")
+    classic = cfg.features.classic
+    assert (classic.padding_threshold, classic.chunk_quantile) == (0.7, 0.75)
+    assert cfg.embed.clap.min_last_window == 0.7  # seed 001: one threshold for both strategies
+    sixty_percent = int(0.6 * CLASSIC.chunk_s * CLASSIC.sample_rate)
+    assert (count_chunks(sixty_percent, CLASSIC), count_chunks(sixty_percent, classic)) == (1, 0)
+    durations = [5.0, 10.0, 20.0, 40.0]
+    assert classic_chunk_cap(durations, CLASSIC) < classic_chunk_cap(durations, classic)
+
+
+def test_msd_k_and_fields_reach_the_out_of_fold_clustering():
+    import pandas as pd
+
+    from soundclust_ray.sources.msd_h5 import field_columns
+    from soundclust_ray.sources.msd_post import msd_oof_tables
+
+    cfg = parsed_run_config("--msd-k", "3", "--msd-fields", "tatums_confidence")
+    assert cfg.msd.fields == ("tatums_confidence",)
+    rng = np.random.default_rng(0)
+    columns = field_columns("tatums_confidence", cfg.msd.hist_bins)
+    frame = pd.DataFrame(rng.normal(size=(12, len(columns))), columns=columns)
+    frame.insert(0, "track_id", [f"t{i:02d}" for i in range(12)])
+    [(field, table)] = msd_oof_tables(frame, cfg).items()  # the default k would clamp to 9
+    assert field == "tatums_confidence" and table.attrs["k"] == 3 and table["label"].max() <= 2
+
+
+def test_tabular_weights_and_columns_reach_the_vectors():
+    import pandas as pd
+
+    from soundclust_ray.sources.tabular import tabular_vectors
+
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame(
+        {"id": list("abcdef"), "danceability": rng.random(6), "energy": rng.random(6)}
+    )
+    table["artist_popularity"] = rng.integers(0, 100, 6)
+    _, plain, plain_report = tabular_vectors(table, TabularConfig())
+    cfg = parsed_run_config(
+        "--tabular-weights", "danceability=3", "--column", "popularity=artist_popularity"
+    )
+    _, X, report = tabular_vectors(table, cfg.tabular)
+    assert plain_report["columns"] == ["danceability", "energy"]
+    assert report["columns"] == ["danceability", "energy", "popularity"]
+    assert report["renamed_columns"] == {"artist_popularity": "popularity"}
+    np.testing.assert_allclose(X[:, 0], plain[:, 0] * 3 / TabularConfig().weights[0], rtol=1e-6)
+    np.testing.assert_array_equal(X[:, 1], plain[:, 1])

@@ -66,3 +66,26 @@ def test_no_tags_no_names_and_nan_tags_are_skipped():
     assert s[0]["name"] == "jazz"
     empty = summaries.distinctive_tags(*summaries.tag_statistics(tags), list(tags), labels > 5, 3)
     assert empty == []
+
+
+def test_numeric_mean_min_max_and_noise_listed_apart():
+    X = np.arange(12, dtype=np.float32).reshape(6, 2)
+    labels = np.array([0, 0, 1, 1, -1, -1])
+    meta = pd.DataFrame(
+        {
+            "track_id": list("abcdef"),
+            "duration_sec": [30.0, 20.0, 5.0, np.nan, 1.0, 2.0],
+            "sample_rate": pd.array([22050, 44100, 16000, None, 8000, 8000], dtype="Int64"),
+        }
+    )
+    entries = summaries.summarize_clusters(X, labels, meta, nearest=1)
+    clusters, noise = summaries.split_noise(entries)
+    assert [e["cluster"] for e in clusters] == [0, 1] and noise["cluster"] == -1
+    c0, c1 = clusters
+    assert (c0["numeric_min"]["duration_sec"], c0["numeric_max"]["duration_sec"]) == (20.0, 30.0)
+    assert c0["numeric_means"]["duration_sec"] == pytest.approx(25.0)
+    assert (c1["numeric_min"]["duration_sec"], c1["numeric_max"]["duration_sec"]) == (5.0, 5.0)
+    assert c1["numeric_max"]["sample_rate"] == 16000.0  # the missing value is left out
+    assert noise["size"] == 2 and noise["numeric_max"]["duration_sec"] == 2.0
+    assert "nearest_tracks" not in noise
+    assert summaries.split_noise(clusters) == (clusters, None)

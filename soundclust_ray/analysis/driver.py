@@ -379,7 +379,8 @@ def label_scores(labels: pd.Series, t: TrackView) -> dict:
 def summaries_step(
     f: Fitted, t: TrackView, clusters: pd.DataFrame, cfg: AnalysisConfig
 ) -> dict[str, list]:
-    """Per-cluster summaries of both labellings, over track-level rows (windows pooled)."""
+    """Per-cluster summaries of both labellings, over track-level rows (windows pooled);
+    HDBSCAN's noise rows apart, under ``hdbscan_noise`` (None when every row is in a cluster)."""
     meta = clusters.drop(columns=list(LAYOUT_COLUMNS), errors="ignore")
     Xs, km_centres = f.X, {i: c for i, c in enumerate(f.centres)}
     if f.g.chunk_level:
@@ -387,9 +388,13 @@ def summaries_step(
         Xs = gather.pool_windows(gather.Gathered(g.track_ids, f.X, g.columns, g.window_index)).X
         km_centres = None
     n, top = cfg.summary_nearest, cfg.summary_top_values
+    hdbscan, noise = summaries.split_noise(
+        summaries.summarize_clusters(Xs, t.hdbscan, meta, None, t.tags, n, top)
+    )
     return {
         "kmeans": summaries.summarize_clusters(Xs, t.kmeans, meta, km_centres, t.tags, n, top),
-        "hdbscan": summaries.summarize_clusters(Xs, t.hdbscan, meta, None, t.tags, n, top),
+        "hdbscan": hdbscan,
+        "hdbscan_noise": noise,
     }
 
 
@@ -482,7 +487,7 @@ def analyze(
         result["n_tracks"] = 0
         result["skipped"] = str(exc)
         clusters = _empty_clusters(manifest)
-        cluster_summaries = {"kmeans": [], "hdbscan": []}
+        cluster_summaries = {"kmeans": [], "hdbscan": [], "hdbscan_noise": None}
         wrote_oof = False
         _write_json(out, outdir.SUMMARIES, cluster_summaries)
     steps.announce("write")

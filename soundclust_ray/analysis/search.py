@@ -55,6 +55,7 @@ NOT_GEOMETRY = {
     "report",
     "report_max_points",
     "report_max_categories",
+    "report_duplicate_pairs",
     "predict_batch",
 }
 """AnalysisConfig fields that do not change the clustered matrix; every other field (including

@@ -1,9 +1,10 @@
 """Per-cluster summaries (seed 002's interpretation step, extended to any metadata).
 
-For each cluster: its size, the mean of every numeric metadata column, the top values of every
-categorical column, the tracks nearest its centre, and (when the embedding backend wrote tag
-probabilities) its tags: ``top_tags``, the highest mean probability, and ``distinctive_tags`` /
-``name``, the tags whose cluster mean most exceeds the corpus mean.
+For each cluster: its size, the mean, min and max of every numeric metadata column, the top
+values of every categorical column, the tracks nearest its centre, and (when the embedding
+backend wrote tag probabilities) its tags: ``top_tags``, the highest mean probability, and
+``distinctive_tags`` / ``name``, the tags whose cluster mean most exceeds the corpus mean.
+HDBSCAN's noise (-1) gets the same summary, listed apart (:func:`split_noise`): it is no cluster.
 
 Why both: the most probable tags are the corpus's common ones, shared by many clusters (on
 mer4q_genre, k-means k=7 on MSD_musicnn: "rock" is among the 3 most probable tags of 4 of the 7
@@ -84,6 +85,28 @@ def _metadata_kinds(meta: pd.DataFrame) -> tuple[list[str], list[str]]:
     return numeric, categorical
 
 
+def numeric_statistics(part: pd.DataFrame, numeric: list[str]) -> dict[str, dict]:
+    """``numeric_means``, ``numeric_min`` and ``numeric_max``: {column: value} over the finite
+    values of ``part`` (seed 002 gives min and max beside the mean), None where there are none."""
+    out: dict[str, dict] = {"numeric_means": {}, "numeric_min": {}, "numeric_max": {}}
+    for col in numeric:
+        values = pd.to_numeric(part[col], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        values = values[np.isfinite(values)]
+        some = values.size > 0
+        out["numeric_means"][col] = float(values.mean()) if some else None
+        out["numeric_min"][col] = float(values.min()) if some else None
+        out["numeric_max"][col] = float(values.max()) if some else None
+    return out
+
+
+def split_noise(entries: list[dict]) -> tuple[list[dict], dict | None]:
+    """(the clusters' entries, the noise entry or None): HDBSCAN's -1 rows are no cluster, so
+    cluster_summaries.json lists them apart."""
+    clusters = [e for e in entries if e["cluster"] >= 0]
+    noise = [e for e in entries if e["cluster"] < 0]
+    return clusters, (noise[0] if noise else None)
+
+
 def tag_statistics(tags: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values (n, t) float64, corpus mean (t,), corpus std (t,)) over finite values."""
     values = tags.to_numpy(dtype=np.float64)
@@ -160,9 +183,7 @@ def summarize_clusters(
         mask = labels == c
         part = meta[mask]
         entry: dict = {"cluster": c, "size": int(mask.sum())}
-        entry["numeric_means"] = {
-            col: (float(part[col].mean()) if part[col].notna().any() else None) for col in numeric
-        }
+        entry.update(numeric_statistics(part, numeric))
         entry["top_values"] = {}
         for col in categorical:
             counts = part[col].dropna().astype(str).value_counts().head(top)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from soundclust_ray import outdir
+from soundclust_ray.audio.probe import HEADER_COLUMNS
 from soundclust_ray.config import AnalysisConfig
 from soundclust_ray.report.bundle import BUNDLE_MEDIA_TYPE, plotly_gzip_base64
 from soundclust_ray.report.player import audio_links, nearest_in_matrix, nearest_on_map
@@ -124,10 +125,16 @@ def _colorings(df: pd.DataFrame, label_col: str | None, max_categories: int) -> 
     return out
 
 
+def _meta_columns(df: pd.DataFrame, skip: set[str] = HOVER_SKIP) -> list[str]:
+    """The metadata columns a track's hover (or a duplicate pair) shows: the first
+    ``MAX_HOVER_FIELDS``, and the header facts (duration, sample rate, channels) always."""
+    meta = [c for c in df.columns if c not in MAP_COLUMNS and c not in skip and c != "track_id"]
+    shown = meta[:MAX_HOVER_FIELDS]
+    return shown + [c for c in HEADER_COLUMNS if c in meta and c not in shown]
+
+
 def _hover_texts(df: pd.DataFrame) -> list[str]:
-    meta_cols = [
-        c for c in df.columns if c not in MAP_COLUMNS and c not in HOVER_SKIP and c != "track_id"
-    ][:MAX_HOVER_FIELDS]
+    meta_cols = _meta_columns(df)
     has_tags = "top_tags" in df
     texts = []
     for row in df.itertuples(index=False, name=None):
@@ -176,7 +183,8 @@ def _summary_table(entries: list[dict]) -> str:
             if vals
         )
         means = "<br>".join(
-            f"{esc(col)}: {_fmt(v)}" for col, v in (e.get("numeric_means") or {}).items()
+            f"{esc(col)}: {_fmt(v)}{_range_text(e, col)}"
+            for col, v in (e.get("numeric_means") or {}).items()
         )
         near = "<br>".join(esc(t.get("track_id")) for t in e.get("nearest_tracks") or [])
         tags = ", ".join(
@@ -184,10 +192,77 @@ def _summary_table(entries: list[dict]) -> str:
             for t in e.get("distinctive_tags") or []
         ) or ", ".join(f"{esc(t)} ({_fmt(p, 2)})" for t, p in e.get("top_tags") or [])
         rows.append([name, _fmt(e.get("size")), tops, means, near, tags])
-    headers = ["cluster", "tracks", "top values", "numeric means", "nearest the centre", "tags"]
+    headers = ["cluster", "tracks", "top values", "numeric mean (min–max)", "nearest the centre"]
+    headers.append("tags")
     if not any(r[5] for r in rows):
         headers, rows = headers[:5], [r[:5] for r in rows]
     return _table(headers, rows, "summary")
+
+
+def _range_text(entry: dict, col: str) -> str:
+    """`` (min–max)`` of a numeric column in a summary entry, "" when it has none."""
+    low = (entry.get("numeric_min") or {}).get(col)
+    high = (entry.get("numeric_max") or {}).get(col)
+    return "" if low is None or high is None else f" ({_fmt(low)}–{_fmt(high)})"
+
+
+def _noise_html(summaries: dict, metrics: dict) -> str:
+    """HDBSCAN's noise rows, apart from its clusters (they are no cluster); the reason instead
+    when HDBSCAN was skipped (every row is -1 then), nothing for summaries written before."""
+    if "hdbscan_noise" not in summaries:
+        return ""
+    skipped = (metrics.get("hdbscan") or {}).get("skipped")
+    if skipped:
+        return f"<p class=muted>HDBSCAN skipped: {esc(skipped)}.</p>"
+    noise = summaries["hdbscan_noise"]
+    if not noise:
+        return "<p class=muted>No noise: HDBSCAN put every track in a cluster.</p>"
+    return (
+        f"<h3>Noise (-1), not a cluster: {_fmt(noise.get('size'))} tracks</h3>"
+        f"{_summary_table([noise])}"
+    )
+
+
+def _pair_side(row: pd.Series | None, columns: list[str]) -> str:
+    """One track of a pair: its metadata fields, escaped ("" for a track not in clusters)."""
+    if row is None:
+        return ""
+    return "<br>".join(f"{esc(c)}: {esc(row[c])}" for c in columns if esc(row[c]) != "")
+
+
+def duplicates_html(
+    info: dict | None, pairs: pd.DataFrame | None, clusters: pd.DataFrame, limit: int
+) -> str:
+    """The near-duplicates section: count and threshold from metrics.json's ``duplicates``,
+    then the ``limit`` closest pairs of OUT/duplicates.parquet with both tracks' metadata; a
+    line when the step was skipped or found nothing."""
+    head = "<section><h2>Near-duplicates</h2>"
+    info = info or {}
+    if "threshold" not in info:
+        reason = info.get("skipped") or "not computed for this analysis"
+        return f"{head}<p class=muted>Near-duplicate search skipped: {esc(reason)}.</p></section>"
+    n_pairs, threshold = int(info.get("n_pairs") or 0), _fmt(info["threshold"])
+    where = f"cosine ≥ {threshold} in the search geometry ({esc(info.get('matrix', ''))})"
+    if not n_pairs or pairs is None or pairs.empty:
+        return f"{head}<p>No pair of tracks at {where}.</p></section>"
+    top = pairs.sort_values("cosine", ascending=False, kind="stable").head(limit)
+    rows_by_id = clusters.drop_duplicates("track_id").set_index("track_id", drop=False)
+    columns = [c for c in ("path", *_meta_columns(clusters)) if c in clusters]
+    columns = [c for c in columns if clusters[c].nunique(dropna=True) > 1][:5]
+    rows = []
+    for a, b, cos in top[["track_id_a", "track_id_b", "cosine"]].itertuples(index=False):
+        sides = [rows_by_id.loc[t] if t in rows_by_id.index else None for t in (a, b)]
+        rows.append(
+            [f"{float(cos):.4f}", esc(a), _pair_side(sides[0], columns), esc(b)]
+            + [_pair_side(sides[1], columns)]
+        )
+    shown = f"; the {len(top):,} closest" if len(top) < n_pairs else ""
+    text = (
+        f"<p>{n_pairs:,} pairs ({_fmt(info.get('n_tracks'))} tracks) at {where}{shown}; all in "
+        f"OUT/{outdir.DUPLICATES}.</p>"
+    )
+    table = _table(["cosine", "track", "its metadata", "duplicate", "its metadata"], rows)
+    return f"{head}{text}{table}</section>"
 
 
 def _read_errors(out: str) -> pd.DataFrame | None:
@@ -420,7 +495,7 @@ nearest neighbours ({esc(neighbours_space)}) are listed to explore by ear.</p>
 </section>"""
 
 
-def _sections(metrics, summaries, data, run, errors, n_all) -> list[str]:
+def _sections(metrics, summaries, data, run, errors, n_all, duplicates) -> list[str]:
     label_col = metrics.get("label_col")
     sections = [
         _maps_section(data["n_points"], n_all, data["player"]["neighbours"]["space"]),
@@ -440,10 +515,12 @@ def _sections(metrics, summaries, data, run, errors, n_all) -> list[str]:
         )
     for name, heading in (("kmeans", "k-means"), ("hdbscan", "HDBSCAN")):
         if name in summaries:
+            noise = _noise_html(summaries, metrics) if name == "hdbscan" else ""
             sections.append(
                 f"<section><h2>{heading} cluster summaries</h2>"
-                f"{_summary_table(summaries[name])}</section>"
+                f"{_summary_table(summaries[name])}{noise}</section>"
             )
+    sections.append(duplicates)
     if data["sanity"]:
         sections.append(
             f"""<section class=cols><div><h2>Embedding sanity</h2>
@@ -464,11 +541,13 @@ def render_report(
     cfg: AnalysisConfig = _CFG,
     out: str | None = None,
     matrix: np.ndarray | None = None,
+    duplicates: pd.DataFrame | None = None,
 ) -> str:
     """The report as one HTML string (see the module docstring for how text is escaped).
 
     ``out`` (where the report will lie) lets the player link each local track relative to it;
-    ``matrix`` (rows aligned with ``clusters``) ranks neighbours in the clustered space.
+    ``matrix`` (rows aligned with ``clusters``) ranks neighbours in the clustered space;
+    ``duplicates``: OUT/duplicates.parquet's pairs.
     """
     n_all = len(clusters)
     rows = _sample_rows(n_all, cfg.report_max_points, cfg.random_state)
@@ -483,7 +562,10 @@ def render_report(
         "player": _player_data(df, out, drawn_matrix, cfg.report_neighbours),
         **_chart_data(metrics),
     }
-    sections = _sections(metrics, summaries or {}, data, run or {}, errors, n_all)
+    pairs = duplicates_html(
+        metrics.get("duplicates"), duplicates, clusters, cfg.report_duplicate_pairs
+    )
+    sections = _sections(metrics, summaries or {}, data, run or {}, errors, n_all, pairs)
     return _page(metrics, sections, data)
 
 
@@ -537,9 +619,10 @@ def write_report(
     matrix: np.ndarray | None = None,
 ) -> str:
     """Render and write OUT/report.html (atomically); returns its path."""
-    text = render_report(
-        metrics, clusters, summaries, run, _read_errors(out), cfg or _CFG, out, matrix
-    )
+    from soundclust_ray.analysis.duplicates import read_duplicates
+
+    errors, pairs = _read_errors(out), read_duplicates(out)
+    text = render_report(metrics, clusters, summaries, run, errors, cfg or _CFG, out, matrix, pairs)
     return outdir.write_bytes(out, outdir.REPORT, text.encode("utf-8"))
 
 

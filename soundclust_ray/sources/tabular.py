@@ -11,6 +11,7 @@ a multi-threaded ``pyarrow`` read plus numpy is faster than starting Ray and shu
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 from sklearn.preprocessing import StandardScaler
 
 from soundclust_ray import outdir, shards
-from soundclust_ray.config import RunConfig, TabularConfig, config_hash
+from soundclust_ray.config import RunConfig, TabularConfig, check_tabular_role, config_hash
 from soundclust_ray.errors import UserError
 from soundclust_ray.sources.base import Listing, RunOptions, Say
 
@@ -32,8 +33,9 @@ TRUE_STRINGS = ("true", "t", "yes", "y", "1")
 FALSE_STRINGS = ("false", "f", "no", "n", "0")
 
 
-def read_table(path_or_uri: str) -> pa.Table:
-    """A CSV or Parquet table (local path or URI), read multi-threaded by pyarrow.
+def read_table(path_or_uri: str, header_only: bool = False) -> pa.Table | pa.Schema:
+    """A CSV or Parquet table (local path or URI), read multi-threaded by pyarrow; with
+    ``header_only`` its schema alone (Parquet's footer, or a CSV's first block).
 
     Raises ValueError for other extensions or unreadable files (one clear line for the CLI).
     """
@@ -41,10 +43,14 @@ def read_table(path_or_uri: str) -> pa.Table:
     lower = path.lower()
     try:
         if lower.endswith((".parquet", ".pq")):
+            if header_only:
+                return pq.read_schema(path, filesystem=fs)
             return pq.read_table(path, filesystem=fs)
         if lower.endswith((".csv", ".csv.gz", ".tsv")):
             parse = pacsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",")
             with fs.open_input_stream(path) as f:
+                if header_only:
+                    return pacsv.open_csv(f, parse_options=parse).schema
                 return pacsv.read_csv(f, parse_options=parse)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ValueError(f"{path_or_uri}: cannot read table ({exc})") from exc
@@ -122,10 +128,46 @@ def tabular_vectors(
     return ids.to_numpy(zero_copy_only=False).astype(object), X, report
 
 
+def check_column_roles(columns: list[str], cfg: TabularConfig) -> None:
+    """ValueError, one line, for a ``cfg.columns`` mapping (``--column role=name``) with an
+    unknown role (the roles listed), a column the table lacks (close names listed), or a role
+    or column given twice."""
+    roles, used = [], []
+    for role, column in cfg.columns:
+        given = f"--column {role}={column}"
+        try:
+            check_tabular_role(role, cfg.roles)
+        except ValueError as exc:
+            raise ValueError(f"{given}: {exc}") from None
+        if column not in columns:
+            close = difflib.get_close_matches(column, columns, n=3, cutoff=0.6)
+            hint = (
+                f"close names: {', '.join(close)}" if close else f"columns: {_column_list(columns)}"
+            )
+            raise ValueError(f"{given}: the table has no column {column!r}; {hint}")
+        if role in roles or column in used:
+            twice = f"role {role!r}" if role in roles else f"column {column!r}"
+            raise ValueError(f"{given}: {twice} is given by two --column options")
+        roles.append(role)
+        used.append(column)
+
+
 def apply_column_aliases(table: pa.Table, cfg: TabularConfig) -> tuple[pa.Table, dict]:
-    """The table with ``cfg.column_aliases`` renamed to their role (when the role's own name is
-    absent), and {table column: role} for the run to say which column filled which role."""
+    """The table with ``cfg.columns`` (the user's ``--column role=name``) renamed to their role,
+    then ``cfg.column_aliases`` (when the role's own name is absent), and {table column: role}
+    for the run to say which column filled which role.
+
+    A column already named as a role the user gave to another column is set aside under
+    ``<role> (replaced by <column>)``, so it fills nothing."""
+    check_column_roles(table.column_names, cfg)
     names, renamed = list(table.column_names), {}
+    for role, column in cfg.columns:
+        if column == role:
+            continue
+        if role in names:
+            names[names.index(role)] = f"{role} (replaced by {column})"
+        names[names.index(column)] = role
+        renamed[column] = role
     for alias, role in cfg.column_aliases:
         if alias in names and role not in names:
             names[names.index(alias)] = role
@@ -289,7 +331,12 @@ class TabularSource:
     needs_ray = False
 
     def list_inputs(self, opts: RunOptions, cfg: RunConfig, say: Say) -> Listing:
-        """The table is its own listing; it is read once, in :meth:`compute`."""
+        """The table is its own listing; it is read once, in :meth:`compute`. Its header is
+        read here so that a bad ``--column`` is one line before any work."""
+        try:
+            check_column_roles(read_table(opts.input_path, True).names, cfg.tabular)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UserError(str(exc)) from exc
         return Listing(n_rows=0, path=opts.input_path)
 
     def products(self, cfg: RunConfig) -> list[str]:
