@@ -188,7 +188,9 @@ def load_source(corpus: Corpus, source: str, recompute: bool) -> dict[str, np.nd
 
 
 def patch_pool(arrays: dict[str, np.ndarray], layer: str, how: str) -> np.ndarray:
-    """One row per track from a musicnn source's patches: mean, max or mean+std over patches."""
+    """One row per track from a musicnn source's patches: mean, max or mean+std over patches;
+    ``probs``: the mean over patches of the sigmoid of the logits — the tag probabilities the
+    original musicnn ``extractor`` averages into its ``tags`` (what the shards store)."""
     P, offsets = arrays[layer], arrays["offsets"]
     rows = []
     for a, b in zip(offsets[:-1], offsets[1:], strict=True):
@@ -199,6 +201,8 @@ def patch_pool(arrays: dict[str, np.ndarray], layer: str, how: str) -> np.ndarra
             rows.append(part.mean(axis=0))
         elif how == "max":
             rows.append(part.max(axis=0))
+        elif how == "probs":
+            rows.append((1.0 / (1.0 + np.exp(-part))).mean(axis=0))
         else:
             rows.append(np.concatenate([part.mean(axis=0), part.std(axis=0)]))
     return np.asarray(rows, dtype=np.float32)
@@ -218,6 +222,7 @@ def block(sources: dict, spec: str) -> np.ndarray:
 MSD, MTT = "MSD_musicnn", "MTT_musicnn"
 EMB = {m: f"{m}:penultimate:mean" for m in MUSICNN_MODELS}
 LOGIT = {m: f"{m}:logits:mean" for m in MUSICNN_MODELS}
+PROBS = {m: f"{m}:logits:probs" for m in MUSICNN_MODELS}
 FEATS = {f: f for f in FEATURE_FAMILIES}
 REPRESENTATIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     # name: ({block name: source spec}, {block name: kind}); "joint" = one standardized block
@@ -232,6 +237,16 @@ REPRESENTATIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
         for how in ("mean", "max", "meanstd")
     },
     **{f"{m} logits": ({m: LOGIT[m]}, {m: "center"}) for m in MUSICNN_MODELS},
+    **{f"{m} tag probs": ({m: PROBS[m]}, {m: "direction"}) for m in MUSICNN_MODELS},
+    "MSD+MTT tag probs": (PROBS, dict.fromkeys(PROBS, "direction")),
+    "MSD tag probs+emb": (
+        {"p": PROBS[MSD], "e": EMB[MSD]},
+        {"p": "direction", "e": "direction"},
+    ),
+    "MSD+MTT tag probs+MSD emb": (
+        {**PROBS, "e": EMB[MSD]},
+        dict.fromkeys([*PROBS, "e"], "direction"),
+    ),
     "MSD+MTT emb": (EMB, dict.fromkeys(EMB, "direction")),
     "MSD+MTT logits": (LOGIT, dict.fromkeys(LOGIT, "center")),
     "MSD+MTT logits, std": (LOGIT, dict.fromkeys(LOGIT, "standardize")),
