@@ -40,7 +40,7 @@ from soundclust_ray.config import AnalysisConfig, PlacementConfig, to_dict
 
 STEP_COUNT = 14
 """Steps the progress bar counts: the thirteen timed steps and the final write."""
-LAYOUT_COLUMNS = ("kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "top_tags")
+LAYOUT_COLUMNS = ("kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "top_tags", "placed")
 """Columns of clusters.parquet that are results, not manifest metadata."""
 
 
@@ -272,7 +272,7 @@ def _fit(
         g, X, km_labels, centres, hdb_labels, umap_xy, pca_xy, wrote_oof, g.steps + reduce, pca_map
     )
     with steps("placement model"):
-        result["placement"] = placement_step(out, fitted, cfg, result)
+        result["placement_model"] = placement_step(out, fitted, cfg, result)
     return fitted
 
 
