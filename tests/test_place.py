@@ -114,3 +114,29 @@ def test_run_keep_clusters_places_the_added_files(tmp_path, ray_local, capsys):
     assert [t for t, p in placed.items() if p] == ["zz_copy_of_high0.wav", "zz_low_again.wav"]
     assert label["zz_copy_of_high0.wav"] == label["high0.wav"]
     assert label["zz_low_again.wav"] == label["low0.wav"] == label["low1.wav"]
+
+
+def test_keep_clusters_is_checked_before_any_work(tmp_path):
+    from dataclasses import replace
+
+    from soundclust_ray.config import RunConfig
+    from soundclust_ray.errors import UserError
+    from soundclust_ray.run import check_keep_clusters
+
+    out = str(tmp_path / "out")
+    said: list[str] = []
+    make_out(out)
+    cfg = replace(RunConfig(), analysis=config_with(**FAST, matrix="features"))
+    assert not check_keep_clusters(out, cfg, [outdir.FEATURES], said.append)
+    assert "no saved clustering yet" in said[-1]
+    analyze(out, cfg.analysis, progress=False)
+    assert check_keep_clusters(out, cfg, [outdir.FEATURES], said.append)
+    with pytest.raises(UserError, match="fitted on features, which this run does not compute"):
+        check_keep_clusters(out, cfg, [outdir.embeddings_product("clap")], said.append)
+    with pytest.raises(UserError, match=r"made with other options \(pca\)"):
+        check_keep_clusters(
+            out, replace(cfg, analysis=replace(cfg.analysis, pca=3)), [outdir.FEATURES], said.append
+        )
+    other_k = replace(cfg, analysis=replace(cfg.analysis, k=4))
+    assert check_keep_clusters(out, other_k, [outdir.FEATURES], said.append)
+    assert "options are kept (k 3)" in said[-1]
