@@ -189,12 +189,14 @@ def search_vectors(
 # --- raw rows from OUT's shards (or from tables shaped like them) -------------------------------
 
 
-def _feature_product(key: dict) -> str:
+def feature_product(key: dict) -> str:
+    """The feature product a model's raw rows come from (``features_chunks`` with chunk_level)."""
     chunks = key.get("matrix") == "features" and (key.get("config") or {}).get("chunk_level")
     return outdir.FEATURE_CHUNKS if chunks else outdir.FEATURES
 
 
-def _backend(key: dict) -> str | None:
+def backend_of(key: dict) -> str | None:
+    """The embedding backend a model's raw rows come from (None: features only)."""
     if key.get("matrix") == "tabular":
         return TABULAR_BACKEND
     return key.get("backend") if key.get("matrix") in ("embeddings", "both") else None
@@ -269,9 +271,9 @@ def raw_rows(out: str, model: PlacementModel, track_ids=None) -> gather.Gathered
     features = embeddings = None
     try:
         if key["matrix"] in ("features", "both"):
-            features = gather.gather_features(out, product=_feature_product(key))
-        if _backend(key) is not None:
-            embeddings = gather.gather_embeddings(out, _backend(key))
+            features = gather.gather_features(out, product=feature_product(key))
+        if backend_of(key) is not None:
+            embeddings = gather.gather_embeddings(out, backend_of(key))
     except FileNotFoundError as exc:
         raise UserError(f"the saved placement model's matrix is not in OUT: {exc}") from exc
     return assemble_raw(model, features, embeddings, track_ids)
@@ -295,25 +297,19 @@ def raw_rows_from_tables(
 ) -> gather.Gathered:
     """The model's raw rows from in-memory tables shaped like the shards the run writes (a
     features stage's output: track_id [, chunk_index] and the feature columns; an embed stage's:
-    track_id [, window_index], ``embedding``), e.g. for a query file computed on the fly."""
+    track_id [, window_index], ``embedding``), e.g. for a query file computed on the fly. A
+    table the model's matrix does not use is ignored; a missing column is a UserError."""
     f = e = None
-    if embeddings is not None:
+    backend = backend_of(model.key)
+    if embeddings is not None and backend is not None:
         X = shards.embedding_matrix(embeddings.column(shards.EMBEDDING_COLUMN))
-        backend = _backend(model.key)
         e = _sorted_gathered(embeddings, X, [f"{backend}__emb_{i:03d}" for i in range(X.shape[1])])
-    if features is not None:
+    if features is not None and model.key.get("matrix") in ("features", "both"):
         n_feat = len(model.columns) - (0 if e is None else e.X.shape[1])
         names = [c for c in model.columns[:n_feat] if c in features.column_names]
-        X = (
-            np.column_stack(
-                [
-                    features.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
-                    for c in names
-                ]
-            )
-            if names
-            else np.empty((features.num_rows, 0), np.float32)
-        )
+        X = np.empty((features.num_rows, len(names)), np.float32)
+        for j, name in enumerate(names):
+            X[:, j] = features.column(name).to_numpy(zero_copy_only=False)
         f = _sorted_gathered(features, X, names)
     return assemble_raw(model, f, e)
 

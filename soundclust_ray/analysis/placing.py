@@ -39,9 +39,9 @@ def model_products(model: placement.PlacementModel) -> list[str]:
     key = model.key
     products = []
     if key.get("matrix") in ("features", "both"):
-        products.append(placement._feature_product(key))
-    if placement._backend(key) is not None:
-        products.append(outdir.embeddings_product(placement._backend(key)))
+        products.append(placement.feature_product(key))
+    if placement.backend_of(key) is not None:
+        products.append(outdir.embeddings_product(placement.backend_of(key)))
     return products
 
 
