@@ -30,11 +30,13 @@ def copy_rows_as_new_tracks(out: str, product: str, copies: dict[str, str]) -> N
 
 @pytest.fixture()
 def fitted_out(tmp_path):
-    """A fused features + windowed-embeddings OUT analysed with UMAP and a PCA map."""
+    """A fused features + windowed-embeddings OUT analysed with UMAP, a PCA map, and HDBSCAN /
+    UMAP in a PCA neighbour space (as above ``neighbors_pca_above`` rows)."""
     out = str(tmp_path / "out")
     ids, genre, X = make_out(out)
     add_embeddings(out, ids, X, "clap", 3)
-    cfg = config_with(**{**FAST, "umap": True, "report": True}, matrix="both")
+    fast = {**FAST, "umap": True, "report": True}
+    cfg = config_with(**fast, matrix="both", neighbors_pca_above=10, neighbors_pca_dims=4)
     analyze(out, cfg, label_col="genre", progress=False)
     return out, ids
 
@@ -60,6 +62,7 @@ def test_place_appends_the_new_tracks_and_keeps_the_old_rows(fitted_out, capsys)
             assert new.loc[copy, column] == frame.loc[original, column]
         for column in ("pca_x", "pca_y", "umap_x", "umap_y"):
             assert new.loc[copy, column] == pytest.approx(frame.loc[original, column], abs=1e-3)
+    assert "neighbors_pca" in outdir.read_json(out, outdir.METRICS)
     metrics = outdir.read_json(out, outdir.METRICS)
     assert metrics["placement"]["placed_tracks"] == 2 and metrics["n_tracks"] == len(ids)
     assert "2 tracks placed" in outdir.read_bytes(out, outdir.REPORT).decode()

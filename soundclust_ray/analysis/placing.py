@@ -2,8 +2,9 @@
 join its clusters and maps, and nothing that was there moves.
 
 The tracks to place are those with rows in the saved model's product(s) but not yet in
-OUT/clusters.parquet. They are assigned by ``placement.place`` (nearest k-means centre; HDBSCAN
-label and UMAP position from the nearest saved training rows; the PCA map's saved axes) and
+OUT/clusters.parquet. They are assigned by ``placement.place`` (nearest k-means centre; HDBSCAN's
+approximate_predict rule on the saved tree; UMAP position from the nearest saved training rows;
+the PCA map's saved axes) and
 appended to clusters.parquet with ``placed=True``; the rows already there are written back
 unchanged (same values, same order; ``placed=False`` added to a file that had no such column).
 
@@ -157,8 +158,9 @@ def record_placement(
         "placed_tracks": n_placed,
         "last_placed": n_new,
         "seconds": round(seconds, 4),
-        "how": "k-means: nearest saved centre; HDBSCAN and UMAP: the "
-        f"{model.neighbours} nearest saved training rows; PCA map: the saved axes",
+        "how": "k-means: nearest saved centre; HDBSCAN: "
+        + ("approximate_predict on the saved tree" if model.hdbscan_tree else "nearest rows' vote")
+        + f"; UMAP: the {model.neighbours} nearest saved training rows; PCA map: the saved axes",
     }
     note = (
         f"{n_placed} tracks placed into the fit of {fitted} tracks by `soundclust place` "
