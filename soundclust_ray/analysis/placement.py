@@ -45,7 +45,8 @@ import pyarrow as pa
 
 from soundclust_ray import outdir, shards
 from soundclust_ray.analysis import gather
-from soundclust_ray.analysis.clustering import HdbscanTree, assign_hdbscan
+from soundclust_ray.analysis.clustering import HdbscanTree, assign_hdbscan, vote_windows
+from soundclust_ray.analysis.matrix import TABULAR_BACKEND
 from soundclust_ray.analysis.steps import (  # noqa: F401 - re-exported: the placement API
     STEP_KINDS,
     Step,
@@ -63,7 +64,6 @@ from soundclust_ray.errors import UserError
 ARRAYS = "placement.npz"
 META = "placement.json"
 TRACKS = "placement_tracks.parquet"
-TABULAR_BACKEND = "tabular"
 
 
 @dataclass
@@ -169,8 +169,6 @@ def place(
     ``track_id``: window rows vote their labels and average their positions, as the analysis's
     ``per_track`` does; without, one result per row.
     """
-    from soundclust_ray.analysis.clustering import vote_windows
-
     Y, ids = run_steps(model.steps, X_raw, track_ids)
     result = place_rows(model, Y)
     if ids is None:
@@ -236,7 +234,8 @@ def _select_columns(g: gather.Gathered, wanted: list[str], what: str) -> gather.
     return g
 
 
-def _keep_tracks(g: gather.Gathered, track_ids) -> gather.Gathered:
+def keep_tracks(g: gather.Gathered, track_ids) -> gather.Gathered:
+    """The rows of ``g`` whose track is one of ``track_ids`` (all rows when None)."""
     if track_ids is None:
         return g
     keep = np.isin(g.track_ids.astype(str), np.asarray(list(track_ids), dtype=str))
@@ -277,7 +276,7 @@ def assemble_raw(
         g = gather.join_on_tracks(gather.pool_windows(features), embeddings)
     else:
         g = features if features is not None else embeddings
-    return _keep_tracks(g, track_ids)
+    return keep_tracks(g, track_ids)
 
 
 def raw_rows(out: str, model: PlacementModel, track_ids=None) -> gather.Gathered:

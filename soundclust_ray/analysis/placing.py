@@ -70,11 +70,9 @@ def tracks_in_shards(out: str) -> set[str]:
 def rows_to_place(out: str, model: placement.PlacementModel, known: set[str]) -> gather.Gathered:
     """The raw rows of tracks not in ``known``; NothingToPlace / UserError (another matrix)."""
     raw = placement.raw_rows(out, model)
-    is_new = ~np.isin(raw.track_ids.astype(str), np.asarray(sorted(known), dtype=str))
-    if is_new.any():
-        window = None if raw.window_index is None else raw.window_index[is_new]
-        tags = None if raw.tags is None else raw.tags[is_new].reset_index(drop=True)
-        return gather.Gathered(raw.track_ids[is_new], raw.X[is_new], raw.columns, window, tags)
+    new = set(raw.track_ids.astype(str).tolist()) - known
+    if new:
+        return placement.keep_tracks(raw, new)
     others = tracks_in_shards(out) - known
     if others:
         wanted = " and ".join(model_products(model))
