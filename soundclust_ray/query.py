@@ -1,0 +1,180 @@
+"""Queries from outside the corpus — a sound file, a text — answered in a run's search geometry.
+
+``similar OUT --audio FILE…``: each file goes through the run's own stages in this process
+(``stages.inprocess``, the classes a run's actors use, with OUT/run.json's config), giving the
+raw rows a corpus track has in its shards; the analysis's saved transform
+(``placement.search_vectors``: standardization, centring + L2, block weights, PCA, then L2) puts
+them in the geometry of the index, and the FAISS index of OUT answers.
+
+``similar OUT --text WORDS``: CLAP's text tower (``embed.clap.load_clap_text``, from the run's
+CLAP source) embeds the words into the space of CLAP's audio vectors; they take the same
+post-processing as an audio row of ``embeddings/clap`` and are ranked by cosine against the index
+of that matrix, whatever matrix the run clustered.
+
+No Ray: a query is a few files, and a model loads faster in this process than an actor starts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from soundclust_ray import outdir, storage
+from soundclust_ray.analysis.search import neighbour_table, open_index
+from soundclust_ray.config import RunConfig, SearchConfig, from_dict
+from soundclust_ray.embed.base import EmbedderLoadError
+from soundclust_ray.errors import UserError
+
+CLAP = "clap"
+
+
+def run_config(out: str) -> RunConfig:
+    """The config the run computed with (OUT/run.json's ``config``); UserError without one."""
+    from soundclust_ray.runinfo import read_run_info
+
+    values = read_run_info(out).get("config")
+    if not values:
+        raise UserError(f"{out} has no run.json with a config: `soundclust run` it first")
+    return from_dict(RunConfig, values)
+
+
+def products_of_model(model) -> list[str]:
+    """The products whose shards the clustered matrix (the placement model's) is read from."""
+    matrix, key = model.key.get("matrix"), model.key
+    if matrix == "tabular":
+        raise UserError("--audio needs an audio run: this OUT clusters tabular vectors")
+    chunks = matrix == "features" and (key.get("config") or {}).get("chunk_level")
+    products = [outdir.FEATURE_CHUNKS if chunks else outdir.FEATURES]
+    products = products if matrix in ("features", "both") else []
+    if matrix in ("embeddings", "both"):
+        products.append(outdir.embeddings_product(key["backend"]))
+    return products
+
+
+def clustered_model(out: str):
+    """The analysis's saved transform of raw rows (OUT/fitted/placement.*); UserError when the
+    last analysis saved none or it is not that analysis's (placement.load_placement checks)."""
+    from soundclust_ray.analysis import placement
+
+    model = placement.load_placement(out)
+    if model is None:
+        raise UserError(
+            f"{out} has no saved analysis transform (OUT/fitted/): "
+            f"run `soundclust analyze {out}` once, then query again"
+        )
+    return model
+
+
+def missing_files(paths: list[str]) -> dict[str, str]:
+    """{path: reason} of query files that are not there (checked before any model loads)."""
+    import pyarrow.fs as pafs
+
+    missing = {}
+    for path in paths:
+        try:
+            kind = storage.file_info(path).type
+        except (OSError, ValueError) as exc:
+            missing[path] = f"cannot open: {exc}".splitlines()[0]
+            continue
+        if kind == pafs.FileType.NotFound:
+            missing[path] = "no such file"
+        elif kind == pafs.FileType.Directory:
+            missing[path] = "is a folder, not a sound file"
+    return missing
+
+
+def shard_like_table(batch: dict[str, np.ndarray], spec) -> pa.Table:
+    """The succeeded rows of a stage's output batch as the shard writer writes them."""
+    from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD
+    from soundclust_ray.stages.writer import shard_table
+
+    ok = np.asarray(batch["error_type"]).astype(str) == ""
+    columns = [c for c in batch if c not in (*ERROR_FIELDS, NODE_FIELD, "path")]
+    return shard_table({c: np.asarray(batch[c])[ok] for c in columns}, columns, spec)
+
+
+def compute_files(
+    cfg: RunConfig, products: list[str], paths: list[str]
+) -> tuple[dict[str, pa.Table], dict[str, str]]:
+    """Each product's shard-shaped rows of the query files (track id ``q<i>`` = ``paths[i]``),
+    computed by the run's own stages in this process, and {path: first error} of the files
+    that failed (a file failed in one product is left out of every product's rows)."""
+    import pyarrow.compute as pc
+
+    from soundclust_ray.stages.inprocess import product_stage, track_batch
+
+    batch = track_batch([f"q{i}" for i in range(len(paths))], paths)
+    tables: dict[str, pa.Table] = {}
+    failed: dict[str, str] = {}
+    for product in products:
+        setup, spec = product_stage(cfg, product)
+        try:
+            compute = setup()
+        except EmbedderLoadError as exc:  # the run's model moved or was deleted since
+            raise UserError(f"{product}: {exc}".splitlines()[0]) from exc
+        result = compute(batch)
+        bad = np.asarray(result["error_type"]).astype(str) != ""
+        ids = np.asarray(result["track_id"]).astype(str)
+        messages = np.asarray(result["error_message"]).astype(str)
+        for track_id, message in zip(ids[bad], messages[bad], strict=True):
+            failed.setdefault(paths[int(track_id[1:])], message)
+        tables[product] = shard_like_table(result, spec)
+    bad_ids = pa.array([f"q{paths.index(p)}" for p in failed], pa.string())
+    keep = {p: t.filter(pc.invert(pc.is_in(t["track_id"], bad_ids))) for p, t in tables.items()}
+    return keep, failed
+
+
+def query_vectors(model, tables: dict[str, pa.Table]) -> tuple[np.ndarray, np.ndarray]:
+    """(query ids sorted, rows in the index's geometry) of the query files' shard-shaped rows:
+    placement's own raw-row assembly and transform (``search_vectors``), one row per file."""
+    from soundclust_ray.analysis import placement
+
+    features = next((t for p, t in tables.items() if not p.startswith(outdir.EMBEDDINGS)), None)
+    embeddings = next((t for p, t in tables.items() if p.startswith(outdir.EMBEDDINGS)), None)
+    g = placement.raw_rows_from_tables(model, features=features, embeddings=embeddings)
+    Q = placement.search_vectors(model, g.X, g.track_ids)
+    return np.unique(g.track_ids.astype(str)), Q
+
+
+def similar_to_files(
+    out: str,
+    paths: list[str],
+    k: int = 10,
+    approximate: bool | None = None,
+    search: SearchConfig | None = None,
+) -> tuple[list[pd.DataFrame], dict[str, str]]:
+    """One neighbour table per answered file, in the order given (``attrs['query']`` = its
+    path), and {path: why} of the files that could not be answered. UserError when none can
+    (before any model loads when every file is missing)."""
+    if k < 1:
+        raise UserError(f"k must be at least 1, got {k}")
+    paths = list(dict.fromkeys(str(p) for p in paths))
+    cfg = run_config(out)
+    model = clustered_model(out)
+    products = products_of_model(model)
+    si = open_index(out, "auto", approximate, search)
+    failed = missing_files(paths)
+    todo = [p for p in paths if p not in failed]
+    if not todo:
+        raise UserError(one_line_per_file(failed))
+    tables, bad = compute_files(cfg, products, todo)
+    failed.update(bad)
+    if len(failed) == len(paths):
+        raise UserError(one_line_per_file(failed))
+    query_ids, Q = query_vectors(model, tables)
+    idx, sim = si.search(Q, k)
+    answered = {todo[int(q[1:])]: j for j, q in enumerate(query_ids)}
+    tables_out = []
+    for path in paths:
+        if path in answered:
+            j = answered[path]
+            table = neighbour_table(out, si, idx[j], sim[j])
+            table.attrs.update(query=path)
+            tables_out.append(table)
+    return tables_out, {p: failed[p] for p in paths if p in failed}
+
+
+def one_line_per_file(failed: dict[str, str]) -> str:
+    """'FILE: why' for each file that could not be answered, joined by '; '."""
+    return "; ".join(f"{path}: {why}" for path, why in failed.items())
