@@ -7,6 +7,7 @@ It reads OUT/manifest.parquet and the shards, and writes:
 - OUT/oof.parquet       out-of-fold k-means distances and labels (seed 004)
 - OUT/metrics.json      counts, k, quality scores, sizes, label agreement, seconds per step
 - OUT/cluster_summaries.json and OUT/report.html
+- OUT/fitted/placement.*  what was fitted, to place tracks added later (analysis/placement.py)
 
 ``analyze`` is a sequence of named steps (gather → PCA → k → k-means → OOF → neighbour space →
 HDBSCAN → UMAP → PCA map → metrics → summaries → write); each step is a function of the matrix
@@ -34,10 +35,11 @@ from soundclust_ray.analysis import clustering, gather, metrics, projection, sum
 from soundclust_ray.analysis.executor import SERIAL, Executor
 from soundclust_ray.analysis.matrix import NoRows, gather_matrix
 from soundclust_ray.analysis.oof import OofParams, dist_columns, fit_oof_kmeans
-from soundclust_ray.config import AnalysisConfig, to_dict
+from soundclust_ray.analysis.steps import Step, pca_step
+from soundclust_ray.config import AnalysisConfig, PlacementConfig, to_dict
 
-STEP_COUNT = 13
-"""Steps the progress bar counts: the twelve timed steps and the final write."""
+STEP_COUNT = 14
+"""Steps the progress bar counts: the thirteen timed steps and the final write."""
 LAYOUT_COLUMNS = ("kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "top_tags")
 """Columns of clusters.parquet that are results, not manifest metadata."""
 
@@ -95,6 +97,9 @@ class Fitted:
     umap_xy: np.ndarray
     pca_xy: np.ndarray
     wrote_oof: bool
+    steps: list[Step]
+    """Raw rows → ``X`` (scaling, fusion, PCA reduction), for the placement model."""
+    pca_map: Step | None
 
 
 @dataclass
@@ -112,11 +117,13 @@ class TrackView:
 # --- steps on the matrix ----------------------------------------------------------------------
 
 
-def reduce_step(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict | None]:
-    """Optional PCA before clustering (``cfg.pca``); (X, None) when it is off or X too small."""
+def reduce_step(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict | None, list[Step]]:
+    """Optional PCA before clustering (``cfg.pca``); (X, None, []) when it is off or X too
+    small; else the reduced X, its record and its placement step."""
     if cfg.pca is None or X.shape[0] < 2:
-        return X, None
-    return projection.fit_pca_reduction(X, cfg.pca, cfg)
+        return X, None, []
+    Y, info, pca = projection.fit_pca_reduction_model(X, cfg.pca, cfg)
+    return Y, info, [pca_step(pca.mean_, pca.components_)]
 
 
 def choose_k(
@@ -200,12 +207,14 @@ def umap_step(Xn: np.ndarray, cfg: AnalysisConfig, progress: bool) -> tuple[np.n
         return np.full((Xn.shape[0], 2), np.nan, dtype=np.float32), {"skipped": str(exc)}
 
 
-def pca_map_step(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict]:
-    """The 2-D PCA map and record; NaN coordinates and a reason when X is too small."""
+def pca_map_step(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict, Step | None]:
+    """The 2-D PCA map, record and axes; NaN coordinates, a reason and None when X is too
+    small."""
     try:
-        return projection.fit_pca_2d(X, cfg)
+        Y, info, pca = projection.fit_pca_2d_model(X, cfg)
+        return Y, info, pca_step(pca.mean_, pca.components_)
     except ValueError as exc:
-        return np.full((X.shape[0], 2), np.nan, dtype=np.float32), {"skipped": str(exc)}
+        return np.full((X.shape[0], 2), np.nan, dtype=np.float32), {"skipped": str(exc)}, None
 
 
 def _fit(
@@ -230,7 +239,7 @@ def _fit(
     if "embedding_sanity" in matrix_info:
         result["embedding_sanity"] = matrix_info["embedding_sanity"]
     with steps("pca"):
-        X, pca_info = reduce_step(g.X, cfg)
+        X, pca_info, reduce = reduce_step(g.X, cfg)
     if pca_info is not None:
         result["pca"] = pca_info
     result["n_tracks"] = len(np.unique(g.track_ids.astype(str))) if g.chunk_level else len(X)
@@ -257,9 +266,37 @@ def _fit(
         umap_xy, result["umap"] = umap_step(Xn, cfg, False)
     del Xn
     with steps("pca map"):
-        pca_xy, result["pca_map"] = pca_map_step(X, cfg)
+        pca_xy, result["pca_map"], pca_map = pca_map_step(X, cfg)
     wrote_oof = "path" in result.get("oof", {})
-    return Fitted(g, X, km_labels, centres, hdb_labels, umap_xy, pca_xy, wrote_oof)
+    fitted = Fitted(
+        g, X, km_labels, centres, hdb_labels, umap_xy, pca_xy, wrote_oof, g.steps + reduce, pca_map
+    )
+    with steps("placement model"):
+        result["placement"] = placement_step(out, fitted, cfg, result)
+    return fitted
+
+
+def placement_step(out: str, f: Fitted, cfg: AnalysisConfig, result: dict) -> dict:
+    """OUT/fitted/placement.*: the steps, centres, PCA map axes and a training-map sample,
+    keyed by this analysis's config and matrix, so ``soundclust place`` can add tracks later."""
+    from soundclust_ray.analysis import placement
+
+    pcfg = PlacementConfig()
+    model = placement.fit_placement(
+        f.steps,
+        f.X,
+        f.centres,
+        f.hdbscan,
+        f.umap_xy,
+        f.pca_map,
+        pcfg,
+        cfg.random_state,
+        f.g.columns,
+    )
+    model.key = placement.analysis_key(to_dict(cfg), result["matrix"])
+    model.window_level = f.g.chunk_level
+    placement.save_placement(out, model, f.g.track_ids)
+    return {"path": outdir.fitted_file(placement.META), "map_rows": len(model.train_X)}
 
 
 # --- from rows to tracks, metrics, summaries ----------------------------------------------------

@@ -53,10 +53,11 @@ def total_variance(V: np.ndarray, block_rows: int = BLOCK_ROWS) -> float:
     return sq / max(V.shape[0], 1)
 
 
-def center_inplace(V: np.ndarray, normalize: bool, block_rows: int = BLOCK_ROWS) -> None:
+def center_inplace(V: np.ndarray, normalize: bool, block_rows: int = BLOCK_ROWS) -> np.ndarray:
     """Subtract the column means; with ``normalize`` also scale rows to unit norm; NaN → 0.
 
     A row that is zero after centering stays zero (it then sits at the centre of the block).
+    Returns the means subtracted.
     """
     mean = column_means(V, block_rows)
     for start in range(0, V.shape[0], block_rows):
@@ -67,16 +68,23 @@ def center_inplace(V: np.ndarray, normalize: bool, block_rows: int = BLOCK_ROWS)
             norms = np.linalg.norm(c, axis=1, keepdims=True)
             c /= np.where(norms > 0, norms, 1.0)
         b[...] = c
+    return mean
 
 
-def prepare_block_inplace(V: np.ndarray, kind: str, block_rows: int = BLOCK_ROWS) -> None:
-    """Step 1 of the rule: make one block comparable within itself (see the module docstring)."""
+def prepare_block_inplace(
+    V: np.ndarray, kind: str, block_rows: int = BLOCK_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1 of the rule: make one block comparable within itself (see the module docstring).
+
+    Returns (shift, divide) per column: the block became (V - shift) / divide, then for
+    ``direction`` rows were scaled to unit norm."""
     if kind == "standardize":
-        standardize_inplace(V, block_rows)
-    elif kind in ("direction", "center"):
-        center_inplace(V, normalize=kind == "direction", block_rows=block_rows)
-    else:
-        raise ValueError(f"unknown block kind {kind!r}; known: {', '.join(KINDS)}")
+        stats = standardize_inplace(V, block_rows)
+        return stats["mean"], stats["scale"]
+    if kind in ("direction", "center"):
+        mean = center_inplace(V, normalize=kind == "direction", block_rows=block_rows)
+        return mean, np.ones(V.shape[1])
+    raise ValueError(f"unknown block kind {kind!r}; known: {', '.join(KINDS)}")
 
 
 def block_shares(names: list[str], weights: Mapping[str, float] | None) -> dict[str, float]:
@@ -113,17 +121,28 @@ def fuse_inplace(
     column of ``X`` should belong to one group. A block of weight 0 is zeroed. Returns per
     block its kind, share and the scale applied.
     """
+    return fuse_inplace_fit(X, groups, kinds, weights, block_rows)[0]
+
+
+def fuse_inplace_fit(
+    X: np.ndarray,
+    groups: Mapping[str, slice],
+    kinds: Mapping[str, str],
+    weights: Mapping[str, float] | None = None,
+    block_rows: int = BLOCK_ROWS,
+) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """:func:`fuse_inplace` and, per block, the (shift, divide) of its step 1 (placement)."""
     shares = block_shares(list(groups), weights)
-    info = {}
+    info, fitted = {}, {}
     for name, cols in groups.items():
         V = X[:, cols]
-        prepare_block_inplace(V, kinds[name], block_rows)
+        fitted[name] = prepare_block_inplace(V, kinds[name], block_rows)
         variance = total_variance(V, block_rows)
         scale = np.sqrt(shares[name] / variance) if variance > 0 else 0.0
         for start in range(0, V.shape[0], block_rows):
             V[start : start + block_rows] *= np.float32(scale)
         info[name] = {"kind": kinds[name], "share": shares[name], "scale": float(scale)}
-    return info
+    return info, fitted
 
 
 def fuse_blocks(
@@ -184,3 +203,27 @@ def fuse_families_inplace(
     groups = family_blocks(columns)
     kinds = {f: "direction" if f in embedding_families else "standardize" for f in groups}
     return fuse_inplace(X, groups, kinds, weights)
+
+
+def fuse_families_steps(
+    X: np.ndarray,
+    columns: list[str],
+    embedding_families: set[str],
+    weights: Mapping[str, float] | None = None,
+) -> tuple[dict[str, dict[str, float]], list]:
+    """:func:`fuse_families_inplace` and the placement steps that redo it on raw rows: one
+    affine of every block's step 1, an L2 per ``direction`` block, one scale of the blocks'."""
+    from soundclust_ray.analysis.steps import affine_step, l2_step, scale_step
+
+    groups = family_blocks(columns)
+    kinds = {f: "direction" if f in embedding_families else "standardize" for f in groups}
+    info, fitted = fuse_inplace_fit(X, groups, kinds, weights)
+    shift, divide = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    factors = np.ones(X.shape[1], dtype=np.float32)
+    l2 = []
+    for name, cols in groups.items():
+        shift[cols], divide[cols] = fitted[name]
+        factors[cols] = np.float32(info[name]["scale"])
+        if kinds[name] == "direction":
+            l2.append(l2_step(cols.start, cols.stop))
+    return info, [affine_step(shift, divide), *l2, scale_step(factors)]

@@ -38,6 +38,8 @@ class Gathered:
     tags: pd.DataFrame | None = None
     """``tag__*`` probabilities per row (embeddings shards that carry them)."""
     notes: list[str] = field(default_factory=list)
+    steps: list = field(default_factory=list)
+    """The fitted ``steps.Step`` s that made ``X`` from the shards' raw values (matrix.py)."""
 
     @property
     def chunk_level(self) -> bool:

@@ -9,8 +9,11 @@ OUT/embeddings/tabular as is: the source already standardized and weighted it (s
 
 from __future__ import annotations
 
+import numpy as np
+
 from soundclust_ray import outdir, shards
 from soundclust_ray.analysis import fusion, gather, scaling
+from soundclust_ray.analysis.steps import POOL, affine_step, l2_step, scale_step
 from soundclust_ray.config import AnalysisConfig
 
 MATRICES = ("features", "embeddings", "both", "tabular", "auto")
@@ -70,7 +73,9 @@ def _auto_matrix(audio_backends: list[str], has_features: bool, has_tabular: boo
 
 
 def load_matrix(out: str, info: dict, cfg: AnalysisConfig, progress: bool) -> gather.Gathered:
-    """The shards ``info`` names, as one matrix (embeddings post-processed); notes into info."""
+    """The shards ``info`` names, as one matrix (embeddings post-processed); notes into info.
+
+    ``g.steps`` records the post-processing (placement.py's raw rows → these rows)."""
     matrix = info["matrix"]
     if matrix == "tabular":
         info["scaling"] = "none (standardized and weighted by the tabular source, seed 003)"
@@ -81,13 +86,26 @@ def load_matrix(out: str, info: dict, cfg: AnalysisConfig, progress: bool) -> ga
     if matrix == "features":
         return gather.gather_features(out, progress=progress)
     g = gather.gather_embeddings(out, info["backend"], progress=progress)
+    mean = None
     if cfg.embedding_postprocess and info["backend"] != TABULAR_BACKEND:
-        g.X, info["embedding_sanity"] = scaling.postprocess_embeddings(g.X)
+        g.X, info["embedding_sanity"], mean = scaling.postprocess_embeddings_fit(g.X)
         info["embeddings"] = "centered + L2-normalized"
-    if matrix == "both":
-        f = gather.gather_features(out, progress=progress)
-        g = gather.join_on_tracks(gather.pool_windows(f), gather.pool_windows(g))
+    if matrix != "both":
+        g.steps = [] if mean is None else embedding_steps(mean, 0)
+        return g
+    f = gather.gather_features(out, progress=progress)
+    steps = [] if mean is None else embedding_steps(mean, len(f.columns))
+    g = gather.join_on_tracks(gather.pool_windows(f), gather.pool_windows(g))
+    g.steps = [*steps, POOL]
     return g
+
+
+def embedding_steps(mean: np.ndarray, offset: int) -> list:
+    """Centring + L2 of the embedding columns that start at ``offset`` of the raw rows."""
+    width = offset + len(mean)
+    shift = np.zeros(width)
+    shift[offset:] = mean
+    return [affine_step(shift, np.ones(width)), l2_step(offset, width)]
 
 
 def scale_matrix(g: gather.Gathered, info: dict, cfg: AnalysisConfig) -> None:
@@ -99,10 +117,13 @@ def scale_matrix(g: gather.Gathered, info: dict, cfg: AnalysisConfig) -> None:
         info["scaling"] = "none (embeddings are compared by direction)"
     elif info["matrix"] == "features":
         stats = scaling.standardize_inplace(g.X)
+        g.steps.append(affine_step(stats["mean"], stats["scale"]))
         info["scaling"] = "standard"
         info["n_nonfinite_imputed"] = stats["n_nonfinite"]
     if cfg.weights:
         info["weights"] = scaling.apply_family_weights(g.X, g.columns, cfg.weights)
+        family = [scaling.column_family(c) for c in g.columns]
+        g.steps.append(scale_step(np.array([info["weights"][f] for f in family], np.float32)))
 
 
 def fuse_both(g: gather.Gathered, info: dict, cfg: AnalysisConfig) -> None:
@@ -110,7 +131,8 @@ def fuse_both(g: gather.Gathered, info: dict, cfg: AnalysisConfig) -> None:
     equal); standardizing the joined columns instead gives 180-column timbre 180 / 380 of the
     variance against a 200-d embedding whatever either is worth (docs/quality.md)."""
     weights = dict(cfg.weights)
-    info["fusion"] = fusion.fuse_families_inplace(g.X, g.columns, {info["backend"]}, weights)
+    info["fusion"], steps = fusion.fuse_families_steps(g.X, g.columns, {info["backend"]}, weights)
+    g.steps.extend(steps)
     info["scaling"] = "block fusion: families standardized, the embedding by direction"
     info["weights"] = {name: float(weights.get(name, 1.0)) for name in info["fusion"]}
 

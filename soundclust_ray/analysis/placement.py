@@ -1,92 +1,73 @@
 """Placing new tracks into a saved clustering without moving the old ones.
 
 A growing catalogue must keep its map: re-running the analysis on more tracks refits k-means,
-HDBSCAN and UMAP and moves every point. Instead the analysis saves what it fitted — the
-preprocessing steps that turned raw rows into the clustered matrix (standardization, centring,
-L2, weights, PCA), the k-means centres, the 2-D PCA axes, and a seeded sample of the training
-rows with their HDBSCAN labels and UMAP positions — as arrays (``.npz``, read with
-``allow_pickle=False``) plus JSON, never pickle. :func:`place` then assigns new rows:
+HDBSCAN and UMAP and moves every point. Instead every analysis saves what it fitted — the
+preprocessing steps that turned the gathered raw rows into the clustered matrix (steps.py:
+standardization, centring, L2, family/block weights, window pooling, PCA), the k-means centres,
+the 2-D PCA axes, and a seeded sample of the training rows with their HDBSCAN labels and UMAP
+positions — as arrays (``.npz``, read with ``allow_pickle=False``) plus JSON, never pickle.
+:func:`place` then assigns new rows:
 
 - k-means: the nearest saved centre (what ``KMeans.predict`` does);
 - PCA map: the saved axes, exactly;
-- HDBSCAN label and UMAP position: from the ``neighbours`` nearest saved training rows — the
-  majority label, and the inverse-distance weighted mean position — so a new track lands among
-  the tracks it resembles and no old position changes.
+- HDBSCAN label and UMAP position: from the ``neighbours`` nearest saved training rows (in the
+  clustered space) — the majority label, and the inverse-distance weighted mean position — so a
+  new track lands among the tracks it resembles and no old position changes.
+
+Raw rows (what :func:`raw_rows` gathers and :func:`search_vectors` / :func:`place` take) are the
+shard values the analysis gathered, in ``model.columns`` order, one row per track or per window:
+
+- ``features``: the feature shards' numeric columns (``family__name``; ``features_chunks`` rows,
+  one per classic chunk, with ``chunk_level``);
+- ``embeddings``: the backend's ``embedding`` vector (one row per window for windowed CLAP);
+- ``both``: the features of the track followed by its embedding (per window: the track's
+  features repeated on each of its window rows; the model pools after the embedding's centring,
+  as the analysis does);
+- ``tabular``: the tabular source's vector as written.
+
+Window rows are pooled per track (mean, tracks sorted by id) where the analysis pools them:
+before fusion for ``both``; for search after every step (:func:`search_vectors`); for the
+k-means/HDBSCAN labels a track takes its windows' majority vote, for maps their mean.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
-from soundclust_ray import outdir
+from soundclust_ray import outdir, shards
+from soundclust_ray.analysis import gather
+from soundclust_ray.analysis.steps import (  # noqa: F401 - re-exported: the placement API
+    STEP_KINDS,
+    Step,
+    apply_steps,
+    centre_l2_steps,
+    l2_step,
+    pca_step,
+    pool_rows,
+    run_steps,
+    standardize_step,
+)
 from soundclust_ray.config import PlacementConfig
+from soundclust_ray.errors import UserError
 
 ARRAYS = "placement.npz"
 META = "placement.json"
-STEP_KINDS = ("affine", "l2", "project")
-
-
-@dataclass
-class Step:
-    """One preprocessing step: ``affine`` (x - a) / b, ``l2`` rows of columns [start, stop),
-    ``project`` (x - a) @ b.T (a PCA)."""
-
-    kind: str
-    a: np.ndarray | None = None
-    b: np.ndarray | None = None
-    columns: tuple[int, int] | None = None
-
-    def apply(self, X: np.ndarray) -> np.ndarray:
-        if self.kind == "affine":
-            return ((X - self.a) / self.b).astype(np.float32)
-        if self.kind == "project":
-            return ((X - self.a) @ self.b.T).astype(np.float32)
-        start, stop = self.columns
-        X = X.copy()
-        part = X[:, start:stop]
-        norms = np.linalg.norm(part, axis=1, keepdims=True)
-        X[:, start:stop] = part / np.where(norms > 0, norms, 1.0)
-        return X
-
-
-def standardize_step(X: np.ndarray) -> Step:
-    """Population mean and std per column, constant columns kept at scale 1 (as scaling.py)."""
-    mean = np.nanmean(X.astype(np.float64), axis=0)
-    scale = np.nanstd(X.astype(np.float64), axis=0)
-    scale[scale < 10 * np.finfo(np.float64).eps] = 1.0
-    return Step("affine", mean, scale)
-
-
-def centre_l2_steps(X: np.ndarray, start: int = 0, stop: int | None = None) -> list[Step]:
-    """Seed 000's centring + L2 of columns [start, stop) as two steps."""
-    stop = X.shape[1] if stop is None else stop
-    mean = np.zeros(X.shape[1])
-    mean[start:stop] = X[:, start:stop].astype(np.float64).mean(axis=0)
-    return [Step("affine", mean, np.ones(X.shape[1])), Step("l2", columns=(start, stop))]
-
-
-def pca_step(mean: np.ndarray, components: np.ndarray) -> Step:
-    """A fitted PCA (scikit-learn's ``mean_`` and ``components_``) as a step."""
-    return Step("project", np.asarray(mean, np.float64), np.asarray(components, np.float64))
-
-
-def apply_steps(steps: list[Step], X: np.ndarray) -> np.ndarray:
-    """Raw rows → rows of the clustered matrix."""
-    Y = np.asarray(X, dtype=np.float32)
-    for step in steps:
-        Y = step.apply(Y)
-    return Y
+TRACKS = "placement_tracks.parquet"
+TABULAR_BACKEND = "tabular"
 
 
 @dataclass
 class PlacementModel:
-    """Everything :func:`place` needs, in arrays and plain values."""
+    """Everything :func:`place` and :func:`search_vectors` need, in arrays and plain values."""
 
     steps: list[Step]
+    """Raw rows → clustered rows (the optional PCA reduction included)."""
     centres: np.ndarray
     """(k, d) k-means centres in the clustered space."""
     train_X: np.ndarray
@@ -97,6 +78,12 @@ class PlacementModel:
     pca_map: Step | None = None
     neighbours: int = PlacementConfig.neighbours
     columns: list[str] = field(default_factory=list)
+    """Names of the raw columns, in order (see the module docstring)."""
+    key: dict = field(default_factory=dict)
+    """What the model was fitted on: matrix, backend, chunk_level, the analysis config,
+    the fitted tracks' count and hash (compared with OUT by :func:`load_placement`)."""
+    window_level: bool = False
+    """Clustered rows are windows (each track votes / averages its windows)."""
 
 
 def fit_placement(
@@ -126,15 +113,15 @@ def fit_placement(
     )
 
 
-def place(model: PlacementModel, X_raw: np.ndarray) -> dict[str, np.ndarray]:
-    """kmeans, hdbscan, umap_x/y, pca_x/y of new raw rows (the model is not changed)."""
+def place_rows(model: PlacementModel, Y: np.ndarray) -> dict[str, np.ndarray]:
+    """kmeans, hdbscan, umap_x/y, pca_x/y of rows already in the clustered space."""
     import faiss
 
-    Y = np.ascontiguousarray(apply_steps(model.steps, X_raw), dtype=np.float32)
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
     d2 = (Y**2).sum(1)[:, None] - 2 * Y @ model.centres.T + (model.centres**2).sum(1)[None, :]
     result = {"kmeans": np.argmin(d2, axis=1).astype(np.int32)}
     index = faiss.IndexFlatL2(Y.shape[1])
-    index.add(model.train_X)
+    index.add(np.ascontiguousarray(model.train_X, dtype=np.float32))
     k = min(model.neighbours, len(model.train_X))
     dist2, rows = index.search(Y, k)
     labels = model.train_hdbscan[rows]
@@ -148,12 +135,201 @@ def place(model: PlacementModel, X_raw: np.ndarray) -> dict[str, np.ndarray]:
     )
     if model.pca_map is not None:
         xy = model.pca_map.apply(Y)
+        if xy.shape[1] < 2:  # a one-column matrix has a one-axis map (projection.fit_pca_2d)
+            xy = np.column_stack([xy, np.zeros(len(xy), np.float32)])
         result["pca_x"], result["pca_y"] = xy[:, 0], xy[:, 1]
+    else:
+        result["pca_x"] = result["pca_y"] = np.full(len(Y), np.nan, np.float32)
     return result
 
 
-def save_placement(out: str, model: PlacementModel) -> None:
-    """OUT/fitted/placement.npz (arrays) and placement.json (what they are), JSON last."""
+def place(
+    model: PlacementModel, X_raw: np.ndarray, track_ids: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """kmeans, hdbscan, umap_x/y, pca_x/y of new raw rows (the model is not changed).
+
+    With ``track_ids`` (one per raw row) the result is per track, ids sorted, under
+    ``track_id``: window rows vote their labels and average their positions, as the analysis's
+    ``per_track`` does; without, one result per row.
+    """
+    from soundclust_ray.analysis.clustering import vote_windows
+
+    Y, ids = run_steps(model.steps, X_raw, track_ids)
+    result = place_rows(model, Y)
+    if ids is None:
+        return result
+    tracks, km = vote_windows(ids, result["kmeans"])
+    per_track = {
+        "track_id": tracks,
+        "kmeans": km,
+        "hdbscan": vote_windows(ids, result["hdbscan"])[1],
+    }
+    for name in ("umap", "pca"):
+        xy = np.column_stack([result[f"{name}_x"], result[f"{name}_y"]])
+        mean = pool_rows(xy, ids)[0]
+        per_track[f"{name}_x"], per_track[f"{name}_y"] = mean[:, 0], mean[:, 1]
+    return per_track
+
+
+def search_vectors(
+    model: PlacementModel, X_raw: np.ndarray, track_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """Raw rows → the similar-track index's vectors (``search.clustered_matrix``'s geometry):
+    the model's steps (scaling, weights, PCA), window rows mean-pooled per track, then L2.
+
+    ``track_ids`` (one per raw row) pools window rows: the result then has one row per track,
+    in sorted id order (``np.unique``); without it every row is taken as one track.
+    """
+    Y, ids = run_steps(model.steps, X_raw, track_ids)
+    if ids is not None:
+        Y = pool_rows(Y, ids)[0]
+    return l2_step(0, Y.shape[1]).apply(Y)
+
+
+# --- raw rows from OUT's shards (or from tables shaped like them) -------------------------------
+
+
+def _feature_product(key: dict) -> str:
+    chunks = key.get("matrix") == "features" and (key.get("config") or {}).get("chunk_level")
+    return outdir.FEATURE_CHUNKS if chunks else outdir.FEATURES
+
+
+def _backend(key: dict) -> str | None:
+    if key.get("matrix") == "tabular":
+        return TABULAR_BACKEND
+    return key.get("backend") if key.get("matrix") in ("embeddings", "both") else None
+
+
+def _select_columns(g: gather.Gathered, wanted: list[str], what: str) -> gather.Gathered:
+    """``g`` with exactly the ``wanted`` columns, in order; UserError naming what is missing."""
+    if g.columns == wanted:
+        return g
+    position = {c: i for i, c in enumerate(g.columns)}
+    missing = [c for c in wanted if c not in position]
+    if missing:
+        raise UserError(
+            f"the saved placement model was fitted on {len(wanted)} {what} columns and OUT's "
+            f"shards lack {len(missing)} of them ({', '.join(missing[:3])}…): the run's "
+            "configuration changed since the analysis; run `soundclust analyze` to refit"
+        )
+    g.X = np.ascontiguousarray(g.X[:, [position[c] for c in wanted]])
+    g.columns = list(wanted)
+    return g
+
+
+def _keep_tracks(g: gather.Gathered, track_ids) -> gather.Gathered:
+    if track_ids is None:
+        return g
+    keep = np.isin(g.track_ids.astype(str), np.asarray(list(track_ids), dtype=str))
+    window = None if g.window_index is None else g.window_index[keep]
+    tags = None if g.tags is None else g.tags[keep].reset_index(drop=True)
+    return gather.Gathered(g.track_ids[keep], g.X[keep], g.columns, window, tags, g.notes)
+
+
+def _features_beside_windows(f: gather.Gathered, e: gather.Gathered) -> gather.Gathered:
+    """Each window row of ``e`` preceded by its track's (pooled) features, common tracks only."""
+    f = gather.pool_windows(f)
+    f_ids, e_ids = f.track_ids.astype(str), e.track_ids.astype(str)
+    rows = np.flatnonzero(np.isin(e_ids, f_ids))
+    at = np.searchsorted(f_ids, e_ids[rows])
+    X = np.concatenate([f.X[at], e.X[rows]], axis=1)
+    return gather.Gathered(
+        e.track_ids[rows], X, f.columns + e.columns, e.window_index[rows], None, []
+    )
+
+
+def assemble_raw(
+    model: PlacementModel,
+    features: gather.Gathered | None,
+    embeddings: gather.Gathered | None,
+    track_ids=None,
+) -> gather.Gathered:
+    """The model's raw rows from gathered features and/or embeddings (of its product(s))."""
+    matrix, n_emb = model.key["matrix"], 0
+    if embeddings is not None:
+        n_emb = embeddings.X.shape[1]
+        n_feat = len(model.columns) - n_emb
+        embeddings = _select_columns(embeddings, model.columns[n_feat:], "embedding")
+    if features is not None:
+        features = _select_columns(features, model.columns[: len(model.columns) - n_emb], "feature")
+    if matrix == "both" and embeddings.chunk_level:
+        g = _features_beside_windows(features, embeddings)
+    elif matrix == "both":
+        g = gather.join_on_tracks(gather.pool_windows(features), embeddings)
+    else:
+        g = features if features is not None else embeddings
+    return _keep_tracks(g, track_ids)
+
+
+def raw_rows(out: str, model: PlacementModel, track_ids=None) -> gather.Gathered:
+    """The raw rows of ``model`` read from OUT's shards (all tracks, or those of ``track_ids``):
+    ``track_ids`` (sorted; one per row, repeated for windows), ``X`` in ``model.columns`` order,
+    ``window_index`` for window rows."""
+    key = model.key
+    features = embeddings = None
+    try:
+        if key["matrix"] in ("features", "both"):
+            features = gather.gather_features(out, product=_feature_product(key))
+        if _backend(key) is not None:
+            embeddings = gather.gather_embeddings(out, _backend(key))
+    except FileNotFoundError as exc:
+        raise UserError(f"the saved placement model's matrix is not in OUT: {exc}") from exc
+    return assemble_raw(model, features, embeddings, track_ids)
+
+
+def _sorted_gathered(table: pa.Table, X: np.ndarray, columns: list[str]) -> gather.Gathered:
+    ids = np.asarray(table.column("track_id").to_pylist()).astype(str)
+    window_col = next((c for c in gather.WINDOW_COLUMNS if c in table.column_names), None)
+    window = None
+    if window_col:
+        window = np.asarray(table.column(window_col).to_pylist(), dtype=np.int32)
+        order = np.lexsort((window, ids))
+        window = window[order]
+    else:
+        order = np.argsort(ids, kind="stable")
+    return gather.Gathered(ids[order].astype(object), X[order], columns, window, None, [])
+
+
+def raw_rows_from_tables(
+    model: PlacementModel, features: pa.Table | None = None, embeddings: pa.Table | None = None
+) -> gather.Gathered:
+    """The model's raw rows from in-memory tables shaped like the shards the run writes (a
+    features stage's output: track_id [, chunk_index] and the feature columns; an embed stage's:
+    track_id [, window_index], ``embedding``), e.g. for a query file computed on the fly."""
+    f = e = None
+    if embeddings is not None:
+        X = shards.embedding_matrix(embeddings.column(shards.EMBEDDING_COLUMN))
+        backend = _backend(model.key)
+        e = _sorted_gathered(embeddings, X, [f"{backend}__emb_{i:03d}" for i in range(X.shape[1])])
+    if features is not None:
+        n_feat = len(model.columns) - (0 if e is None else e.X.shape[1])
+        names = [c for c in model.columns[:n_feat] if c in features.column_names]
+        X = (
+            np.column_stack(
+                [
+                    features.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
+                    for c in names
+                ]
+            )
+            if names
+            else np.empty((features.num_rows, 0), np.float32)
+        )
+        f = _sorted_gathered(features, X, names)
+    return assemble_raw(model, f, e)
+
+
+# --- saved in OUT/fitted/ ------------------------------------------------------------------------
+
+
+def tracks_digest(track_ids: np.ndarray) -> str:
+    """A hash of a set of track ids (order-free)."""
+    text = "\n".join(sorted(np.unique(np.asarray(track_ids).astype(str)).tolist()))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def save_placement(out: str, model: PlacementModel, track_ids: np.ndarray | None = None) -> None:
+    """OUT/fitted/placement.npz (arrays), placement_tracks.parquet (the fitted tracks) and
+    placement.json (what they are) — the JSON last: a save killed half way is never trusted."""
     arrays = {
         "centres": model.centres,
         "train_X": model.train_X,
@@ -170,17 +346,23 @@ def save_placement(out: str, model: PlacementModel) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     outdir.write_bytes(out, outdir.fitted_file(ARRAYS), buf.getvalue())
+    key = dict(model.key)
+    if track_ids is not None:
+        ids = np.unique(np.asarray(track_ids).astype(str))
+        outdir.write_table(out, outdir.fitted_file(TRACKS), pa.table({"track_id": ids}))
+        key.update(n_tracks=int(len(ids)), tracks_sha=tracks_digest(ids))
     meta = {
         "steps": steps[: len(model.steps)],
         "pca_map": steps[len(model.steps)] if model.pca_map else None,
         "neighbours": model.neighbours,
+        "window_level": model.window_level,
+        "key": key,
         "columns": model.columns,
     }
     outdir.write_json(out, outdir.fitted_file(META), meta)
 
 
-def load_placement(out: str) -> PlacementModel | None:
-    """The saved model, or None when the run saved none."""
+def _read_model(out: str) -> PlacementModel | None:
     meta = outdir.read_json(out, outdir.fitted_file(META))
     data = outdir.read_bytes(out, outdir.fitted_file(ARRAYS))
     if not meta or data is None:
@@ -204,13 +386,64 @@ def load_placement(out: str) -> PlacementModel | None:
         pca_map,
         int(meta["neighbours"]),
         list(meta.get("columns", [])),
+        dict(meta.get("key") or {}),
+        bool(meta.get("window_level", False)),
     )
+
+
+def analysis_key(config: dict, matrix_info: dict) -> dict:
+    """What identifies an analysis's matrix: its config (JSON form) and resolved matrix."""
+    plain = json.loads(json.dumps(config, default=str))
+    return {
+        "config": plain,
+        "matrix": matrix_info.get("matrix"),
+        "backend": matrix_info.get("backend"),
+    }
+
+
+def mismatch(model: PlacementModel, metrics: dict) -> str | None:
+    """Why ``model`` is not the model of the analysis that wrote ``metrics`` (None: it is)."""
+    if not metrics:
+        return "OUT has no metrics.json (no finished analysis)"
+    now = analysis_key(metrics.get("config") or {}, metrics.get("matrix") or {})
+    saved = {name: model.key.get(name) for name in now}
+    if now == saved:
+        return None
+    if (now["matrix"], now["backend"]) != (saved["matrix"], saved["backend"]):
+        return (
+            f"the saved placement model is of matrix {saved['matrix']}"
+            f"{'/' + saved['backend'] if saved['backend'] else ''} but OUT's last analysis "
+            f"clustered {now['matrix']}{'/' + now['backend'] if now['backend'] else ''}"
+        )
+    changed = sorted(k for k in now["config"] if now["config"][k] != saved["config"].get(k))
+    return f"OUT's last analysis used other options than the saved model ({', '.join(changed)})"
+
+
+def load_placement(out: str, check: bool = True) -> PlacementModel | None:
+    """The saved model, or None when OUT has none; with ``check``, a UserError when it is not
+    the model of OUT's last analysis (another matrix, backend or analysis options) — placing
+    with it would mix two geometries."""
+    model = _read_model(out)
+    if model is None or not check:
+        return model
+    why = mismatch(model, outdir.read_json(out, outdir.METRICS))
+    if why:
+        raise UserError(f"{out}: {why}; run `soundclust analyze {out}` to refit")
+    return model
+
+
+def fitted_tracks(out: str) -> np.ndarray | None:
+    """Sorted ids of the tracks the saved model was fitted on (None when not saved)."""
+    table = outdir.read_table(out, outdir.fitted_file(TRACKS))
+    return None if table is None else np.asarray(table.column("track_id").to_pylist(), object)
 
 
 def describe(model: PlacementModel) -> str:
     """One JSON line of what the model holds (for logs and the CLI)."""
     return json.dumps(
         {
+            "matrix": model.key.get("matrix"),
+            "backend": model.key.get("backend"),
             "steps": [s.kind for s in model.steps],
             "k": len(model.centres),
             "map_rows": len(model.train_X),

@@ -36,6 +36,14 @@ def fit_pca_reduction(
 
     Returns the reduced float32 matrix and {n_components, explained_variance}.
     """
+    Y, info, _ = fit_pca_reduction_model(X, n_components, cfg)
+    return Y, info
+
+
+def fit_pca_reduction_model(
+    X: np.ndarray, n_components: float, cfg: AnalysisConfig
+) -> tuple[np.ndarray, dict, PCA]:
+    """:func:`fit_pca_reduction` and the fitted PCA (its axes are a placement step)."""
     n, d = X.shape
     if n_components <= 0:
         raise ValueError(f"pca must be a positive int or a fraction in (0, 1), got {n_components}")
@@ -55,11 +63,17 @@ def fit_pca_reduction(
         "explained_variance": float(np.sum(pca.explained_variance_ratio_)),
         "fitted_rows": int(len(idx)),
     }
-    return Y, info
+    return Y, info, pca
 
 
 def fit_pca_2d(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict]:
     """(n, 2) PCA map (seed 002) and the explained variance ratio of its two axes."""
+    Y, info, _ = fit_pca_2d_model(X, cfg)
+    return Y, info
+
+
+def fit_pca_2d_model(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict, PCA]:
+    """:func:`fit_pca_2d` and the fitted PCA (its axes place new tracks on the map)."""
     n, d = X.shape
     if n < 2 or d < 1:
         raise ValueError(f"a PCA map needs at least 2 rows and 1 column, got {X.shape}")
@@ -69,7 +83,7 @@ def fit_pca_2d(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict]:
     if Y.shape[1] < 2:
         Y = np.column_stack([Y, np.zeros(n, dtype=np.float32)])
     info = {"explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_]}
-    return Y.astype(np.float32), info
+    return Y.astype(np.float32), info, pca
 
 
 def fit_umap_2d(

@@ -101,9 +101,15 @@ def apply_family_weights(
 
 def postprocess_embeddings(X: np.ndarray) -> tuple[np.ndarray, dict]:
     """Center + L2-normalize embeddings (seed 000), with the sanity dicts before and after."""
-    from soundclust_ray.embed.postprocess import center_and_normalize, embedding_sanity
+    Y, sanity, _ = postprocess_embeddings_fit(X)
+    return Y, sanity
+
+
+def postprocess_embeddings_fit(X: np.ndarray) -> tuple[np.ndarray, dict, np.ndarray]:
+    """:func:`postprocess_embeddings` and the mean it subtracted (for the placement steps)."""
+    from soundclust_ray.embed.postprocess import center_and_normalize_fit, embedding_sanity
 
     before = embedding_sanity(X)
-    Y = np.asarray(center_and_normalize(X), dtype=np.float32)
+    Y, mean = center_and_normalize_fit(X)
     after = embedding_sanity(Y)
-    return Y, {"before": before, "after": after}
+    return np.asarray(Y, dtype=np.float32), {"before": before, "after": after}, mean

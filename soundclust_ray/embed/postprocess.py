@@ -18,13 +18,18 @@ def center_and_normalize(X: np.ndarray) -> np.ndarray:
     Rows that are zero after centering stay zero rather than becoming NaN; non-finite rows
     stay non-finite (the sanity counts report them).
     """
+    return center_and_normalize_fit(X)[0]
+
+
+def center_and_normalize_fit(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`center_and_normalize` and the (d,) float64 mean it subtracted."""
     X = np.asarray(X, dtype=np.float32)
     finite = np.isfinite(X).all(axis=1)
-    mean = X[finite].mean(axis=0, dtype=np.float64) if finite.any() else 0.0
+    mean = X[finite].mean(axis=0, dtype=np.float64) if finite.any() else np.zeros(X.shape[1])
     centered = X.astype(np.float64) - mean
     norms = np.linalg.norm(centered, axis=1, keepdims=True)
     safe = np.where(norms > 0, norms, 1.0)
-    return (centered / safe).astype(np.float32)
+    return (centered / safe).astype(np.float32), mean
 
 
 def embedding_sanity(
