@@ -16,11 +16,14 @@ No Ray: a query is a few files, and a model loads faster in this process than an
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from soundclust_ray import outdir, storage
+from soundclust_ray import outdir, shards, storage
+from soundclust_ray.analysis import gather, placement
 from soundclust_ray.analysis.search import neighbour_table, open_index
 from soundclust_ray.config import RunConfig, SearchConfig, from_dict
 from soundclust_ray.embed.base import EmbedderLoadError
@@ -55,8 +58,6 @@ def products_of_model(model) -> list[str]:
 def clustered_model(out: str):
     """The analysis's saved transform of raw rows (OUT/fitted/placement.*); UserError when the
     last analysis saved none or it is not that analysis's (placement.load_placement checks)."""
-    from soundclust_ray.analysis import placement
-
     model = placement.load_placement(out)
     if model is None:
         raise UserError(
@@ -68,10 +69,19 @@ def clustered_model(out: str):
 
 def missing_files(paths: list[str]) -> dict[str, str]:
     """{path: reason} of query files that are not there (checked before any model loads)."""
+    import os
+
     import pyarrow.fs as pafs
 
     missing = {}
     for path in paths:
+        if not storage.is_remote(path):
+            local = storage.local_path(path)
+            if not os.path.exists(local):
+                missing[path] = "no such file"
+            elif os.path.isdir(local):
+                missing[path] = "is a folder, not a sound file"
+            continue
         try:
             kind = storage.file_info(path).type
         except (OSError, ValueError) as exc:
@@ -128,13 +138,10 @@ def compute_files(
 def query_vectors(model, tables: dict[str, pa.Table]) -> tuple[np.ndarray, np.ndarray]:
     """(query ids sorted, rows in the index's geometry) of the query files' shard-shaped rows:
     placement's own raw-row assembly and transform (``search_vectors``), one row per file."""
-    from soundclust_ray.analysis import placement
-
     features = next((t for p, t in tables.items() if not p.startswith(outdir.EMBEDDINGS)), None)
     embeddings = next((t for p, t in tables.items() if p.startswith(outdir.EMBEDDINGS)), None)
     g = placement.raw_rows_from_tables(model, features=features, embeddings=embeddings)
-    Q = placement.search_vectors(model, g.X, g.track_ids)
-    return np.unique(g.track_ids.astype(str)), Q
+    return np.unique(g.track_ids.astype(str)), placement.search_vectors(model, g.X, g.track_ids)
 
 
 def similar_to_files(
@@ -178,3 +185,86 @@ def similar_to_files(
 def one_line_per_file(failed: dict[str, str]) -> str:
     """'FILE: why' for each file that could not be answered, joined by '; '."""
     return "; ".join(f"{path}: {why}" for path, why in failed.items())
+
+
+def clap_transform(out: str, cfg):
+    """Raw CLAP rows → the ``embeddings:clap`` index's vectors, as a placement model: the saved
+    one when CLAP is the clustered matrix (its weights and PCA included); else the steps the
+    analysis's own gathering fits on the CLAP shards (centring + L2; off the clustered matrix
+    the index has no weights or PCA), read from OUT at each query."""
+    from soundclust_ray.analysis.matrix import gather_matrix
+
+    model = placement.load_placement(out)
+    if model is not None and (model.key.get("matrix"), model.key.get("backend")) == (
+        "embeddings",
+        CLAP,
+    ):
+        return model
+    g, _ = gather_matrix(out, cfg)
+    empty = np.zeros((0, len(g.columns)), np.float32)
+    key = {"matrix": "embeddings", "backend": CLAP}
+    return placement.PlacementModel(
+        g.steps,
+        empty,
+        empty,
+        np.zeros(0, np.int32),
+        np.zeros((0, 2), np.float32),
+        columns=list(g.columns),
+        key=key,
+    )
+
+
+def similar_to_text(
+    out: str,
+    text: str,
+    k: int = 10,
+    approximate: bool | None = None,
+    search: SearchConfig | None = None,
+) -> pd.DataFrame:
+    """The k tracks whose CLAP audio embedding is nearest (cosine, in the ``embeddings:clap``
+    index's geometry) to CLAP's embedding of ``text``; UserError when the run has no CLAP."""
+    from soundclust_ray.analysis.search import run_analysis_config
+    from soundclust_ray.embed.clap import load_clap_text
+    from soundclust_ray.stages.embed import EMBEDDING
+
+    if k < 1:
+        raise UserError(f"k must be at least 1, got {k}")
+    if not text.strip():
+        raise UserError("--text needs words, e.g. --text 'calm solo piano'")
+    backends = gather.embedding_backends(out)
+    if CLAP not in backends:
+        has = f"embeddings of {', '.join(backends)}" if backends else "no embeddings"
+        raise UserError(f"--text needs a run with --embed clap ({out} has {has})")
+    clap = run_config(out).embed.clap
+    try:
+        encoder = load_clap_text(clap)
+    except EmbedderLoadError as exc:
+        raise UserError(str(exc).splitlines()[0]) from exc
+    vector = encoder.embed([text])
+    si = open_index(out, f"embeddings:{CLAP}", approximate, search)
+    model = clap_transform(out, run_analysis_config(out, f"embeddings:{CLAP}"))
+    rows = pa.table({"track_id": ["text"], EMBEDDING: shards.embedding_array(vector)})
+    g = placement.raw_rows_from_tables(model, embeddings=rows)
+    idx, sim = si.search(placement.search_vectors(model, g.X, g.track_ids), k)
+    table = neighbour_table(out, si, idx[0], sim[0])
+    geometry = dict(table.attrs["geometry"])
+    geometry["query"] = (
+        f"CLAP text tower of {clap.model} (unit norm, then the audio embeddings' post-processing)"
+    )
+    table.attrs.update(query=f"text:{text}", geometry=geometry)
+    table.attrs["title"] = f"nearest to the words {text!r} by cosine similarity"
+    return table
+
+
+def format_queries_json(tables: list[pd.DataFrame], failed: dict[str, str]) -> str:
+    """Strict JSON of :func:`similar_to_files`: ``format_similar_json``'s object with ``query``
+    the list of answered files, each neighbour naming its ``query``, and ``errors``."""
+    from soundclust_ray.analysis.search import format_similar_json
+
+    frames = [t.assign(query=t.attrs["query"]) for t in tables]
+    joined = pd.concat(frames, ignore_index=True)
+    joined = joined[["query", *[c for c in joined.columns if c != "query"]]]
+    joined.attrs.update(tables[0].attrs, query=[t.attrs["query"] for t in tables])
+    payload = json.loads(format_similar_json(joined))
+    payload["errors"] = [{"query": path, "error": why} for path, why in failed.items()]
+    return json.dumps(payload, indent=2, ensure_ascii=False)

@@ -35,14 +35,8 @@ from soundclust_ray.query import shard_like_table
 from soundclust_ray.runinfo import write_manifest, write_run_info
 from soundclust_ray.stages.inprocess import product_stage, track_batch
 
-CLIPS = (
-    "blues.00000",
-    "classical.00000",
-    "country.00000",
-    "jazz.00000",
-    "metal.00000",
-    "pop.00000",
-)
+CLIPS = ("blues", "classical", "country", "jazz", "metal", "pop")
+"""GTZAN songs <genre>.00000 of six genres."""
 CLIP_S = 6
 CHEAP_ANALYSIS = AnalysisConfig(k=2, oof=False, umap=False, report=False, duplicates=False)
 
@@ -53,8 +47,8 @@ def cut_clips(folder: Path) -> list[Path]:
     paths = []
     for name in CLIPS:
         y, sr = sf.read(GTZAN / f"{name}.00000.wav", frames=22050 * CLIP_S, dtype="float32")
-        sf.write(folder / f"{name}.wav", y, sr)
         paths.append(folder / f"{name}.wav")
+        sf.write(paths[-1], y, sr)
     return paths
 
 
@@ -80,9 +74,10 @@ def write_out(out: Path, cfg: RunConfig, paths: list[Path], products: list[str])
 
 
 def reencode(src: Path, dst: Path, rate: int | None = None) -> Path:
-    """``src`` through PyAV's encoder for ``dst``'s container (ogg → vorbis, flac, mp3), mono,
-    optionally resampled: the same recording in another file."""
-    codec = {".ogg": "libvorbis", ".flac": "flac", ".mp3": "libmp3lame"}[dst.suffix]
+    """``src`` through PyAV's encoder for ``dst``'s container (ogg → opus, flac, mp3, wav →
+    16-bit PCM), mono, optionally resampled: the same recording in another file."""
+    codec = {".ogg": "libopus", ".flac": "flac", ".mp3": "libmp3lame", ".wav": "pcm_s16le"}
+    codec = codec[dst.suffix]
     y, sr = sf.read(src, dtype="float32")
     rate = rate or sr
     with av.open(str(dst), "w") as container:
@@ -113,9 +108,10 @@ def test_reencoded_copies_find_their_original_first(features_out, tmp_path, caps
     out, paths = features_out
     original = paths[3]
     copies = [
-        reencode(original, tmp_path / "copy.ogg"),
+        reencode(original, tmp_path / "copy.ogg", rate=48000),
         reencode(original, tmp_path / "copy.flac"),
         reencode(original, tmp_path / "copy.mp3", rate=44100),
+        reencode(original, tmp_path / "copy_16k.wav", rate=16000),
     ]
     assert main(["similar", out, "--audio", *map(str, copies), "--k", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -218,12 +214,16 @@ def reference_text_ranking(out: str, model: Path, text: str) -> tuple[list[str],
 
 def test_text_is_ranked_by_cosine_in_the_clap_geometry(clap_out, capsys):
     out, model = clap_out
-    assert main(["similar", out, "--text", "calm solo piano", "--k", "4", "--json"]) == 0
+    assert main(["similar", out, "--text", "calm piano", "--k", "4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["query"] == "text:calm solo piano" and result["matrix"] == "embeddings/clap"
-    ids, sims = reference_text_ranking(out, model, "calm solo piano")
+    assert result["query"] == "text:calm piano" and result["matrix"] == "embeddings/clap"
+    assert result["geometry"]["embeddings"] == "centered + L2-normalized"
+    ids, sims = reference_text_ranking(out, model, "calm piano")
     assert [r["track_id"] for r in result["neighbours"]] == ids
     np.testing.assert_allclose([r["similarity"] for r in result["neighbours"]], sims, atol=1e-4)
+    # words beyond the text tower's positions are cut, not an indexing error
+    assert main(["similar", out, "--text", "calm solo piano " * 8, "--k", "1"]) == 0
+    assert capsys.readouterr().out.startswith("nearest to the words 'calm solo piano")
 
 
 def test_audio_query_of_a_clap_run_finds_the_track(clap_out, tmp_path, capsys):
