@@ -32,14 +32,24 @@ from soundclust_ray.errors import UserError
 CLAP = "clap"
 
 
-def run_config(out: str) -> RunConfig:
-    """The config the run computed with (OUT/run.json's ``config``); UserError without one."""
-    from soundclust_ray.runinfo import read_run_info
+def run_config(out: str, products: tuple[str, ...] = ()) -> RunConfig:
+    """The config the run computed with (OUT/run.json's ``config``); UserError without one, or
+    when a later run of other options (``jobs/embed.py`` after ``jobs/extract_features.py``)
+    left run.json a config that did not compute one of ``products`` (its recorded hash)."""
+    from soundclust_ray.runinfo import product_hash, read_run_info
 
-    values = read_run_info(out).get("config")
-    if not values:
+    info = read_run_info(out)
+    if not info.get("config"):
         raise UserError(f"{out} has no run.json with a config: `soundclust run` it first")
-    return from_dict(RunConfig, values)
+    cfg = from_dict(RunConfig, info["config"])
+    for product in products:
+        recorded = (info.get("product_hashes") or {}).get(product)
+        if recorded and recorded != product_hash(cfg, product):
+            raise UserError(
+                f"{out}/run.json's config is not the one that computed {product} (a later run "
+                "changed it): query files cannot be computed the way the corpus was"
+            )
+    return cfg
 
 
 def products_of_model(model) -> list[str]:
@@ -157,9 +167,9 @@ def similar_to_files(
     if k < 1:
         raise UserError(f"k must be at least 1, got {k}")
     paths = list(dict.fromkeys(str(p) for p in paths))
-    cfg = run_config(out)
     model = clustered_model(out)
     products = products_of_model(model)
+    cfg = run_config(out, tuple(products))
     si = open_index(out, "auto", approximate, search)
     failed = missing_files(paths)
     todo = [p for p in paths if p not in failed]
@@ -235,7 +245,7 @@ def similar_to_text(
     if CLAP not in backends:
         has = f"embeddings of {', '.join(backends)}" if backends else "no embeddings"
         raise UserError(f"--text needs a run with --embed clap ({out} has {has})")
-    clap = run_config(out).embed.clap
+    clap = run_config(out, (outdir.embeddings_product(CLAP),)).embed.clap
     try:
         encoder = load_clap_text(clap)
     except EmbedderLoadError as exc:

@@ -8,6 +8,7 @@ then analysed by the real driver; no Ray start-up, a few seconds each.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from soundclust_ray.config import (
 )
 from soundclust_ray.embed.postprocess import center_and_normalize
 from soundclust_ray.query import shard_like_table
-from soundclust_ray.runinfo import write_manifest, write_run_info
+from soundclust_ray.runinfo import product_hash, write_manifest, write_run_info
 from soundclust_ray.stages.inprocess import product_stage, track_batch
 
 CLIPS = ("blues", "classical", "country", "jazz", "metal", "pop")
@@ -68,7 +69,8 @@ def write_out(out: Path, cfg: RunConfig, paths: list[Path], products: list[str])
         {"track_id": ids, "path": [str(p) for p in paths], "invalid_reason": ""}
     )
     write_manifest(str(out), manifest)
-    write_run_info(str(out), {"config": to_dict(cfg)})
+    hashes = {p: product_hash(cfg, p) for p in products}
+    write_run_info(str(out), {"config": to_dict(cfg), "product_hashes": hashes})
     analyze(str(out), cfg.analysis, progress=False)
     return str(out)
 
@@ -150,6 +152,20 @@ def test_bad_files_get_one_line_each_and_the_good_ones_an_answer(features_out, t
     assert capsys.readouterr().err == f"error: {missing}: no such file\n"
 
 
+def test_a_run_json_config_that_did_not_compute_the_shards_is_refused(
+    features_out, tmp_path, capsys
+):
+    out, paths = features_out
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    info = json.loads((copy / "run.json").read_text())
+    info["config"]["features"]["timbre"]["n_mels"] = 32  # a later run's other options
+    (copy / "run.json").write_text(json.dumps(info))
+    assert main(["similar", str(copy), "--audio", str(paths[0])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not the one that computed features" in err
+
+
 def test_query_options_exclude_each_other_and_text_needs_clap(features_out, capsys):
     out, paths = features_out
     assert main(["similar", out, "--audio", str(paths[0]), "--id", paths[0].name]) == 2
@@ -178,18 +194,20 @@ def build_tiny_tokenizer(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def clap_out(tmp_path_factory):
-    """A CLAP OUT (tiny random CLAP with its tokenizer) of four GTZAN clips cut to 6 s."""
+    """A timbre + CLAP OUT (tiny random CLAP with its tokenizer) of four GTZAN clips cut to
+    6 s, clustered on both (features and CLAP fused)."""
     tmp = tmp_path_factory.mktemp("query_clap")
     model = build_tiny_clap(tmp / "clap")
     build_tiny_tokenizer(model)
     paths = cut_clips(tmp / "corpus")[:4]
     clap = ClapEmbedConfig(model=str(model), window_s=2.0)
     cfg = RunConfig(
-        features=FeaturesConfig(families=()),
+        features=FeaturesConfig(families=("timbre",)),
         embed=EmbedConfig(backends=("clap",), clap=clap),
-        analysis=CHEAP_ANALYSIS,
+        analysis=replace(CHEAP_ANALYSIS, matrix="both"),
     )
-    return write_out(tmp / "out", cfg, paths, [outdir.embeddings_product("clap")]), model
+    products = [outdir.FEATURES, outdir.embeddings_product("clap")]
+    return write_out(tmp / "out", cfg, paths, products), model, paths
 
 
 def reference_text_ranking(out: str, model: Path, text: str) -> tuple[list[str], np.ndarray]:
@@ -212,8 +230,15 @@ def reference_text_ranking(out: str, model: Path, text: str) -> tuple[list[str],
     return [str(i) for i in ids[order]], sims[order]
 
 
-def test_text_is_ranked_by_cosine_in_the_clap_geometry(clap_out, capsys):
-    out, model = clap_out
+@pytest.mark.parametrize("clustered", ["both", "embeddings"])
+def test_text_is_ranked_by_cosine_in_the_clap_geometry(clap_out, clustered, tmp_path, capsys):
+    """Whether the run clustered CLAP alone (the saved transform) or fused with features (the
+    CLAP index's own steps), the words are ranked in the CLAP index's geometry."""
+    out, model, _ = clap_out
+    if clustered != "both":
+        shutil.copytree(out, tmp_path / "out")
+        out = str(tmp_path / "out")
+        analyze(out, replace(CHEAP_ANALYSIS, matrix=clustered, backend="clap"), progress=False)
     assert main(["similar", out, "--text", "calm piano", "--k", "4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["query"] == "text:calm piano" and result["matrix"] == "embeddings/clap"
@@ -226,15 +251,13 @@ def test_text_is_ranked_by_cosine_in_the_clap_geometry(clap_out, capsys):
     assert capsys.readouterr().out.startswith("nearest to the words 'calm solo piano")
 
 
-def test_audio_query_of_a_clap_run_finds_the_track(clap_out, tmp_path, capsys):
-    out, _ = clap_out
-    src = Path(json.loads((Path(out) / "run.json").read_text())["config"]["embed"]["clap"]["model"])
-    assert src.is_dir()
-    corpus = sorted((Path(out).parent / "corpus").glob("*.wav"))[:4]
-    copy = reencode(corpus[2], tmp_path / "copy.flac")
+def test_audio_query_of_a_fused_clap_run_finds_the_track(clap_out, tmp_path, capsys):
+    out, _, paths = clap_out
+    copy = reencode(paths[2], tmp_path / "copy.flac")
     assert main(["similar", out, "--audio", str(copy), "--k", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["neighbours"][0]["track_id"] == corpus[2].name
+    assert result["matrix"] == "both" and "fusion" in result["geometry"]
+    assert result["neighbours"][0]["track_id"] == paths[2].name
     assert result["neighbours"][0]["similarity"] > 0.99
 
 
