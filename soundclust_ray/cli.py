@@ -817,8 +817,8 @@ def check_one_query(args: argparse.Namespace) -> None:
 
 def print_outside_query(args: argparse.Namespace) -> int:
     """``similar --audio FILE…`` / ``--text WORDS``: neighbours of sound files or words from
-    outside the corpus. With several files the good ones are answered and each bad one gets
-    one line on stderr; the exit code is then 2."""
+    outside the corpus. The good files are answered and each bad one gets one line on stderr
+    (the only output when no file is good); the exit code is then 2."""
     from soundclust_ray.analysis.search import format_similar, format_similar_json
     from soundclust_ray.query import format_queries_json, similar_to_files, similar_to_text
 
@@ -835,9 +835,9 @@ def print_outside_query(args: argparse.Namespace) -> int:
         print(safe_json(text) if args.json else safe_line(text))
         return 0
     tables, failed = similar_to_files(args.out, args.audio, args.k, approximate, search)
-    if args.json:
+    if tables and args.json:
         print(safe_json(format_queries_json(tables, failed)))
-    else:
+    elif tables:
         print(safe_line("\n\n".join(format_similar(t) for t in tables)))
     for path, why in failed.items():
         print(f"error: {safe_line(f'{path}: {why}')}", file=sys.stderr)

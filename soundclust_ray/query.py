@@ -55,8 +55,6 @@ def run_config(out: str, products: tuple[str, ...] = ()) -> RunConfig:
 def products_of_model(model) -> list[str]:
     """The products whose shards the clustered matrix (the placement model's) is read from."""
     matrix, key = model.key.get("matrix"), model.key
-    if matrix == "tabular":
-        raise UserError("--audio needs an audio run: this OUT clusters tabular vectors")
     chunks = matrix == "features" and (key.get("config") or {}).get("chunk_level")
     products = [outdir.FEATURE_CHUNKS if chunks else outdir.FEATURES]
     products = products if matrix in ("features", "both") else []
@@ -162,23 +160,26 @@ def similar_to_files(
     search: SearchConfig | None = None,
 ) -> tuple[list[pd.DataFrame], dict[str, str]]:
     """One neighbour table per answered file, in the order given (``attrs['query']`` = its
-    path), and {path: why} of the files that could not be answered. UserError when none can
-    (before any model loads when every file is missing)."""
+    path), and {path: why} of the files that could not be answered (missing ones found before
+    any model loads). UserError for what no file can change: no run config, no saved transform,
+    a source other than audio, a model that no longer loads."""
     if k < 1:
         raise UserError(f"k must be at least 1, got {k}")
     paths = list(dict.fromkeys(str(p) for p in paths))
     model = clustered_model(out)
     products = products_of_model(model)
     cfg = run_config(out, tuple(products))
+    if cfg.source != "audio":
+        raise UserError(f"--audio needs a run of audio files; {out} is a {cfg.source} run")
     si = open_index(out, "auto", approximate, search)
     failed = missing_files(paths)
     todo = [p for p in paths if p not in failed]
     if not todo:
-        raise UserError(one_line_per_file(failed))
+        return [], failed
     tables, bad = compute_files(cfg, products, todo)
     failed.update(bad)
     if len(failed) == len(paths):
-        raise UserError(one_line_per_file(failed))
+        return [], failed
     query_ids, Q = query_vectors(model, tables)
     idx, sim = si.search(Q, k)
     answered = {todo[int(q[1:])]: j for j, q in enumerate(query_ids)}
@@ -190,11 +191,6 @@ def similar_to_files(
             table.attrs.update(query=path)
             tables_out.append(table)
     return tables_out, {p: failed[p] for p in paths if p in failed}
-
-
-def one_line_per_file(failed: dict[str, str]) -> str:
-    """'FILE: why' for each file that could not be answered, joined by '; '."""
-    return "; ".join(f"{path}: {why}" for path, why in failed.items())
 
 
 def clap_transform(out: str, cfg):

@@ -150,6 +150,10 @@ def test_bad_files_get_one_line_each_and_the_good_ones_an_answer(features_out, t
     assert lines[1] == f"error: {missing}: no such file"
     assert main(["similar", out, "--audio", str(missing)]) == 2
     assert capsys.readouterr().err == f"error: {missing}: no such file\n"
+    assert main(["similar", out, "--audio", str(paths[1]), str(missing), "--json"]) == 2
+    result = json.loads(capsys.readouterr().out)
+    assert result["errors"] == [{"query": str(missing), "error": "no such file"}]
+    assert {r["query"] for r in result["neighbours"]} == {str(paths[1])}
 
 
 def test_a_run_json_config_that_did_not_compute_the_shards_is_refused(
