@@ -1024,7 +1024,8 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument(
         "--matrix",
         default="auto",
-        help="vectors to search: auto, features, embeddings, embeddings:<backend>, tabular",
+        help="vectors to search with --id: auto, features, embeddings, embeddings:<backend>, "
+        "tabular",
     )
     similar.add_argument(
         "--index",
