@@ -1,4 +1,4 @@
-"""The ``soundclust`` command: run, demo, analyze, similar, export.
+"""The ``soundclust`` command: run, demo, analyze, place, similar, export.
 
 Parsing only: each command turns options into a RunConfig / AnalysisConfig and calls the
 package. User errors (missing input, bad column, unknown family) end in one line and exit 2.
@@ -353,6 +353,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     analysis.add_argument(
         "--no-analysis", action="store_true", help="stop after writing the shards"
     )
+    analysis.add_argument(
+        "--keep-clusters",
+        action="store_true",
+        help="place the tracks new to OUT into its last clustering and maps (as `soundclust "
+        "place`) instead of refitting; old tracks keep their clusters and positions",
+    )
     add_performance_options(perf)
 
 
@@ -561,6 +567,7 @@ def run_options(input_path: str, args: argparse.Namespace) -> RunOptions:
         id_col=getattr(args, "id_col", None),
         path_col=getattr(args, "path_col", None),
         no_analysis=args.no_analysis,
+        keep_clusters=getattr(args, "keep_clusters", False),
         num_cpus=args.num_cpus,
         address=getattr(args, "address", None),
         quiet=args.quiet,
@@ -699,6 +706,11 @@ def print_summary(out: str, info: dict, metrics: dict | None, seconds: float) ->
                 f"  vs labels '{metrics['label_col']}' (k-means): NMI = {fmt(metrics.get('nmi'))}"
                 f"   ARI = {fmt(metrics.get('ari'))}"
             )
+        if (metrics.get("placement") or {}).get("placed_tracks"):
+            lines.append(
+                f"  placed into that fit: {metrics['placement']['placed_tracks']} tracks "
+                "(placed=True in clusters.parquet; the scores above are of the fit)"
+            )
     lines.append(f"  total time {seconds:.1f} s")
     lines.append(f"  outputs in {out.rstrip('/')}/:")
     present = [name for name in outdir.SUMMARY_OUTPUTS if outdir.exists(out, name)]
@@ -764,6 +776,52 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     info = read_run_info(args.out) or {"products": {}, "n_failed": metrics.get("n_failed", 0)}
     print_summary(args.out, info, metrics, time.perf_counter() - started)
     return 0
+
+
+def cmd_place(args: argparse.Namespace) -> int:
+    """``soundclust place OUT``: the tracks new to OUT into its saved clustering."""
+    from soundclust_ray import outguard
+    from soundclust_ray.analysis.placing import place_new_tracks
+
+    started = time.perf_counter()
+    if not outdir.exists(args.out, outdir.METRICS):
+        raise UserError(
+            f"{args.out} has no finished analysis ({outdir.METRICS}): `soundclust run` first"
+        )
+    try:
+        with outguard.hold_lock(args.out):
+            metrics = place_new_tracks(args.out)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(str(exc).strip("'\"")) from exc
+    p = metrics["placement"]
+    if args.json:
+        print(safe_json(json.dumps(p, indent=2)))
+        return 0
+    say(
+        args,
+        f"placed {p['last_placed']} new tracks into the clustering of {p['fitted_tracks']} "
+        f"tracks in {time.perf_counter() - started:.1f} s ({p['placed_tracks']} placed in all, "
+        f"placed=True in {outdir.path(args.out, outdir.CLUSTERS)}); scores and summaries stay "
+        "those of the fit, `soundclust analyze` refits",
+    )
+    return 0
+
+
+def add_place_command(sub) -> None:
+    """``soundclust place OUT``."""
+    place = sub.add_parser(
+        "place",
+        formatter_class=_HelpFormatter,
+        help="add the tracks new to OUT to its clusters and maps without refitting",
+        description="Assign the tracks that have shards in OUT but are not in its last "
+        "analysis (added by a later run) to the saved k-means and HDBSCAN clusters and "
+        "UMAP/PCA maps; the tracks already clustered keep their ids and positions.",
+        epilog=EXAMPLES["place"],
+    )
+    add_out_argument(place)
+    place.add_argument("--quiet", action="store_true", help="print nothing on success")
+    place.add_argument("--json", action="store_true", help="print the placement record as JSON")
+    place.set_defaults(func=cmd_place)
 
 
 def add_duplicates_option(p: argparse.ArgumentParser) -> None:
@@ -912,6 +970,11 @@ EXAMPLES = {
   soundclust analyze out/ --k auto
   soundclust analyze --out out/ --matrix features --pca 0.95 --label-col genre
   soundclust analyze out/ --matrix both --weights timbre=1,embeddings=2""",
+    "place": """examples:
+  soundclust run ~/Music --out out/                 # fit once
+  soundclust run ~/Music --out out/ --no-analysis   # later: shards of the new files only
+  soundclust place out/                             # new tracks into the saved clusters
+  soundclust run ~/Music --out out/ --keep-clusters # the same in one command""",
     "similar": """examples:
   soundclust similar out/ --id TRACK_ID
   soundclust similar out/ --id TRACK_ID --k 20 --json
@@ -1043,6 +1106,7 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--json", action="store_true", help="print strict JSON")
     similar.set_defaults(func=cmd_similar)
     add_export_command(sub)
+    add_place_command(sub)
     return parser
 
 

@@ -54,13 +54,10 @@ def run_config(out: str, products: tuple[str, ...] = ()) -> RunConfig:
 
 def products_of_model(model) -> list[str]:
     """The products whose shards the clustered matrix (the placement model's) is read from."""
-    matrix, key = model.key.get("matrix"), model.key
-    chunks = matrix == "features" and (key.get("config") or {}).get("chunk_level")
-    products = [outdir.FEATURE_CHUNKS if chunks else outdir.FEATURES]
-    products = products if matrix in ("features", "both") else []
-    if matrix in ("embeddings", "both"):
-        products.append(outdir.embeddings_product(key["backend"]))
-    return products
+    products = [placement.feature_product(model.key)]
+    products = products if model.key.get("matrix") in ("features", "both") else []
+    backend = placement.backend_of(model.key)
+    return products + ([outdir.embeddings_product(backend)] if backend else [])
 
 
 def clustered_model(out: str):

@@ -230,6 +230,8 @@ def execute(
         listing = source.list_inputs(opts, cfg, say)
         if k_given and not opts.no_analysis:
             check_k_fits(cfg.analysis.k, corpus_tracks(listing))
+        keep = opts.keep_clusters and not opts.no_analysis
+        keep = keep and check_keep_clusters(opts.out, cfg, source.products(cfg), say)
         forget_stale_tracks(opts.out, listing, say)
         pending = source.pending(listing, opts, cfg)
         if source.needs_ray and pending == 0:
@@ -242,6 +244,8 @@ def execute(
         metrics = None
         if opts.no_analysis:
             record_analysis_options(opts.out, cfg.analysis, opts.label_col)
+        elif keep:
+            metrics = place_into_saved_fit(opts.out, say)
         else:
             metrics = current_metrics(opts.out, cfg.analysis, opts.label_col)
             if metrics is None:
@@ -253,6 +257,57 @@ def execute(
         check_accounting(opts.out, source.products(cfg), analysed=metrics is not None)
     seconds = time.perf_counter() - started
     return RunOutcome(info, metrics, seconds, error_rate_exceeded(info, cfg))
+
+
+def check_keep_clusters(out: str, cfg: RunConfig, products: list[str], say: Say) -> bool:
+    """``run --keep-clusters``, before any work: True when OUT's saved clustering can take
+    this run's new tracks; False (a first fit, said) when OUT has none yet; UserError when the
+    run computes another matrix or asks for other analysis options than the saved fit."""
+    from soundclust_ray.analysis import placing
+    from soundclust_ray.analysis.placement import analysis_key, load_placement
+    from soundclust_ray.analysis.search import NOT_GEOMETRY
+    from soundclust_ray.config import to_dict
+
+    model = load_placement(out) if outdir.exists(out, outdir.METRICS) else None
+    if model is None:
+        say(f"--keep-clusters: {out} has no saved clustering yet; fitting one")
+        return False
+    missing = [p for p in placing.model_products(model) if p not in products]
+    if missing:
+        raise UserError(
+            f"--keep-clusters: the saved clustering of {out} is fitted on {', '.join(missing)}, "
+            "which this run does not compute: give the options of the fit, or refit without "
+            "--keep-clusters"
+        )
+    asked = analysis_key(to_dict(cfg.analysis), {})["config"]
+    changed = sorted(k for k, v in asked.items() if model.key["config"].get(k) != v)
+    geometry = [k for k in changed if k not in NOT_GEOMETRY]
+    if geometry:
+        raise UserError(
+            "--keep-clusters places into the saved fit, whose matrix was made with other "
+            f"options ({', '.join(geometry)}): drop them, or refit without --keep-clusters"
+        )
+    if changed:
+        kept = ", ".join(f"{k} {model.key['config'].get(k)}" for k in changed)
+        say(f"--keep-clusters: the saved fit's options are kept ({kept})")
+    return True
+
+
+def place_into_saved_fit(out: str, say: Say) -> dict:
+    """``run --keep-clusters``'s analysis: the new tracks placed (``analysis/placing``)."""
+    from soundclust_ray.analysis import placing
+
+    try:
+        metrics = placing.place_new_tracks(out)
+    except placing.NothingToPlace:
+        say(f"--keep-clusters: no new tracks; {out}'s clustering is unchanged")
+        return outdir.read_json(out, outdir.METRICS)
+    placed = metrics["placement"]
+    say(
+        f"--keep-clusters: {placed['last_placed']} new tracks placed into the fit of "
+        f"{placed['fitted_tracks']} tracks (placed=True in {outdir.CLUSTERS})"
+    )
+    return metrics
 
 
 def out_state(out: str) -> str:

@@ -66,6 +66,14 @@ def test_saved_steps_redo_the_clustered_matrix_and_the_index(tmp_path, case):
         placement.search_vectors(model, raw.X, raw.track_ids), stored, atol=1e-5
     )
     assert model.window_level == (windows > 0 and options["matrix"] != "both")
+    tables = {}
+    for kind, product in (("features", outdir.FEATURES), ("embeddings", backend)):
+        if product:
+            name = product if kind == "features" else outdir.embeddings_product(product)
+            tables[kind] = pa.concat_tables(shards.iter_shard_tables(out, name))
+    from_tables = placement.raw_rows_from_tables(model, **tables)
+    assert from_tables.columns == raw.columns
+    np.testing.assert_array_equal(from_tables.X, raw.X)
 
 
 def test_a_model_of_another_analysis_is_refused(tmp_path):

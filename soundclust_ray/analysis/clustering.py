@@ -110,7 +110,16 @@ def hdbscan_warning(labels: np.ndarray, min_cluster_size: int) -> str | None:
 def fit_hdbscan(
     X: np.ndarray, cfg: AnalysisConfig, progress: bool = False, executor: Executor = SERIAL
 ) -> tuple[np.ndarray, dict]:
-    """(labels (n,) int32 with noise -1, info) of HDBSCAN (eom, as seed 002).
+    """(labels, info) of :func:`fit_hdbscan_tree`."""
+    labels, info, _ = fit_hdbscan_tree(X, cfg, progress, executor)
+    return labels, info
+
+
+def fit_hdbscan_tree(
+    X: np.ndarray, cfg: AnalysisConfig, progress: bool = False, executor: Executor = SERIAL
+) -> tuple[np.ndarray, dict, HdbscanTree | None]:
+    """(labels (n,) int32 with noise -1, info, the fitted tree or None) of HDBSCAN (eom, as
+    seed 002); the tree (``HdbscanTree``) assigns new rows by approximate_predict's rule.
 
     Above ``cfg.fit_sample`` rows the model is fitted on a seeded sample and the rest is assigned
     out of sample by ``assign_hdbscan`` (``approximate_predict``'s rule, vectorized), one
@@ -133,14 +142,14 @@ def fit_hdbscan(
     if n < max(min_cluster_size, 2):
         info["skipped"] = f"{n} rows < min_cluster_size={min_cluster_size}: all rows are noise"
         info["warning"] = hdbscan_warning(np.full(n, -1), min_cluster_size)
-        return np.full(n, -1, dtype=np.int32), info
+        return np.full(n, -1, dtype=np.int32), info, None
     min_samples = min(min_samples, n - 1) if min_samples is not None else None
     sampled = len(idx) < n
     model = hdbscan.HDBSCAN(
         min_cluster_size=min_cluster_size,
         min_samples=min_samples,
         cluster_selection_method="eom",
-        prediction_data=sampled,
+        prediction_data=True,  # for the out-of-sample rows, and kept to place tracks later
     )
     t0 = time.perf_counter()
     fit_labels = model.fit_predict(X[idx] if sampled else X)
@@ -149,19 +158,19 @@ def fit_hdbscan(
     warning = hdbscan_warning(fit_labels, min_cluster_size)
     if warning:
         info["warning"] = warning
+    tree = hdbscan_tree(model, min_samples if min_samples is not None else min_cluster_size)
     if not sampled:
-        return fit_labels.astype(np.int32), info
+        return fit_labels.astype(np.int32), info, tree
     labels = np.empty(n, dtype=np.int32)
     labels[idx] = fit_labels
     t0 = time.perf_counter()
-    tree = hdbscan_tree(model, min_samples if min_samples is not None else min_cluster_size)
     batches = list(out_of_sample_batches(n, idx, cfg.predict_batch, "hdbscan predict", progress))
     results = executor.map(partial(assign_hdbscan_rows, tree, X), batches)
     for rows, pred in zip(batches, results, strict=True):
         labels[rows] = pred
     info["out_of_sample_rows"] = int(n - len(idx))
     info["seconds_out_of_sample"] = round(time.perf_counter() - t0, 4)
-    return labels, info
+    return labels, info, tree
 
 
 def assign_hdbscan_rows(tree: HdbscanTree, X: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ from soundclust_ray.config import AnalysisConfig, PlacementConfig, to_dict
 
 STEP_COUNT = 14
 """Steps the progress bar counts: the thirteen timed steps and the final write."""
-LAYOUT_COLUMNS = ("kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "top_tags")
+LAYOUT_COLUMNS = ("kmeans", "hdbscan", "umap_x", "umap_y", "pca_x", "pca_y", "top_tags", "placed")
 """Columns of clusters.parquet that are results, not manifest metadata."""
 
 
@@ -100,6 +100,9 @@ class Fitted:
     steps: list[Step]
     """Raw rows → ``X`` (scaling, fusion, PCA reduction), for the placement model."""
     pca_map: Step | None
+    neighbour_steps: list[Step]
+    """``X`` → the neighbour space HDBSCAN and UMAP saw (its PCA, or none)."""
+    hdbscan_tree: clustering.HdbscanTree | None
 
 
 @dataclass
@@ -180,21 +183,26 @@ def oof_step(
     return {"path": outdir.OOF, "k": k, "splits": cfg.oof_splits}
 
 
-def neighbour_space(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, dict | None]:
-    """The matrix HDBSCAN and UMAP search neighbours in: a PCA of X when X is big and wide."""
+def neighbour_space(
+    X: np.ndarray, cfg: AnalysisConfig
+) -> tuple[np.ndarray, dict | None, list[Step]]:
+    """The matrix HDBSCAN and UMAP search neighbours in: a PCA of X when X is big and wide;
+    with its record and placement step (none when Xn is X)."""
     wide = X.shape[1] > cfg.neighbors_pca_dims
     if (cfg.hdbscan or cfg.umap) and X.shape[0] > cfg.neighbors_pca_above and wide:
-        return projection.fit_pca_reduction(X, cfg.neighbors_pca_dims, cfg)
-    return X, None
+        Y, info, pca = projection.fit_pca_reduction_model(X, cfg.neighbors_pca_dims, cfg)
+        return Y, info, [pca_step(pca.mean_, pca.components_)]
+    return X, None, []
 
 
 def hdbscan_step(
     Xn: np.ndarray, cfg: AnalysisConfig, progress: bool, executor: Executor = SERIAL
-) -> tuple[np.ndarray, dict]:
-    """HDBSCAN labels and record; all noise (-1) when turned off."""
+) -> tuple[np.ndarray, dict, clustering.HdbscanTree | None]:
+    """HDBSCAN labels, record and fitted tree; all noise (-1) and no tree when turned off."""
     if not cfg.hdbscan:
-        return np.full(Xn.shape[0], -1, dtype=np.int32), {"skipped": "turned off (hdbscan=False)"}
-    return clustering.fit_hdbscan(Xn, cfg, progress, executor)
+        off = {"skipped": "turned off (hdbscan=False)"}
+        return np.full(Xn.shape[0], -1, dtype=np.int32), off, None
+    return clustering.fit_hdbscan_tree(Xn, cfg, progress, executor)
 
 
 def umap_step(Xn: np.ndarray, cfg: AnalysisConfig, progress: bool) -> tuple[np.ndarray, dict]:
@@ -257,11 +265,11 @@ def _fit(
         if cfg.oof:
             result["oof"] = oof_step(out, g, X, k, cfg, executor)
     with steps("neighbour pca"):
-        Xn, neighbours_info = neighbour_space(X, cfg)
+        Xn, neighbours_info, to_neighbours = neighbour_space(X, cfg)
     if neighbours_info is not None:
         result["neighbors_pca"] = neighbours_info
     with steps("hdbscan"):
-        hdb_labels, result["hdbscan"] = hdbscan_step(Xn, cfg, False, executor)
+        hdb_labels, result["hdbscan"], tree = hdbscan_step(Xn, cfg, False, executor)
     with steps("umap"):
         umap_xy, result["umap"] = umap_step(Xn, cfg, False)
     del Xn
@@ -269,10 +277,21 @@ def _fit(
         pca_xy, result["pca_map"], pca_map = pca_map_step(X, cfg)
     wrote_oof = "path" in result.get("oof", {})
     fitted = Fitted(
-        g, X, km_labels, centres, hdb_labels, umap_xy, pca_xy, wrote_oof, g.steps + reduce, pca_map
+        g,
+        X,
+        km_labels,
+        centres,
+        hdb_labels,
+        umap_xy,
+        pca_xy,
+        wrote_oof,
+        g.steps + reduce,
+        pca_map,
+        to_neighbours,
+        tree,
     )
     with steps("placement model"):
-        result["placement"] = placement_step(out, fitted, cfg, result)
+        result["placement_model"] = placement_step(out, fitted, cfg, result)
     return fitted
 
 
@@ -292,6 +311,8 @@ def placement_step(out: str, f: Fitted, cfg: AnalysisConfig, result: dict) -> di
         pcfg,
         cfg.random_state,
         f.g.columns,
+        neighbour_steps=f.neighbour_steps,
+        hdbscan_tree=f.hdbscan_tree,
     )
     model.key = placement.analysis_key(to_dict(cfg), result["matrix"])
     model.window_level = f.g.chunk_level

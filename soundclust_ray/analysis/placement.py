@@ -10,9 +10,12 @@ positions — as arrays (``.npz``, read with ``allow_pickle=False``) plus JSON, 
 
 - k-means: the nearest saved centre (what ``KMeans.predict`` does);
 - PCA map: the saved axes, exactly;
-- HDBSCAN label and UMAP position: from the ``neighbours`` nearest saved training rows (in the
-  clustered space) — the majority label, and the inverse-distance weighted mean position — so a
-  new track lands among the tracks it resembles and no old position changes.
+- HDBSCAN label: approximate_predict's rule on the saved condensed tree (``clustering.
+  assign_hdbscan``, what the analysis itself does for rows outside its fitted sample); the
+  majority label of the nearest saved training rows when the analysis fitted no tree;
+- UMAP position: the inverse-distance weighted mean position of the ``neighbours`` nearest saved
+  training rows, in the neighbour space HDBSCAN and UMAP saw — so a new track lands among the
+  tracks it resembles and no old position changes.
 
 Raw rows (what :func:`raw_rows` gathers and :func:`search_vectors` / :func:`place` take) are the
 shard values the analysis gathered, in ``model.columns`` order, one row per track or per window:
@@ -42,6 +45,7 @@ import pyarrow as pa
 
 from soundclust_ray import outdir, shards
 from soundclust_ray.analysis import gather
+from soundclust_ray.analysis.clustering import HdbscanTree, assign_hdbscan
 from soundclust_ray.analysis.steps import (  # noqa: F401 - re-exported: the placement API
     STEP_KINDS,
     Step,
@@ -71,7 +75,7 @@ class PlacementModel:
     centres: np.ndarray
     """(k, d) k-means centres in the clustered space."""
     train_X: np.ndarray
-    """(m, d) seeded sample of training rows in the clustered space."""
+    """(m, d') seeded sample of training rows in the neighbour space (``neighbour_steps``)."""
     train_hdbscan: np.ndarray
     train_umap: np.ndarray
     """(m, 2) their UMAP positions (NaN when the run had no UMAP)."""
@@ -84,6 +88,9 @@ class PlacementModel:
     the fitted tracks' count and hash (compared with OUT by :func:`load_placement`)."""
     window_level: bool = False
     """Clustered rows are windows (each track votes / averages its windows)."""
+    neighbour_steps: list[Step] = field(default_factory=list)
+    """Clustered rows → the neighbour space HDBSCAN and UMAP were fitted in (a PCA, or none)."""
+    hdbscan_tree: HdbscanTree | None = None
 
 
 def fit_placement(
@@ -96,20 +103,26 @@ def fit_placement(
     cfg: PlacementConfig,
     random_state: int,
     columns: list[str] | None = None,
+    *,
+    neighbour_steps: list[Step] | None = None,
+    hdbscan_tree: HdbscanTree | None = None,
 ) -> PlacementModel:
     """A model from the clustered matrix ``X`` and what the analysis fitted on it."""
     rng = np.random.default_rng(random_state)
     n = len(X)
     rows = np.sort(rng.choice(n, min(n, cfg.map_sample), replace=False))
+    neighbour_steps = list(neighbour_steps or [])
     return PlacementModel(
         steps,
         np.asarray(centres, np.float32),
-        np.ascontiguousarray(X[rows], np.float32),
+        np.ascontiguousarray(apply_steps(neighbour_steps, X[rows]), np.float32),
         np.asarray(hdbscan)[rows].astype(np.int32),
         np.asarray(umap_xy, np.float32)[rows],
         pca_map,
         cfg.neighbours,
         list(columns or []),
+        neighbour_steps=neighbour_steps,
+        hdbscan_tree=hdbscan_tree,
     )
 
 
@@ -120,12 +133,16 @@ def place_rows(model: PlacementModel, Y: np.ndarray) -> dict[str, np.ndarray]:
     Y = np.ascontiguousarray(Y, dtype=np.float32)
     d2 = (Y**2).sum(1)[:, None] - 2 * Y @ model.centres.T + (model.centres**2).sum(1)[None, :]
     result = {"kmeans": np.argmin(d2, axis=1).astype(np.int32)}
-    index = faiss.IndexFlatL2(Y.shape[1])
+    Yn = np.ascontiguousarray(apply_steps(model.neighbour_steps, Y), dtype=np.float32)
+    index = faiss.IndexFlatL2(Yn.shape[1])
     index.add(np.ascontiguousarray(model.train_X, dtype=np.float32))
     k = min(model.neighbours, len(model.train_X))
-    dist2, rows = index.search(Y, k)
-    labels = model.train_hdbscan[rows]
-    result["hdbscan"] = np.array([np.bincount(r + 1).argmax() - 1 for r in labels], np.int32)
+    dist2, rows = index.search(Yn, k)
+    if model.hdbscan_tree is not None:
+        result["hdbscan"] = assign_hdbscan(model.hdbscan_tree, Yn)[0].astype(np.int32)
+    else:
+        labels = model.train_hdbscan[rows]
+        result["hdbscan"] = np.array([np.bincount(r + 1).argmax() - 1 for r in labels], np.int32)
     weights = 1.0 / (np.sqrt(np.maximum(dist2, 0)) + 1e-6)
     weights /= weights.sum(axis=1, keepdims=True)
     umap = (model.train_umap[rows] * weights[..., None]).sum(axis=1)
@@ -189,12 +206,14 @@ def search_vectors(
 # --- raw rows from OUT's shards (or from tables shaped like them) -------------------------------
 
 
-def _feature_product(key: dict) -> str:
+def feature_product(key: dict) -> str:
+    """The feature product a model's raw rows come from (``features_chunks`` with chunk_level)."""
     chunks = key.get("matrix") == "features" and (key.get("config") or {}).get("chunk_level")
     return outdir.FEATURE_CHUNKS if chunks else outdir.FEATURES
 
 
-def _backend(key: dict) -> str | None:
+def backend_of(key: dict) -> str | None:
+    """The embedding backend a model's raw rows come from (None: features only)."""
     if key.get("matrix") == "tabular":
         return TABULAR_BACKEND
     return key.get("backend") if key.get("matrix") in ("embeddings", "both") else None
@@ -269,9 +288,9 @@ def raw_rows(out: str, model: PlacementModel, track_ids=None) -> gather.Gathered
     features = embeddings = None
     try:
         if key["matrix"] in ("features", "both"):
-            features = gather.gather_features(out, product=_feature_product(key))
-        if _backend(key) is not None:
-            embeddings = gather.gather_embeddings(out, _backend(key))
+            features = gather.gather_features(out, product=feature_product(key))
+        if backend_of(key) is not None:
+            embeddings = gather.gather_embeddings(out, backend_of(key))
     except FileNotFoundError as exc:
         raise UserError(f"the saved placement model's matrix is not in OUT: {exc}") from exc
     return assemble_raw(model, features, embeddings, track_ids)
@@ -295,25 +314,19 @@ def raw_rows_from_tables(
 ) -> gather.Gathered:
     """The model's raw rows from in-memory tables shaped like the shards the run writes (a
     features stage's output: track_id [, chunk_index] and the feature columns; an embed stage's:
-    track_id [, window_index], ``embedding``), e.g. for a query file computed on the fly."""
+    track_id [, window_index], ``embedding``), e.g. for a query file computed on the fly. A
+    table the model's matrix does not use is ignored; a missing column is a UserError."""
     f = e = None
-    if embeddings is not None:
+    backend = backend_of(model.key)
+    if embeddings is not None and backend is not None:
         X = shards.embedding_matrix(embeddings.column(shards.EMBEDDING_COLUMN))
-        backend = _backend(model.key)
         e = _sorted_gathered(embeddings, X, [f"{backend}__emb_{i:03d}" for i in range(X.shape[1])])
-    if features is not None:
+    if features is not None and model.key.get("matrix") in ("features", "both"):
         n_feat = len(model.columns) - (0 if e is None else e.X.shape[1])
         names = [c for c in model.columns[:n_feat] if c in features.column_names]
-        X = (
-            np.column_stack(
-                [
-                    features.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
-                    for c in names
-                ]
-            )
-            if names
-            else np.empty((features.num_rows, 0), np.float32)
-        )
+        X = np.empty((features.num_rows, len(names)), np.float32)
+        for j, name in enumerate(names):
+            X[:, j] = features.column(name).to_numpy(zero_copy_only=False)
         f = _sorted_gathered(features, X, names)
     return assemble_raw(model, f, e)
 
@@ -327,6 +340,42 @@ def tracks_digest(track_ids: np.ndarray) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+TREE_ARRAYS = (
+    "points",
+    "core_distances",
+    "point_parent",
+    "point_lambda",
+    "cluster_parent",
+    "cluster_lambda",
+    "cluster_label",
+    "cluster_max_lambda",
+)
+"""The array fields of ``clustering.HdbscanTree`` (root and min_samples go to the JSON)."""
+
+
+def _pack(steps: list[Step], prefix: str, arrays: dict) -> list[dict]:
+    """Steps as JSON specs, their arrays into ``arrays`` under ``<prefix><i>_a|b``."""
+    specs = []
+    for i, step in enumerate(steps):
+        for name in ("a", "b"):
+            value = getattr(step, name)
+            if value is not None:
+                arrays[f"{prefix}{i}_{name}"] = value
+        specs.append({"kind": step.kind, "columns": step.columns})
+    return specs
+
+
+def _unpack(specs: list[dict], prefix: str, arrays) -> list[Step]:
+    steps = []
+    for i, spec in enumerate(specs):
+        if spec["kind"] not in STEP_KINDS:
+            raise ValueError(f"unknown placement step {spec['kind']!r} in {META}")
+        a, b = (arrays.get(f"{prefix}{i}_{n}") for n in "ab")
+        columns = tuple(spec["columns"]) if spec["columns"] else None
+        steps.append(Step(spec["kind"], a, b, columns))
+    return steps
+
+
 def save_placement(out: str, model: PlacementModel, track_ids: np.ndarray | None = None) -> None:
     """OUT/fitted/placement.npz (arrays), placement_tracks.parquet (the fitted tracks) and
     placement.json (what they are) — the JSON last: a save killed half way is never trusted."""
@@ -336,29 +385,28 @@ def save_placement(out: str, model: PlacementModel, track_ids: np.ndarray | None
         "train_hdbscan": model.train_hdbscan,
         "train_umap": model.train_umap,
     }
-    steps = []
-    for i, step in enumerate([*model.steps, *([model.pca_map] if model.pca_map else [])]):
-        for name in ("a", "b"):
-            value = getattr(step, name)
-            if value is not None:
-                arrays[f"step{i}_{name}"] = value
-        steps.append({"kind": step.kind, "columns": step.columns})
+    tree = model.hdbscan_tree
+    if tree is not None:
+        arrays.update({f"hdbscan_{name}": getattr(tree, name) for name in TREE_ARRAYS})
+    meta = {
+        "steps": _pack(model.steps, "step", arrays),
+        "pca_map": _pack([model.pca_map], "map", arrays)[0] if model.pca_map else None,
+        "neighbour_steps": _pack(model.neighbour_steps, "neighbour", arrays),
+        "hdbscan_tree": None
+        if tree is None
+        else {"root": tree.root, "min_samples": tree.min_samples},
+        "neighbours": model.neighbours,
+        "window_level": model.window_level,
+        "key": dict(model.key),
+        "columns": model.columns,
+    }
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     outdir.write_bytes(out, outdir.fitted_file(ARRAYS), buf.getvalue())
-    key = dict(model.key)
     if track_ids is not None:
         ids = np.unique(np.asarray(track_ids).astype(str))
         outdir.write_table(out, outdir.fitted_file(TRACKS), pa.table({"track_id": ids}))
-        key.update(n_tracks=int(len(ids)), tracks_sha=tracks_digest(ids))
-    meta = {
-        "steps": steps[: len(model.steps)],
-        "pca_map": steps[len(model.steps)] if model.pca_map else None,
-        "neighbours": model.neighbours,
-        "window_level": model.window_level,
-        "key": key,
-        "columns": model.columns,
-    }
+        meta["key"].update(n_tracks=int(len(ids)), tracks_sha=tracks_digest(ids))
     outdir.write_json(out, outdir.fitted_file(META), meta)
 
 
@@ -368,26 +416,23 @@ def _read_model(out: str) -> PlacementModel | None:
     if not meta or data is None:
         return None
     arrays = np.load(io.BytesIO(data), allow_pickle=False)
-    listed = [*meta["steps"], *([meta["pca_map"]] if meta["pca_map"] else [])]
-    steps = []
-    for i, spec in enumerate(listed):
-        if spec["kind"] not in STEP_KINDS:
-            raise ValueError(f"unknown placement step {spec['kind']!r} in {META}")
-        a, b = (arrays.get(f"step{i}_{n}") for n in "ab")
-        columns = tuple(spec["columns"]) if spec["columns"] else None
-        steps.append(Step(spec["kind"], a, b, columns))
-    pca_map = steps.pop() if meta["pca_map"] else None
+    tree = None
+    if meta.get("hdbscan_tree"):
+        fields = {name: arrays[f"hdbscan_{name}"] for name in TREE_ARRAYS}
+        tree = HdbscanTree(**fields, **meta["hdbscan_tree"])
     return PlacementModel(
-        steps,
+        _unpack(meta["steps"], "step", arrays),
         arrays["centres"],
         arrays["train_X"],
         arrays["train_hdbscan"],
         arrays["train_umap"],
-        pca_map,
+        _unpack([meta["pca_map"]], "map", arrays)[0] if meta["pca_map"] else None,
         int(meta["neighbours"]),
         list(meta.get("columns", [])),
         dict(meta.get("key") or {}),
         bool(meta.get("window_level", False)),
+        _unpack(meta.get("neighbour_steps") or [], "neighbour", arrays),
+        tree,
     )
 
 

@@ -32,6 +32,8 @@ class RunOptions:
     id_col: str | None = None
     path_col: str | None = None
     no_analysis: bool = False
+    keep_clusters: bool = False
+    """Place the new tracks into OUT's saved clustering instead of refitting (analysis/placing)."""
     num_cpus: int | None = None
     address: str | None = None
     quiet: bool = False
