@@ -976,10 +976,11 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from soundclust_ray.analysis.search import format_similar, format_similar_json, similar_tracks
 
     try:
+        check_one_query(args)
         if args.list_tags or args.tag:
             return print_tag_query(args)
-        if not args.id:
-            raise UserError("give --id TRACK_ID, --tag TAG or --list-tags")
+        if args.audio or args.text is not None:
+            return print_outside_query(args)
         table = similar_tracks(
             args.out,
             args.id,
@@ -993,6 +994,49 @@ def cmd_similar(args: argparse.Namespace) -> int:
     text = format_similar_json(table) if args.json else format_similar(table)
     print(safe_json(text) if args.json else safe_line(text))
     return 0
+
+
+QUERY_OPTIONS = ("id", "tag", "list_tags", "audio", "text")
+"""``similar``'s ways of asking, of which one is given."""
+
+
+def check_one_query(args: argparse.Namespace) -> None:
+    """One of --id, --tag, --list-tags, --audio, --text (one line otherwise)."""
+    given = [
+        f"--{n.replace('_', '-')}" for n in QUERY_OPTIONS if getattr(args, n) not in (None, False)
+    ]
+    if len(given) != 1:
+        also = f" ({' and '.join(given)} given)" if given else ""
+        raise UserError(f"give one of --id, --tag, --list-tags, --audio or --text{also}")
+
+
+def print_outside_query(args: argparse.Namespace) -> int:
+    """``similar --audio FILE…`` / ``--text WORDS``: neighbours of sound files or words from
+    outside the corpus. The good files are answered and each bad one gets one line on stderr
+    (the only output when no file is good); the exit code is then 2."""
+    from soundclust_ray.analysis.search import format_similar, format_similar_json
+    from soundclust_ray.query import format_queries_json, similar_to_files, similar_to_text
+
+    if args.matrix != "auto":
+        raise UserError(
+            "--matrix is for --id: --audio searches the matrix the run clustered, --text the "
+            "CLAP embeddings"
+        )
+    approximate = {"auto": None, "exact": False, "approximate": True}[args.index]
+    search = dataclasses.replace(SearchConfig(), ivf_nprobe=args.nprobe)
+    if args.text is not None:
+        table = similar_to_text(args.out, args.text, args.k, approximate, search)
+        text = format_similar_json(table) if args.json else format_similar(table)
+        print(safe_json(text) if args.json else safe_line(text))
+        return 0
+    tables, failed = similar_to_files(args.out, args.audio, args.k, approximate, search)
+    if tables and args.json:
+        print(safe_json(format_queries_json(tables, failed)))
+    elif tables:
+        print(safe_line("\n\n".join(format_similar(t) for t in tables)))
+    for path, why in failed.items():
+        print(f"error: {safe_line(f'{path}: {why}')}", file=sys.stderr)
+    return EXIT_USER_ERROR if failed else 0
 
 
 def print_tag_query(args: argparse.Namespace) -> int:
@@ -1072,7 +1116,9 @@ EXAMPLES = {
   soundclust similar out/ --id TRACK_ID
   soundclust similar out/ --id TRACK_ID --k 20 --json
   soundclust similar --out out/ --list-tags
-  soundclust similar out/ --tag rock""",
+  soundclust similar out/ --tag rock
+  soundclust similar out/ --audio new.mp3 other.flac
+  soundclust similar out/ --text 'calm solo piano'""",
     "export": """examples:
   soundclust export out/ --format m3u
   soundclust export --out out/ --format csv --to exported/""",
@@ -1146,8 +1192,9 @@ def build_parser() -> argparse.ArgumentParser:
     similar = sub.add_parser(
         "similar",
         formatter_class=fmt,
-        help="nearest tracks to a track",
-        description="Print the nearest tracks by cosine similarity.",
+        help="nearest tracks to a track, a sound file, a tag or words",
+        description="Print the nearest tracks by cosine similarity (to a corpus track, to "
+        "sound files, to words with CLAP) or the tracks most likely to carry a tag.",
         epilog=EXAMPLES["similar"],
     )
     add_out_argument(similar)
@@ -1158,11 +1205,27 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument(
         "--list-tags", action="store_true", help="print the tags --tag accepts and exit"
     )
+    similar.add_argument(
+        "--audio",
+        nargs="+",
+        metavar="FILE",
+        default=None,
+        help="sound files to query with (need not be in the corpus): decoded and embedded "
+        "with the run's own configuration, searched in the clustered matrix",
+    )
+    similar.add_argument(
+        "--text",
+        default=None,
+        metavar="WORDS",
+        help="words to query with, ranked against the CLAP embeddings by cosine (CLAP's text "
+        "tower; needs a run with --embed clap)",
+    )
     similar.add_argument("--k", type=int, default=10, help="number of neighbours")
     similar.add_argument(
         "--matrix",
         default="auto",
-        help="vectors to search: auto, features, embeddings, embeddings:<backend>, tabular",
+        help="vectors to search with --id: auto, features, embeddings, embeddings:<backend>, "
+        "tabular",
     )
     similar.add_argument(
         "--index",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 
 RANDOM_STATE = 42
 """Seed for every random step (k-means, UMAP, KFold, samples); seeds 002 and 004 use 42."""
@@ -537,6 +537,25 @@ def to_dict(cfg: object) -> dict:
     if not is_dataclass(cfg):
         raise TypeError(f"not a config dataclass: {type(cfg).__name__}")
     return asdict(cfg)
+
+
+def from_dict(cls: type, values: dict):
+    """A (nested) config dataclass back from its :func:`to_dict` form (run.json's ``config``):
+    keys it does not know ignored, missing ones at their defaults, JSON lists back to tuples."""
+
+    def tuples(v):
+        return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in values:
+            continue
+        nested = f.default_factory if f.default_factory is not MISSING else None
+        if is_dataclass(nested) and isinstance(values[f.name], dict):
+            kwargs[f.name] = from_dict(nested, values[f.name])
+        else:
+            kwargs[f.name] = tuples(values[f.name])
+    return cls(**kwargs)
 
 
 def config_hash(cfg: object) -> str:

@@ -378,24 +378,6 @@ def _plan_config(cfg: RunConfig, valid, out: str, state: str, overwrite: bool) -
     return with_classic_cap(cfg, cap)
 
 
-def _probe_stage(cfg: RunConfig, product: str):
-    """(set-up callable → compute callable, declared columns) of a product, without Ray."""
-    from soundclust_ray.stages.features import ClassicChunkStage, FeatureStage
-
-    if product in (outdir.FEATURES, outdir.FEATURE_CHUNKS):
-        stage_cls = FeatureStage if product == outdir.FEATURES else ClassicChunkStage
-        return (lambda: stage_cls(cfg)), stage_cls.WRITES
-    from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage
-
-    backend = product.split("/", 1)[1]
-
-    def setup():
-        prepare, model = EmbedPrepareStage(cfg, backend), EmbedStage(cfg, backend)
-        return lambda batch: model(prepare(batch))
-
-    return setup, EmbedStage.WRITES
-
-
 def probe_product(cfg: RunConfig, product: str, todo) -> dict:
     """Run up to ``DRY_RUN_PROBE_TRACKS`` of ``todo`` (rows: track_id, path) through the
     product's real stages in this process: set-up seconds, seconds per track, and Parquet
@@ -407,14 +389,12 @@ def probe_product(cfg: RunConfig, product: str, todo) -> dict:
 
     from soundclust_ray.config import DRY_RUN_PROBE_TRACKS
     from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD
+    from soundclust_ray.stages.inprocess import product_stage, track_batch
     from soundclust_ray.stages.writer import shard_table
 
     rows = todo.head(DRY_RUN_PROBE_TRACKS)
-    batch = {
-        "track_id": np.asarray(rows["track_id"].astype(str), dtype=object),
-        "path": np.asarray(rows["path"].astype(str), dtype=object),
-    }
-    setup, spec = _probe_stage(cfg, product)
+    batch = track_batch(rows["track_id"], rows["path"])
+    setup, spec = product_stage(cfg, product)
     result: dict = {"tracks": len(rows)}
     try:
         t0 = time.perf_counter()

@@ -306,7 +306,8 @@ def load_clap_preparer(cfg: EmbedConfig) -> ClapWindowing:
 def load_clap(cfg: EmbedConfig, device: str) -> ClapEmbedder:
     """Load ``cfg.clap.model`` (hub id or local dir; safetensors only, no remote code).
 
-    The text tower is dropped after loading: only audio is embedded, and it halves device memory.
+    The text tower is dropped after loading: only audio is embedded, and it halves device memory
+    (text queries load it apart: :func:`load_clap_text`).
 
     Raises:
         EmbedderLoadError: the extractor or weights could not be loaded, or do not fit the config.
@@ -318,3 +319,64 @@ def load_clap(cfg: EmbedConfig, device: str) -> ClapEmbedder:
     model.text_model = None
     model.text_projection = None
     return ClapEmbedder(model, extractor, cfg.clap, device)
+
+
+class ClapTextEncoder:
+    """CLAP's text tower: texts → unit-norm vectors in the space of the audio embeddings.
+
+    Unit norm like the audio side (``get_audio_features``' vectors, which a run stores), so a
+    text goes through the same post-processing as a track's audio embedding."""
+
+    def __init__(self, model, tokenizer, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        text = model.config
+        # RoBERTa numbers positions from padding_idx + 1: the longest input it can take
+        longest = int(text.max_position_embeddings) - int(text.pad_token_id) - 1
+        self.max_length = min(int(tokenizer.model_max_length), longest)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), projection_dim) float32, each row of norm 1 (truncated to max_length)."""
+        tokens = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        with torch.inference_mode():
+            vectors = self.model(
+                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+            ).text_embeds
+            vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+        return vectors.cpu().numpy().astype(np.float32, copy=False)
+
+
+def load_clap_text(cfg: ClapEmbedConfig, device: str = "cpu") -> ClapTextEncoder:
+    """The text tower and tokenizer of ``cfg.model`` (the run's CLAP source), for text queries.
+
+    Loaded apart from :func:`load_clap` (``ClapTextModelWithProjection`` reads only the text
+    weights of a ClapModel checkpoint), so a run's audio actors never hold the text tower
+    (RoBERTa-base, about 125M of larger_clap_music's parameters) and a query never loads the
+    audio tower. Safetensors only, no remote code.
+
+    Raises:
+        EmbedderLoadError: the tokenizer or text weights could not be loaded.
+    """
+    from transformers import AutoTokenizer, ClapTextModelWithProjection
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = _load_pretrained(AutoTokenizer, cfg.model, "tokenizer")
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the audio weights it skips are listed as "unexpected"
+    hf_logging.disable_progress_bar()
+    try:
+        model = _load_pretrained(
+            ClapTextModelWithProjection, cfg.model, "text model", use_safetensors=True
+        )
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return ClapTextEncoder(model, tokenizer, device)
