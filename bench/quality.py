@@ -260,6 +260,15 @@ REPRESENTATIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
         for layer in ("pool4", "pool5")
     },
     **{f"{m} logits": ({m: f"{m}:logits.mean"}, {m: "center"}) for m in VGG_MODELS},
+    **{f"{m} tag probs": ({m: f"{m}:tags.mean"}, {m: "direction"}) for m in VGG_MODELS},
+    "MSD musicnn+vgg tag probs": (
+        {"m": PROBS[MSD], "v": "MSD_vgg:tags.mean"},
+        {"m": "direction", "v": "direction"},
+    ),
+    "4 models tag probs": (
+        {**PROBS, **{m: f"{m}:tags.mean" for m in VGG_MODELS}},
+        dict.fromkeys([*PROBS, *VGG_MODELS], "direction"),
+    ),
     "MSD musicnn+vgg emb": (
         {"m": EMB[MSD], "v": "MSD_vgg:pool5.mean"},
         {"m": "direction", "v": "direction"},

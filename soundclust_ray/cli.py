@@ -20,6 +20,7 @@ from soundclust_ray.config import (
     DEFAULT_EMBED_BACKENDS,
     EMBED_BACKEND_NAMES,
     HDBSCAN_MIN_CLUSTER_SIZE_PER_SQRT_ROW,
+    MATRIX_NAMES,
     MSD_ANALYSIS_FIELDS,
     MUSICNN_MODEL_NAMES,
     AnalysisConfig,
@@ -335,8 +336,9 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--matrix",
         default=d.matrix,
-        choices=["auto", "features", "embeddings", "both", "tabular"],
-        help="what to cluster; auto = embeddings when present, else features",
+        choices=list(MATRIX_NAMES),
+        help="what to cluster; auto = the musicnn tag probabilities when present, else "
+        "embeddings, else features (docs/quality.md)",
     )
     g.add_argument(
         "--pca",
@@ -360,8 +362,8 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backend",
         default=None,
-        help="embedding backend to cluster when OUT has several (clap, musicnn, tabular) "
-        "(default: the first)",
+        help="embedding backend(s) to cluster, e.g. musicnn, or msd_musicnn,mtt_musicnn for "
+        "an ensemble (one block each, equal shares; default: every backend in OUT)",
     )
     g.add_argument(
         "--cluster-chunks",
@@ -1224,8 +1226,8 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument(
         "--matrix",
         default="auto",
-        help="vectors to search with --id: auto, features, embeddings, embeddings:<backend>, "
-        "tabular",
+        help="vectors to search with --id: auto (the clustered matrix), features, embeddings, "
+        "embeddings:<backend>, tags, tags:<backend>, tabular",
     )
     similar.add_argument(
         "--index",

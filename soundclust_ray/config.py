@@ -349,6 +349,11 @@ HDBSCAN_WARN_NOISE_FRACTION = 0.9
 nothing about the corpus, and the metrics carry a one-line warning."""
 
 
+MATRIX_NAMES = ("auto", "features", "embeddings", "tags", "both", "tabular")
+"""What ``--matrix`` may cluster (analysis/matrix.py reads each), spelled here so the CLI
+checks it before any import of the analysis."""
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     """Driver-side scaling, clustering and projection (seeds 002 and 004)."""

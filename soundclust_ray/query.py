@@ -56,8 +56,7 @@ def products_of_model(model) -> list[str]:
     """The products whose shards the clustered matrix (the placement model's) is read from."""
     products = [placement.feature_product(model.key)]
     products = products if model.key.get("matrix") in ("features", "both") else []
-    backend = placement.backend_of(model.key)
-    return products + ([outdir.embeddings_product(backend)] if backend else [])
+    return products + [outdir.embeddings_product(b) for b in placement.backends_of(model.key)]
 
 
 def clustered_model(out: str):
@@ -144,8 +143,9 @@ def query_vectors(model, tables: dict[str, pa.Table]) -> tuple[np.ndarray, np.nd
     """(query ids sorted, rows in the index's geometry) of the query files' shard-shaped rows:
     placement's own raw-row assembly and transform (``search_vectors``), one row per file."""
     features = next((t for p, t in tables.items() if not p.startswith(outdir.EMBEDDINGS)), None)
-    embeddings = next((t for p, t in tables.items() if p.startswith(outdir.EMBEDDINGS)), None)
-    g = placement.raw_rows_from_tables(model, features=features, embeddings=embeddings)
+    prefix = outdir.embeddings_product("")
+    embeddings = {p[len(prefix) :]: t for p, t in tables.items() if p.startswith(prefix)}
+    g = placement.raw_rows_from_tables(model, features=features, embeddings=embeddings or None)
     return np.unique(g.track_ids.astype(str)), placement.search_vectors(model, g.X, g.track_ids)
 
 

@@ -203,6 +203,15 @@ def gather_features(
     return Gathered(track_ids, X, columns, window, None, notes)
 
 
+def backend_has_tags(out: str, backend: str) -> bool:
+    """Whether OUT/embeddings/<backend>'s shards carry ``tag__*`` columns (schema only)."""
+    paths = shards.list_shards(out, outdir.embeddings_product(backend))
+    if not paths:
+        return False
+    fs, _ = shards.resolve(out)
+    return any(name.startswith(TAG_PREFIX) for name in _shard_schema(paths[0], fs).names)
+
+
 def embedding_backends(out: str) -> list[str]:
     """Backends with at least one shard under OUT/embeddings/, sorted."""
     fs, base = shards.resolve(out)
@@ -255,6 +264,30 @@ def gather_embeddings(out: str, backend: str, progress: bool = False) -> Gathere
     return Gathered(track_ids, X, columns, window, tags, [])
 
 
+def tags_view(g: Gathered, backend: str) -> Gathered:
+    """``g``'s tag probabilities (``tag__*``) as its matrix, columns ``<backend>__tag_<name>``.
+
+    Raises:
+        ValueError: the backend wrote no tags (musicnn does, CLAP does not).
+    """
+    if g.tags is None:
+        raise ValueError(f"embeddings/{backend} has no tag columns (musicnn writes them, CLAP not)")
+    X = g.tags.to_numpy(dtype=np.float32, copy=True)
+    columns = [f"{backend}__tag_{name}" for name in g.tags.columns]
+    return Gathered(g.track_ids, X, columns, g.window_index, g.tags, list(g.notes))
+
+
+def join_backends(views: list[Gathered]) -> Gathered:
+    """One backend's view as is; several side by side, windows pooled, common tracks only
+    (an ensemble: each backend's columns stay contiguous, one fusion block each)."""
+    if len(views) == 1:
+        return views[0]
+    joined = pool_windows(views[0])
+    for view in views[1:]:
+        joined = join_on_tracks(joined, pool_windows(view))
+    return joined
+
+
 def join_on_tracks(a: Gathered, b: Gathered) -> Gathered:
     """Columns of ``a`` and ``b`` side by side for the tracks present in both (track level)."""
     if a.chunk_level or b.chunk_level:
@@ -265,7 +298,7 @@ def join_on_tracks(a: Gathered, b: Gathered) -> Gathered:
     notes = a.notes + b.notes
     dropped = len(a.track_ids) + len(b.track_ids) - 2 * len(common)
     if dropped:
-        notes.append(f"{dropped} rows present in only one of features/embeddings were dropped")
+        notes.append(f"{dropped} rows present in only one of the joined matrices were dropped")
     X = np.empty((len(common), a.X.shape[1] + b.X.shape[1]), dtype=np.float32)
     X[:, : a.X.shape[1]] = a.X[ia]
     X[:, a.X.shape[1] :] = b.X[ib]

@@ -23,6 +23,8 @@ shard values the analysis gathered, in ``model.columns`` order, one row per trac
 - ``features``: the feature shards' numeric columns (``family__name``; ``features_chunks`` rows,
   one per classic chunk, with ``chunk_level``);
 - ``embeddings``: the backend's ``embedding`` vector (one row per window for windowed CLAP);
+- ``tags``: the backend's ``tag__*`` probabilities;
+- several backends (an ensemble): each backend's vectors side by side, windows pooled first;
 - ``both``: the features of the track followed by its embedding (per window: the track's
   features repeated on each of its window rows; the model pools after the embedding's centring,
   as the analysis does);
@@ -38,15 +40,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from soundclust_ray import outdir, shards
 from soundclust_ray.analysis import gather
 from soundclust_ray.analysis.clustering import HdbscanTree, assign_hdbscan, vote_windows
-from soundclust_ray.analysis.matrix import TABULAR_BACKEND
+from soundclust_ray.analysis.matrix import BACKEND_MATRICES, TABULAR_BACKEND, requested_backends
 from soundclust_ray.analysis.steps import (  # noqa: F401 - re-exported: the placement API
     STEP_KINDS,
     Step,
@@ -210,11 +214,18 @@ def feature_product(key: dict) -> str:
     return outdir.FEATURE_CHUNKS if chunks else outdir.FEATURES
 
 
-def backend_of(key: dict) -> str | None:
-    """The embedding backend a model's raw rows come from (None: features only)."""
+def backends_of(key: dict) -> list[str]:
+    """The embedding backends a model's raw rows come from, in block order ([]: features)."""
     if key.get("matrix") == "tabular":
-        return TABULAR_BACKEND
-    return key.get("backend") if key.get("matrix") in ("embeddings", "both") else None
+        return [TABULAR_BACKEND]
+    if key.get("matrix") not in BACKEND_MATRICES:
+        return []
+    return requested_backends(key.get("backend"))
+
+
+def backend_view(key: dict, g: gather.Gathered, backend: str) -> gather.Gathered:
+    """One backend's gathered rows as the model's matrix reads them (``tags``: its tags)."""
+    return gather.tags_view(g, backend) if key.get("matrix") == "tags" else g
 
 
 def _select_columns(g: gather.Gathered, wanted: list[str], what: str) -> gather.Gathered:
@@ -288,38 +299,66 @@ def raw_rows(out: str, model: PlacementModel, track_ids=None) -> gather.Gathered
     try:
         if key["matrix"] in ("features", "both"):
             features = gather.gather_features(out, product=feature_product(key))
-        if backend_of(key) is not None:
-            embeddings = gather.gather_embeddings(out, backend_of(key))
+        views = [backend_view(key, gather.gather_embeddings(out, b), b) for b in backends_of(key)]
     except FileNotFoundError as exc:
         raise UserError(f"the saved placement model's matrix is not in OUT: {exc}") from exc
+    if views:
+        embeddings = gather.join_backends(views)
     return assemble_raw(model, features, embeddings, track_ids)
+
+
+def _sorted_order(table: pa.Table) -> np.ndarray:
+    """Row order of a shard-shaped table by track id (and window), as gathering sorts."""
+    ids = np.asarray(table.column("track_id").to_pylist()).astype(str)
+    window_col = next((c for c in gather.WINDOW_COLUMNS if c in table.column_names), None)
+    if window_col:
+        window = np.asarray(table.column(window_col).to_pylist(), dtype=np.int32)
+        return np.lexsort((window, ids))
+    return np.argsort(ids, kind="stable")
 
 
 def _sorted_gathered(table: pa.Table, X: np.ndarray, columns: list[str]) -> gather.Gathered:
     ids = np.asarray(table.column("track_id").to_pylist()).astype(str)
     window_col = next((c for c in gather.WINDOW_COLUMNS if c in table.column_names), None)
+    order = _sorted_order(table)
     window = None
     if window_col:
-        window = np.asarray(table.column(window_col).to_pylist(), dtype=np.int32)
-        order = np.lexsort((window, ids))
-        window = window[order]
-    else:
-        order = np.argsort(ids, kind="stable")
+        window = np.asarray(table.column(window_col).to_pylist(), dtype=np.int32)[order]
     return gather.Gathered(ids[order].astype(object), X[order], columns, window, None, [])
 
 
+def _table_view(key: dict, table: pa.Table, backend: str) -> gather.Gathered:
+    """An embed stage's output table of one backend as the model's matrix reads it."""
+    X = shards.embedding_matrix(table.column(shards.EMBEDDING_COLUMN))
+    g = _sorted_gathered(table, X, [f"{backend}__emb_{i:03d}" for i in range(X.shape[1])])
+    if key.get("matrix") != "tags":
+        return g
+    tag_cols = [c for c in table.column_names if c.startswith(gather.TAG_PREFIX)]
+    values = {c: table.column(c).to_numpy(zero_copy_only=False) for c in tag_cols}
+    tags = pd.DataFrame({c[len(gather.TAG_PREFIX) :]: v for c, v in values.items()})
+    g.tags = tags.iloc[_sorted_order(table)].reset_index(drop=True)
+    return gather.tags_view(g, backend)
+
+
 def raw_rows_from_tables(
-    model: PlacementModel, features: pa.Table | None = None, embeddings: pa.Table | None = None
+    model: PlacementModel,
+    features: pa.Table | None = None,
+    embeddings: pa.Table | Mapping[str, pa.Table] | None = None,
 ) -> gather.Gathered:
     """The model's raw rows from in-memory tables shaped like the shards the run writes (a
     features stage's output: track_id [, chunk_index] and the feature columns; an embed stage's:
-    track_id [, window_index], ``embedding``), e.g. for a query file computed on the fly. A
-    table the model's matrix does not use is ignored; a missing column is a UserError."""
+    track_id [, window_index], ``embedding`` [, ``tag__*``], one table per backend, keyed by
+    backend, or a single table for a one-backend model), e.g. for a query file computed on the
+    fly. A table the model's matrix does not use is ignored; a missing column is a UserError."""
     f = e = None
-    backend = backend_of(model.key)
-    if embeddings is not None and backend is not None:
-        X = shards.embedding_matrix(embeddings.column(shards.EMBEDDING_COLUMN))
-        e = _sorted_gathered(embeddings, X, [f"{backend}__emb_{i:03d}" for i in range(X.shape[1])])
+    backends = backends_of(model.key)
+    if isinstance(embeddings, pa.Table):
+        embeddings = dict.fromkeys(backends[:1], embeddings)
+    if embeddings is not None and backends:
+        absent = [b for b in backends if b not in embeddings]
+        if absent:
+            raise UserError(f"no rows of embeddings/{absent[0]} for the placement model")
+        e = gather.join_backends([_table_view(model.key, embeddings[b], b) for b in backends])
     if features is not None and model.key.get("matrix") in ("features", "both"):
         n_feat = len(model.columns) - (0 if e is None else e.X.shape[1])
         names = [c for c in model.columns[:n_feat] if c in features.column_names]

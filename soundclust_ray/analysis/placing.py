@@ -41,8 +41,7 @@ def model_products(model: placement.PlacementModel) -> list[str]:
     products = []
     if key.get("matrix") in ("features", "both"):
         products.append(placement.feature_product(key))
-    if placement.backend_of(key) is not None:
-        products.append(outdir.embeddings_product(placement.backend_of(key)))
+    products += [outdir.embeddings_product(b) for b in placement.backends_of(key)]
     return products
 
 

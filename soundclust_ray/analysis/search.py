@@ -25,10 +25,10 @@ import pandas as pd
 import pyarrow as pa
 
 from soundclust_ray import outdir, shards
+from soundclust_ray.config import MATRIX_NAMES as MATRICES
 from soundclust_ray.config import AnalysisConfig, SearchConfig, to_dict
 from soundclust_ray.errors import UserError
 
-MATRICES = ("auto", "features", "embeddings", "both", "tabular")
 CLOSE_MATCHES = 5
 NORMALIZE_BLOCK_ROWS = 65536
 """Rows normalised per block (64k x 512 float32 = 128 MiB of temporaries)."""
@@ -106,7 +106,8 @@ def run_analysis_config(out: str, matrix: str = "auto") -> AnalysisConfig:
     """The analysis config the run clustered with (OUT/metrics.json), its matrix resolved.
 
     ``matrix`` other than ``auto`` searches another matrix of the run (``embeddings:<backend>``
-    picks a backend); the run's weights and PCA then apply only if it is the clustered one.
+    or ``tags:<backend>`` picks a backend, ``a+b`` an ensemble); the run's weights and PCA
+    then apply only if it is the clustered one.
     """
     kind, _, backend = matrix.partition(":")
     if kind not in MATRICES:
@@ -230,9 +231,11 @@ class SearchIndex:
 
     @property
     def source(self) -> str:
-        """``features``, ``both``, ``tabular`` or ``embeddings/<backend>``."""
+        """``features``, ``both``, ``tabular``, ``embeddings/<backend>`` or ``tags/<backend>``."""
         g = self.geometry
-        return f"embeddings/{g['backend']}" if g.get("matrix") == "embeddings" else g["matrix"]
+        if g.get("matrix") in ("embeddings", "tags"):
+            return f"{g['matrix']}/{g['backend']}"
+        return g["matrix"]
 
     def row_of(self, track_id: str) -> int:
         """Row of a track id; UserError listing close matches when it is unknown."""
