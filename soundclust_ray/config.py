@@ -349,6 +349,12 @@ HDBSCAN_WARN_NOISE_FRACTION = 0.9
 nothing about the corpus, and the metrics carry a one-line warning."""
 
 
+RAY_ANALYSIS_MIN_ROWS = 50_000
+"""From this many tracks a run's analysis sends its independent jobs (k-selection fits, OOF
+folds, out-of-sample HDBSCAN batches) to Ray tasks when Ray is up: below it the jobs take
+seconds (OOF k-means 100k x 512: ~8 s of the 76 s measured at 1M, bench/analysis.py) and the
+object-store copy of the matrix and task start-up would be a visible share of them."""
+
 MATRIX_NAMES = ("auto", "features", "embeddings", "tags", "both", "tabular")
 """What ``--matrix`` may cluster (analysis/matrix.py reads each), spelled here so the CLI
 checks it before any import of the analysis."""

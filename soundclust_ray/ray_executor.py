@@ -12,6 +12,9 @@ from typing import TypeVar
 
 import ray
 
+from soundclust_ray.analysis.executor import SERIAL, Executor
+from soundclust_ray.config import RAY_ANALYSIS_MIN_ROWS
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -31,3 +34,14 @@ class RayExecutor:
             return [fn(item) for item in items]
         fn_ref = ray.put(fn)
         return ray.get([_call.remote(fn_ref, item) for item in items])
+
+
+def analysis_executor(n_rows: int) -> Executor:
+    """The executor of an analysis of ``n_rows`` tracks: Ray tasks when this process has Ray up
+    (a ``soundclust run`` that computed something, or a job on a cluster) with more than one
+    CPU and the analysis is big enough to pay for putting the matrix in the object store
+    (config.RAY_ANALYSIS_MIN_ROWS); else the serial executor (``soundclust analyze`` alone
+    never starts Ray for it)."""
+    if n_rows < RAY_ANALYSIS_MIN_ROWS or not ray.is_initialized():
+        return SERIAL
+    return RayExecutor() if ray.cluster_resources().get("CPU", 0) > 1 else SERIAL

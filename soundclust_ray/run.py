@@ -8,10 +8,12 @@ compute the products → the source's post-steps → the analysis → the error-
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 
 from soundclust_ray import outdir, outguard, storage
+from soundclust_ray.analysis.executor import SERIAL
 from soundclust_ray.config import AnalysisConfig, RunConfig
 from soundclust_ray.errors import UserError
 from soundclust_ray.ray_env import init_ray, ray_output_to
@@ -129,8 +131,9 @@ def run_analysis(
     too large for the corpus: ``check_k_fits``) are user errors."""
     from soundclust_ray.analysis.driver import analyze
 
+    n_tracks = out_tracks(out)
     if k_given:
-        check_k_fits(cfg.k, out_tracks(out))
+        check_k_fits(cfg.k, n_tracks)
     for product in products_in_out(out):
         broken = outguard.broken_shards(out, product)
         if broken:
@@ -138,8 +141,13 @@ def run_analysis(
                 f"{outdir.path(out, broken[0])} is unreadable (truncated or corrupt): "
                 "`soundclust run` again moves it to quarantine/ and recomputes its tracks"
             )
+    executor = SERIAL
+    if "ray" in sys.modules:  # Ray can only be up if imported; `analyze` alone never loads it
+        from soundclust_ray.ray_executor import analysis_executor
+
+        executor = analysis_executor(n_tracks)
     try:
-        metrics = analyze(out, cfg, label_col=label_col, progress=progress)
+        metrics = analyze(out, cfg, label_col=label_col, progress=progress, executor=executor)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from exc
     record_analysis_options(out, cfg, label_col, analysis_inputs_key(out, cfg, label_col))

@@ -49,3 +49,11 @@ def test_ray_matches_serial(executor, X):
     np.testing.assert_array_equal(
         clustering.fit_hdbscan(X, cfg, executor=executor)[0], clustering.fit_hdbscan(X, cfg)[0]
     )
+
+
+def test_a_run_spreads_only_a_large_analysis_over_ray(executor):
+    from soundclust_ray.config import RAY_ANALYSIS_MIN_ROWS
+    from soundclust_ray.ray_executor import RayExecutor, analysis_executor
+
+    assert isinstance(analysis_executor(RAY_ANALYSIS_MIN_ROWS), RayExecutor)
+    assert analysis_executor(RAY_ANALYSIS_MIN_ROWS - 1) is clustering.SERIAL
