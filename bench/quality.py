@@ -457,6 +457,35 @@ def print_table(table: pd.DataFrame) -> None:
         print(p10.assign(**{"s/track": cost}).round(3).to_string())
 
 
+DEFAULT = "MSD_musicnn tag probs"
+"""The representation ``soundclust run`` clusters with no options (config.AnalysisConfig.matrix:
+``auto`` = the tags of the default musicnn backend), clustered by k-means."""
+SINGLE_MODEL_EMBEDDINGS = [
+    *(f"{m} emb {how}" for m in MUSICNN_MODELS for how in ("mean", "max", "meanstd")),
+    *(f"{m} {layer}" for m in VGG_MODELS for layer in ("pool4", "pool5")),
+]
+
+
+def print_targets(table: pd.DataFrame) -> None:
+    """Issue #14's targets per corpus target: the default's k-means NMI against the best
+    single-model embedding and against the timbre features, from the table just printed."""
+    km = table[table["clustering"] == "kmeans"].set_index(["target", "representation"])["nmi"]
+    print(f"\nThe default ({DEFAULT}, k-means) against the issue's references, NMI:")
+    for target in dict.fromkeys(table["target"]):
+        row = km.loc[target]
+        if DEFAULT not in row:
+            continue
+        singles = row[row.index.isin(SINGLE_MODEL_EMBEDDINGS)]
+        best = singles.idxmax() if len(singles) else None
+        line = f"  {target}: default {row[DEFAULT]:.3f}"
+        if best is not None:
+            line += f"; best single-model embedding {row[best]:.3f} ({best}): "
+            line += f"{row[DEFAULT] - row[best]:+.3f}"
+        if "timbre" in row:
+            line += f"; timbre {row['timbre']:.3f}: {row[DEFAULT] / row['timbre']:.2f}x"
+        print(line)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--corpus", nargs="+", default=list(CORPORA), choices=list(CORPORA))
@@ -479,7 +508,9 @@ def main(argv: list[str] | None = None) -> None:
             tables.append(evaluate(corpus, sources, args.representations))
             print(f"  scored {corpus.name} in {time.perf_counter() - t0:.0f} s", flush=True)
     if tables:
-        print_table(pd.concat(tables, ignore_index=True))
+        table = pd.concat(tables, ignore_index=True)
+        print_table(table)
+        print_targets(table)
 
 
 if __name__ == "__main__":

@@ -186,18 +186,14 @@ MUSICNN_MODEL_NAMES = ("MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg")
 test), spelled here so the CLI checks the option before importing torch or starting Ray."""
 
 DEFAULT_EMBED_BACKENDS = ("musicnn",)
-"""What ``soundclust run`` embeds with when ``--embed`` is not given: musicnn (MSD_musicnn,
-200-d penultimate, mean over patches), clustered as the ``auto`` matrix does (centred +
-L2-normalized, k-means with k). Chosen by bench/quality.py (2026-12-01), NMI against genre of
-k-means, k = classes, mean of 5 seeds; the previous default, timbre features, in brackets:
-mer4q_genre 0.538 (0.236: 2.3x), 10 balanced 4-genre subsets of it 0.618 (0.243), gtzan_mini 0.800
-(0.619), mer4q quadrants 0.258 (0.192); kNN genre precision@10 0.756 (0.460). The best of the
-21 representations on every genre target save its own mean+std / max poolings (+0.01 to +0.02),
-ahead of the ensembles: MSD+MTT embeddings 0.523 / 0.589 / 0.785, MSD+MTT tag logits 0.477 /
-0.523 / 0.766, timbre + MSD fused 0.440 / 0.476 / 0.752 (MTT_musicnn alone 0.440 drags them
-down here). Cost on one core, 30 s mp3: 1.0 s CPU (MSD_musicnn) + 0.05 s (16 kHz decode) on
-top of the 0.10 s of timbre features that every run computes: 11x the old default's CPU time
-for 2.3x its NMI; a second model (MSD+MTT) would add 1.0 s more for less NMI."""
+"""What ``soundclust run`` embeds with when ``--embed`` is not given: musicnn (MSD_musicnn),
+whose 50 tag probabilities the ``auto`` matrix clusters (AnalysisConfig.matrix has the
+figures). Cost on one core, 30 s mp3 (bench/quality.py cache fill, 20 mer4q clips x 2 rounds):
+1.0 s CPU (MSD_musicnn) + 0.05 s (16 kHz decode) on top of the 0.10 s of timbre features that
+every run computes; the tags come from the same forward pass as the embedding, so choosing
+them costs nothing. A second model is not worth its 1.0 s here: MSD+MTT tag probabilities
+0.505 / 0.635 / 0.777 and MSD_musicnn+MSD_vgg 0.520 / 0.634 (vgg: 2.3 s a track) against the
+single model's 0.572 / 0.708 / 0.764 (mer4q genre / its 4-genre subsets / gtzan_mini)."""
 
 
 @dataclass(frozen=True)
@@ -365,12 +361,23 @@ class AnalysisConfig:
     """Driver-side scaling, clustering and projection (seeds 002 and 004)."""
 
     matrix: str = "auto"
+    """One of MATRIX_NAMES. auto = ``tags`` (the tag probabilities of every backend that wrote
+    them, centred + L2, k-means) when a musicnn model ran, else embeddings, else features, else
+    the tabular vectors. Chosen by bench/quality.py (2026-12-02; docs/quality.md), NMI against
+    genre of k-means with k = classes, mean of 5 seeds, MSD_musicnn tags vs [its 200-d
+    embedding, the previous default] vs (timbre features, the default before it): mer4q_genre
+    (315 real mp3, 7 genres) 0.572 [0.538] (0.236: 2.4x); 10 balanced 4-genre subsets of it
+    0.708 [0.618] (0.243); gtzan_mini (37 clips) 0.764 [0.800] (0.619); kNN genre precision@10
+    0.772 [0.756] (0.460). `soundclust run` on 116 mer4q clips of 4 genres, --k 4: 0.846
+    [0.733] (0.250). Ward is within -0.02..+0.04 of k-means on the tags and does not scale to
+    a million rows; HDBSCAN is lower on every target."""
     chunk_level: bool = False
     """With matrix=features: cluster the ``--chunk-level`` classic chunks, majority vote per track
     (seed 001)."""
-    """features, embeddings, both, tabular, or auto (embeddings when present, else features)."""
     backend: str | None = None
-    """Embedding backend (OUT/embeddings/<backend>) when several exist; None takes the first."""
+    """Embedding backend(s) (OUT/embeddings/<backend>) to cluster: one, or several joined by
+    ``,`` (an ensemble, one fusion block each); None: every backend in OUT (``tags``: every
+    backend that wrote tags)."""
     weights: tuple[tuple[str, float], ...] = ()
     """Per-family weights, e.g. (("timbre", 1.0), ("classic", 0.5)); default 1. With matrix=both
     they are the blocks' shares of the total variance (analysis/fusion.py: each feature family
