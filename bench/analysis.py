@@ -3,18 +3,18 @@
 Synthetic clustered data (sklearn make_blobs, float32, 20 centres) at 10k, 100k and 1M rows x 512
 columns (``--quick``: 10k and 100k) is written as feature shards under a temporary OUT, then
 
-- **ours**: ``analyze(OUT)`` in a fresh process (sampled HDBSCAN/UMAP fits, MiniBatchKMeans above
-  20k rows, blocked scaling): seconds per step from metrics.json and the process's peak RSS
-  against the matrix bytes (goal: peak <= 3x matrix). Above ``--oos-limit`` rows HDBSCAN and
-  UMAP are turned off and their time is extrapolated (fit + per-row out-of-sample rate), because
-  their ~1 ms/row out-of-sample assignment would take most of an hour at 1M rows on 2 cores;
+- **ours**: ``analyze(OUT)`` in a fresh process (sampled HDBSCAN/UMAP fits with every other
+  row assigned out of sample, MiniBatchKMeans above 20k rows, blocked scaling): seconds of every
+  step from metrics.json, measured at every size (nothing extrapolated), and the process's peak
+  RSS against the matrix bytes (goal: peak <= 3x matrix + 1 GiB);
 - **seed style** (seed 002): every step fitted on all rows (StandardScaler, KMeans n_init=10,
   HDBSCAN, UMAP, PCA, silhouette on all rows), each step in its own process capped by
   ``--budget`` seconds (2 shared cores here: a capped step is reported as "> budget" and not
   retried at larger sizes).
 
 Numba compilation (UMAP, pynndescent) is warmed up before any timing in each process.
-Usage: ``.venv/bin/python bench/analysis.py [--quick] [--sizes 10000,100000] [--budget 60]``
+Usage: ``.venv/bin/python bench/analysis.py [--quick] [--sizes 10000,100000] [--dims 200]
+[--budget 60] [--no-seed]``; a million rows, every step: ``--sizes 1000000 --dims 200 --no-seed``.
 """
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ def make_matrix(n: int, d: int, chunk: int = 100_000) -> tuple[np.ndarray, np.nd
     return X, y
 
 
-def write_out(out: str, n: int, d: int, rows_per_shard: int = 50_000) -> None:
-    """Manifest + feature shards of the synthetic matrix (untimed preparation)."""
+def write_out(out: str, n: int, d: int, embeddings: bool, rows_per_shard: int = 50_000) -> None:
+    """Manifest + feature shards (or ``embeddings/bench`` shards) of the synthetic matrix
+    (untimed preparation)."""
     import pyarrow as pa
 
-    from soundclust_ray import shards
+    from soundclust_ray import outdir, shards
 
     X, y = make_matrix(n, d)
     ids = np.array([f"t{i:08d}" for i in range(n)], dtype=object)
@@ -68,13 +69,17 @@ def write_out(out: str, n: int, d: int, rows_per_shard: int = 50_000) -> None:
     )
     shards.write_table_atomic(fs, f"{base}/manifest.parquet", manifest)
     names = [f"bench__f{j:03d}" for j in range(d)]
+    product = outdir.embeddings_product("bench") if embeddings else outdir.FEATURES
     for start in range(0, n, rows_per_shard):
         sl = slice(start, start + rows_per_shard)
         cols = {"track_id": pa.array(ids[sl])}
-        block = np.ascontiguousarray(X[sl].T)
-        for j, name in enumerate(names):
-            cols[name] = pa.array(block[j])
-        shards.write_table_atomic(fs, shards.new_shard_path(base, "features"), pa.table(cols))
+        if embeddings:
+            cols[shards.EMBEDDING_COLUMN] = shards.embedding_array(X[sl])
+        else:
+            block = np.ascontiguousarray(X[sl].T)
+            for j, name in enumerate(names):
+                cols[name] = pa.array(block[j])
+        shards.write_table_atomic(fs, shards.new_shard_path(base, product), pa.table(cols))
 
 
 def warm_numba() -> None:
@@ -100,7 +105,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def worker_ours(out: str, k: int, neighbours: bool) -> dict:
+def worker_ours(out: str, k: int | str, neighbours: bool) -> dict:
     from soundclust_ray.analysis.driver import analyze
     from soundclust_ray.config import AnalysisConfig
 
@@ -176,25 +181,6 @@ def run_worker(args: list[str], timeout: float | None) -> dict | None:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
-def extrapolate(ours: dict, n: int) -> dict[str, float]:
-    """HDBSCAN/UMAP/neighbour-PCA seconds at ``n`` rows from the largest measured size:
-    the sampled fit is constant, the out-of-sample assignment linear in the remaining rows."""
-    measured = [m for m in sorted(ours) if not ours[m].get("estimated")]
-    if not measured:
-        return {}
-    m = measured[-1]
-    r = ours[m]
-    est = {}
-    for name in ("hdbscan", "umap"):
-        info = r.get(name) or {}
-        fit = info.get("seconds_fit", r["seconds"].get(name, 0.0))
-        rows = info.get("out_of_sample_rows") or 0
-        rate = info.get("seconds_out_of_sample", 0.0) / rows if rows else 0.0
-        est[name] = fit + rate * (n - info.get("fitted_rows", m))
-    est["neighbour pca"] = r["seconds"].get("neighbour pca", 0.0) * n / m
-    return est
-
-
 SEED_STEPS = ("scale", "kmeans", "hdbscan", "umap", "pca", "silhouette")
 OUR_STEPS = (
     "gather",
@@ -264,7 +250,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="10k and 100k rows only")
     p.add_argument("--sizes", help="comma-separated row counts (overrides --quick)")
     p.add_argument("--dims", type=int, default=512, help="columns (default 512)")
-    p.add_argument("--k", type=int, default=CENTRES, help="k-means clusters (default 20)")
+    p.add_argument(
+        "--k", default=str(CENTRES), help="k-means clusters, or auto (k selection; default 20)"
+    )
+    p.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="write the rows as an embedding backend (centred + L2) instead of features",
+    )
     p.add_argument(
         "--budget",
         type=float,
@@ -272,14 +265,6 @@ def main() -> None:
         help="seconds allowed per seed-style step (default 60)",
     )
     p.add_argument("--no-seed", action="store_true", help="skip the seed-style reference")
-    p.add_argument(
-        "--oos-limit",
-        type=int,
-        default=200_000,
-        help="above this many rows run ours without HDBSCAN/UMAP and extrapolate them\n"
-        "from the per-row out-of-sample rate measured at the largest smaller size\n"
-        "(~1 ms per row each on 2 shared cores; default 200000)",
-    )
     p.add_argument("--keep", help="write the OUT folders under this folder and keep them")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     p.add_argument(
@@ -296,7 +281,8 @@ def main() -> None:
     if a.worker:
         kind = a.worker[0]
         if kind == "ours":
-            res = worker_ours(a.worker[1], int(a.worker[2]), a.worker[3] == "1")
+            k = a.worker[2] if a.worker[2] == "auto" else int(a.worker[2])
+            res = worker_ours(a.worker[1], k, a.worker[3] == "1")
         else:
             res = worker_seed(a.worker[1], int(a.worker[2]), int(a.worker[3]), int(a.worker[4]))
         print("RESULT " + json.dumps(res, default=str))
@@ -321,19 +307,13 @@ def main() -> None:
             if out.exists():
                 shutil.rmtree(out)
             t0 = time.perf_counter()
-            write_out(str(out), n, a.dims)
+            write_out(str(out), n, a.dims, a.embeddings)
             print(f"\n[{n:,} rows] shards written in {time.perf_counter() - t0:.1f} s (untimed)")
-            neighbours = n <= a.oos_limit
-            r = run_worker(["ours", str(out), str(a.k), "1" if neighbours else "0"], None)
-            if not neighbours:
-                r["estimated"] = extrapolate(ours, n)
-                r["seconds"].update(r["estimated"])
-                r["total"] += sum(r["estimated"].values())
+            r = run_worker(["ours", str(out), str(a.k), "1"], None)
             ours[n] = r
             matrix = n * a.dims * 4
             steps = ", ".join(f"{s} {r['seconds'].get(s, 0):.1f}" for s in OUR_STEPS)
-            est = f" [estimated: {', '.join(r['estimated'])}]" if r.get("estimated") else ""
-            print(f"  ours: total {r['total']:.1f} s ({steps}){est}")
+            print(f"  ours: total {r['total']:.1f} s ({steps})")
             for name in ("hdbscan", "umap"):
                 info = r.get(name) or {}
                 if info.get("seconds_out_of_sample") is not None:
@@ -347,6 +327,9 @@ def main() -> None:
                 f"({gib(matrix)}); above the pre-analysis baseline "
                 f"{(r['peak_rss'] - r['base_rss']) / matrix:.2f}x; NMI vs centres {r['nmi']:.3f}"
             )
+            bound = 3 * matrix + 2**30
+            verdict = "within" if r["peak_rss"] <= bound else "ABOVE"
+            print(f"        {verdict} the bound 3x matrix + 1 GiB = {gib(bound)}")
             if a.no_seed:
                 continue
             seed[n] = {}
@@ -354,7 +337,8 @@ def main() -> None:
                 if step in timed_out:
                     seed[n][step] = None
                     continue
-                res = run_worker(["seed", step, str(n), str(a.dims), str(a.k)], a.budget + 60)
+                seed_k = str(CENTRES if a.k == "auto" else a.k)
+                res = run_worker(["seed", step, str(n), str(a.dims), seed_k], a.budget + 60)
                 if res is None or res["seconds"] > a.budget:
                     timed_out.add(step)
                     res = None
