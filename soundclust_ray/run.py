@@ -21,6 +21,7 @@ from soundclust_ray.runinfo import (
     last_analysis_options,
     products_in_out,
     record_analysis_options,
+    staging_products,
 )
 from soundclust_ray.sources import get_source
 from soundclust_ray.sources.base import Listing, RunOptions, Say
@@ -39,11 +40,15 @@ class RunOutcome:
 
 def guard_out(opts: RunOptions, say: Say) -> None:
     """Make OUT usable before any work (see ``outguard``): a folder soundclust owns, emptied of
-    soundclust's own files with ``--overwrite``, unreadable shards moved to OUT/quarantine."""
+    soundclust's own files with ``--overwrite``, an older layout upgraded or refused
+    (``upgrade``), unreadable shards moved to OUT/quarantine."""
+    from soundclust_ray.upgrade import upgrade_out
+
     inputs = [storage.local_path(opts.input_path)]
     marker = outguard.claim_out(opts.out, inputs)
     if opts.overwrite:
         outguard.remove_owned(opts.out, marker, inputs)
+    upgrade_out(opts.out, marker, say)
     for product in products_in_out(opts.out):
         for name in outguard.quarantine_broken_shards(opts.out, product):
             say(
@@ -60,7 +65,7 @@ def forget_stale_tracks(out: str, listing: Listing, say: Say) -> None:
     changed, removed = outguard.stale_tracks(out, listing.frame)
     if not changed and not removed:
         return
-    for product in products_in_out(out):
+    for product in [*products_in_out(out), *staging_products(out)]:
         outguard.drop_tracks(out, product, changed | removed)
     say(
         f"resume: {len(changed)} changed files recomputed, {len(removed)} tracks no longer in "
@@ -224,6 +229,7 @@ def execute(
     started = time.perf_counter()
     source = get_source(source_name)
     cfg = dataclasses.replace(cfg, source=source.name)
+    opts = dataclasses.replace(opts, recompute=check_recompute(opts.recompute, source, cfg))
     outguard.check_out_usable(opts.out)
     with outguard.hold_lock(opts.out):
         guard_out(opts, say)
@@ -259,6 +265,27 @@ def execute(
     return RunOutcome(info, metrics, seconds, error_rate_exceeded(info, cfg))
 
 
+def check_recompute(names: tuple[str, ...], source, cfg: RunConfig) -> tuple[str, ...]:
+    """``--recompute`` names as products of this run (``timbre`` → ``features/timbre``,
+    ``musicnn`` → ``embeddings/musicnn``), before any work; UserError for a name the run
+    does not compute."""
+    if not names:
+        return ()
+    products = source.products(cfg)
+    if source.name != "audio":
+        raise UserError(f"--recompute: --source {source.name} has one product; use --overwrite")
+    short = {p.rsplit("/", 1)[-1]: p for p in products}
+    resolved = []
+    for name in names:
+        product = name if name in products else short.get(name)
+        if product is None:
+            raise UserError(
+                f"--recompute {name}: not a product of this run (products: {', '.join(products)})"
+            )
+        resolved.append(product)
+    return tuple(dict.fromkeys(resolved))
+
+
 def check_keep_clusters(out: str, cfg: RunConfig, products: list[str], say: Say) -> bool:
     """``run --keep-clusters``, before any work: True when OUT's saved clustering can take
     this run's new tracks; False (a first fit, said) when OUT has none yet; UserError when the
@@ -272,7 +299,7 @@ def check_keep_clusters(out: str, cfg: RunConfig, products: list[str], say: Say)
     if model is None:
         say(f"--keep-clusters: {out} has no saved clustering yet; fitting one")
         return False
-    missing = [p for p in placing.model_products(model) if p not in products]
+    missing = [p for p in placing.model_products(model, out) if p not in products]
     if missing:
         raise UserError(
             f"--keep-clusters: the saved clustering of {out} is fitted on {', '.join(missing)}, "
@@ -465,7 +492,7 @@ def plan(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
     removed: set[str] = set()
     broken: dict[str, list[str]] = {}
     if resuming:
-        check_out_dir(opts.out, cfg, products)
+        check_out_dir(opts.out, cfg, products, opts.recompute)
         changed, removed = outguard.stale_tracks(opts.out, manifest)
         broken = {p: outguard.broken_shards(opts.out, p) for p in products}
     cpus = opts.num_cpus or len(os.sched_getaffinity(0))

@@ -154,9 +154,27 @@ def gather_features(
     progress: bool = False,
     product: str = outdir.FEATURES,
 ) -> Gathered:
-    """OUT/features shards → Gathered (columns whose names start with ``prefixes``, or all).
+    """Every feature product of OUT (``shards.feature_products``: one per family) joined on
+    track_id → Gathered (columns whose names start with ``prefixes``, or all); a track must be
+    in every family. ``product`` names one product instead, e.g. ``features_chunks`` for the
+    ``--chunk-level`` rows (one per classic chunk).
+    """
+    if product != outdir.FEATURES:
+        return gather_product(out, product, prefixes, progress)
+    products = shards.feature_products(out)
+    if not products:
+        raise FileNotFoundError(f"no feature shards under {shards.join(out, product)}")
+    parts = [gather_product(out, p, prefixes, progress) for p in products]
+    g = parts[0]
+    for part in parts[1:]:
+        g = join_on_tracks(g, part, "feature families")
+    return g
 
-    ``product="features_chunks"`` reads the ``--chunk-level`` rows (one per classic chunk).
+
+def gather_product(
+    out: str, product: str, prefixes: tuple[str, ...] | None = None, progress: bool = False
+) -> Gathered:
+    """One feature product's shards → Gathered (columns whose names start with ``prefixes``).
 
     Columns are the intersection over shards (a shard missing a column cannot fill it); dropped
     columns are listed in ``notes``.
@@ -255,7 +273,7 @@ def gather_embeddings(out: str, backend: str, progress: bool = False) -> Gathere
     return Gathered(track_ids, X, columns, window, tags, [])
 
 
-def join_on_tracks(a: Gathered, b: Gathered) -> Gathered:
+def join_on_tracks(a: Gathered, b: Gathered, what: str = "features/embeddings") -> Gathered:
     """Columns of ``a`` and ``b`` side by side for the tracks present in both (track level)."""
     if a.chunk_level or b.chunk_level:
         raise ValueError("join_on_tracks needs track-level matrices; pool windows first")
@@ -265,7 +283,7 @@ def join_on_tracks(a: Gathered, b: Gathered) -> Gathered:
     notes = a.notes + b.notes
     dropped = len(a.track_ids) + len(b.track_ids) - 2 * len(common)
     if dropped:
-        notes.append(f"{dropped} rows present in only one of features/embeddings were dropped")
+        notes.append(f"{dropped} rows present in only one of {what} were dropped")
     X = np.empty((len(common), a.X.shape[1] + b.X.shape[1]), dtype=np.float32)
     X[:, : a.X.shape[1]] = a.X[ia]
     X[:, a.X.shape[1] :] = b.X[ib]

@@ -35,7 +35,7 @@ def choose_matrix(out: str, cfg: AnalysisConfig) -> dict:
         raise ValueError(f"unknown matrix '{cfg.matrix}'; choose one of {', '.join(MATRICES)}")
     backends = gather.embedding_backends(out)
     audio_backends = [b for b in backends if b != TABULAR_BACKEND]
-    has_features = bool(shards.list_shards(out, outdir.FEATURES))
+    has_features = bool(shards.feature_products(out))
     matrix = cfg.matrix
     if matrix == "auto":
         matrix = _auto_matrix(audio_backends, has_features, TABULAR_BACKEND in backends)

@@ -210,6 +210,21 @@ def feature_product(key: dict) -> str:
     return outdir.FEATURE_CHUNKS if chunks else outdir.FEATURES
 
 
+def feature_products(model: PlacementModel, out: str) -> list[str]:
+    """The feature products (shard folders) a model's feature columns come from: one per
+    family of its columns (``timbre__…`` → ``features/timbre``); ``features`` itself where OUT
+    keeps its features there (an MSD run); ``features_chunks`` with chunk_level."""
+    product = feature_product(model.key)
+    if product != outdir.FEATURES or shards.list_shards(out, outdir.FEATURES):
+        return [product]
+    backend = backend_of(model.key)
+    embedding = f"{backend}__emb_" if backend else None
+    families = [
+        c.split("__", 1)[0] for c in model.columns if not (embedding and c.startswith(embedding))
+    ]
+    return [outdir.feature_product(f) for f in dict.fromkeys(families)]
+
+
 def backend_of(key: dict) -> str | None:
     """The embedding backend a model's raw rows come from (None: features only)."""
     if key.get("matrix") == "tabular":
