@@ -153,8 +153,9 @@ def run_analysis(
 
 def analysis_inputs_key(out: str, cfg: AnalysisConfig, label_col: str | None) -> str:
     """What an analysis of OUT depends on: its options, the label column, the manifest and
-    error table as written, and every committed shard's name, size and modification time (a
-    shard is only ever replaced whole, by an atomic rename)."""
+    error table as written, every committed shard's name, size and modification time (a
+    shard is only ever replaced whole, by an atomic rename), and which feature families the
+    matrix takes (the run's ``--features``)."""
     import hashlib
     import json
 
@@ -168,7 +169,10 @@ def analysis_inputs_key(out: str, cfg: AnalysisConfig, label_col: str | None) ->
         for product in products_in_out(out)
         for paths in [shards.list_shards(out, product)]
     }
+    from soundclust_ray.analysis.gather import feature_products
+
     head = {"config": to_dict(cfg), "label_col": label_col, "shards": listing}
+    head["features"] = feature_products(out)
     digest.update(json.dumps(head, sort_keys=True, default=str).encode())
     for name in (outdir.MANIFEST, outdir.ERRORS):
         digest.update(outdir.read_bytes(out, name) or b"")

@@ -90,6 +90,14 @@ def test_adding_a_family_computes_only_that_family(both_out):
     assert families == {"timbre", "classic"} and g.X.shape == (4, 180 + 33)
 
 
+def test_the_analysis_takes_the_families_the_run_asked_for(clips, both_out, tmp_path):
+    out = copy_out(both_out[0], tmp_path / "out")
+    assert run(clips, out, "--features", "timbre") == 0  # nothing to compute: no Ray work
+    assert gather.feature_products(str(out)) == [TIMBRE]
+    assert gather.gather_features(str(out)).X.shape == (4, 180)
+    assert shards.list_shards(str(out), CLASSIC)  # kept for a run that asks for it again
+
+
 def test_each_family_is_written_under_its_own_hash(both_out):
     out = both_out[0]
     hashes = json.loads((out / "run.json").read_text())["product_hashes"]

@@ -148,20 +148,33 @@ def _fill_matrix(
     return X
 
 
+def feature_products(out: str) -> list[str]:
+    """The feature products the analysis reads: the families OUT's last run asked for
+    (run.json's ``--features``) that have shards, else every feature product in OUT (an
+    embedding-only run after a features run; an OUT without run.json). A family another run
+    computed stays in OUT for a later run that asks for it, outside this matrix."""
+    present = shards.feature_products(out)
+    config = outdir.read_json(out, outdir.RUN).get("config") or {}
+    asked = [outdir.feature_product(f) for f in (config.get("features") or {}).get("families", [])]
+    chosen = [p for p in asked if p in present]
+    return chosen or present
+
+
 def gather_features(
     out: str,
     prefixes: tuple[str, ...] | None = None,
     progress: bool = False,
     product: str = outdir.FEATURES,
+    products: list[str] | None = None,
 ) -> Gathered:
-    """Every feature product of OUT (``shards.feature_products``: one per family) joined on
-    track_id → Gathered (columns whose names start with ``prefixes``, or all); a track must be
-    in every family. ``product`` names one product instead, e.g. ``features_chunks`` for the
-    ``--chunk-level`` rows (one per classic chunk).
+    """The feature products of OUT (``products``, default :func:`feature_products`: one per
+    family) joined on track_id → Gathered (columns whose names start with ``prefixes``, or
+    all); a track must be in every family. ``product`` names one product instead, e.g.
+    ``features_chunks`` for the ``--chunk-level`` rows (one per classic chunk).
     """
     if product != outdir.FEATURES:
         return gather_product(out, product, prefixes, progress)
-    products = shards.feature_products(out)
+    products = products or feature_products(out)
     if not products:
         raise FileNotFoundError(f"no feature shards under {shards.join(out, product)}")
     parts = [gather_product(out, p, prefixes, progress) for p in products]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from soundclust_ray import outdir, shards
+from soundclust_ray import outdir
 from soundclust_ray.analysis import fusion, gather, scaling
 from soundclust_ray.analysis.steps import POOL, affine_step, l2_step, scale_step
 from soundclust_ray.config import AnalysisConfig
@@ -35,7 +35,7 @@ def choose_matrix(out: str, cfg: AnalysisConfig) -> dict:
         raise ValueError(f"unknown matrix '{cfg.matrix}'; choose one of {', '.join(MATRICES)}")
     backends = gather.embedding_backends(out)
     audio_backends = [b for b in backends if b != TABULAR_BACKEND]
-    has_features = bool(shards.feature_products(out))
+    has_features = bool(gather.feature_products(out))
     matrix = cfg.matrix
     if matrix == "auto":
         matrix = _auto_matrix(audio_backends, has_features, TABULAR_BACKEND in backends)

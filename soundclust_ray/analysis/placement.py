@@ -302,7 +302,11 @@ def raw_rows(out: str, model: PlacementModel, track_ids=None) -> gather.Gathered
     features = embeddings = None
     try:
         if key["matrix"] in ("features", "both"):
-            features = gather.gather_features(out, product=feature_product(key))
+            products = feature_products(model, out)
+            if products == [outdir.FEATURE_CHUNKS]:
+                features = gather.gather_features(out, product=outdir.FEATURE_CHUNKS)
+            else:
+                features = gather.gather_features(out, products=products)
         if backend_of(key) is not None:
             embeddings = gather.gather_embeddings(out, backend_of(key))
     except FileNotFoundError as exc:
