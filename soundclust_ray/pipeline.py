@@ -405,5 +405,8 @@ def run_pipeline(
         if product in recompute:
             staging.promote(out, product)
             progress(f"{product}: recomputed; its earlier shards were replaced")
-    timings.update({r.product: r.seconds for r in results})
+    timings.update({r.product: r.seconds for r in results if not is_family_product(r.product)})
+    passes = [r.seconds for r in results if is_family_product(r.product) and r.n_todo]
+    if passes:  # the families shared one pass: its time once, under "features"
+        timings[outdir.FEATURES] = max(passes)
     return finish_run(out, manifest, cfg, results, timings, input_desc)

@@ -42,6 +42,11 @@ def run_config(out: str, products: tuple[str, ...] = ()) -> RunConfig:
     if not info.get("config"):
         raise UserError(f"{out} has no run.json with a config: `soundclust run` it first")
     cfg = from_dict(RunConfig, info["config"])
+    if cfg.source == "audio" and outdir.FEATURES in products:
+        raise UserError(
+            f"{out} has every feature family in features/ (an older soundclust's layout): "
+            "`soundclust run` it once to upgrade it in place, then query again"
+        )
     for product in products:
         recorded = (info.get("product_hashes") or {}).get(product)
         if recorded and recorded != product_hash(cfg, product):

@@ -482,6 +482,7 @@ def plan(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
             "written into OUT or computed in one step on the driver)"
         )
     cfg = dataclasses.replace(cfg, source=source.name)
+    opts = dataclasses.replace(opts, recompute=check_recompute(opts.recompute, source, cfg))
     state = out_state(opts.out)
     listing = source.list_inputs(opts, cfg, say)
     manifest = listing.frame
@@ -523,7 +524,8 @@ def plan(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
     }
     total_s = total_bytes = 0.0
     for product in products:
-        done = _readable_done_tracks(opts.out, product, broken[product]) if resuming else set()
+        fresh = not resuming or product in opts.recompute
+        done = set() if fresh else _readable_done_tracks(opts.out, product, broken[product])
         kept = (done & wanted) - changed
         todo = valid[~valid["track_id"].isin(kept)]
         entry: dict = {"todo": len(todo), "resumed": len(kept)}

@@ -133,7 +133,6 @@ def _upgraded_run_info(info: dict, cfg: RunConfig, renamed: dict[str, list[str]]
         },
         PRODUCT_SETTINGS_KEY: {p: product_settings(cfg, p) for p in products},
         "products": spread(info.get("products", {})),
-        "timings": spread(info.get("timings", {})),
     }
 
 

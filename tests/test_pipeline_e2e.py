@@ -96,7 +96,8 @@ def test_rerun_resumes_and_different_config_is_refused(synth_run, capsys):
         ]
     )
     assert code == 2
-    assert "another configuration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "features/timbre" in err and "audio.max_duration_s 600.0 → 2.0" in err
 
 
 def before_input(out) -> str:
