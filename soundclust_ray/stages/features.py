@@ -1,8 +1,9 @@
-"""CPU actor stage: decode each track once per sample rate, compute the requested families.
+"""CPU actor stage: decode each track once per sample rate, compute its pending families.
 
-Reads ``track_id, path``; writes ``track_id`` + every ``family__name`` column (float32) + the
-error fields. An actor (not a task) because essentia algorithm graphs and librosa's filter-bank
-caches are built once per worker and reused across tracks.
+Reads ``track_id, path`` [+ ``families``]; writes ``track_id`` + every ``family__name`` column
+(float32) + per family ``<family>@todo`` and error fields (``stages.base.family_batch`` cuts
+out one family's product batch). An actor (not a task) because essentia algorithm graphs and
+librosa's filter-bank caches are built once per worker and reused across tracks.
 """
 
 from __future__ import annotations
