@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -229,3 +230,15 @@ def test_the_old_main_hash_is_reproduced_and_a_real_old_out_upgrades(tmp_path):
     assert len(said) == 1 and "features → features/timbre" in said[0]
     pd.testing.assert_frame_equal(values(out, TIMBRE), before)
     assert json.loads((out / "run.json").read_text())["products"][TIMBRE]["written"] == 3
+
+
+def test_dry_run_plans_a_recompute_as_every_track_of_that_product_only(
+    clips, both_out, tmp_path, capsys
+):
+    out = copy_out(both_out[0], tmp_path / "out")
+    capsys.readouterr()
+    args = ["--features", "timbre,classic", "--padding-threshold", "0.55", "--dry-run"]
+    assert run(clips, out, *args, "--recompute", "classic") == 0
+    text = capsys.readouterr().out
+    assert re.search(rf"{TIMBRE}\s+would compute\s+0, resumed\s+4", text), text
+    assert re.search(rf"{CLASSIC}\s+would compute\s+4, resumed\s+0", text), text
