@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from soundclust_ray import outdir
 from soundclust_ray.config import RunConfig
 from soundclust_ray.manifest import build_manifest
-from soundclust_ray.pipeline import run_product
+from soundclust_ray.pipeline import stream_to_writer
 from soundclust_ray.ray_env import cluster_cpus, init_ray
+from soundclust_ray.runinfo import product_hash
 from soundclust_ray.stages.features import FeatureStage, feature_resources
-from soundclust_ray.stages.pools import map_stage
+from soundclust_ray.stages.pools import map_stage, tracks_dataset
+from soundclust_ray.stages.writer import FamilyShardWriter
 
 GTZAN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gtzan_mini"
 
@@ -38,24 +41,27 @@ def serial_loop(manifest: pd.DataFrame, cfg: RunConfig) -> float:
     stage = FeatureStage(cfg)
     start = time.perf_counter()
     with threadpool_limits(limits=1):
-        for track_id, path in zip(manifest["track_id"], manifest["path"], strict=True):
-            stage.compute_track(track_id, path)
+        for path in manifest["path"]:
+            stage.compute_track(path, stage.families)
     return time.perf_counter() - start
 
 
 def ray_run(manifest: pd.DataFrame, cfg: RunConfig, actors: int) -> float:
     out = tempfile.mkdtemp(prefix="bench_pipeline_")
     try:
-
-        def build(ds):
-            return map_stage(ds, FeatureStage, cfg, feature_resources(cfg), actors)
-
+        families = cfg.features.families
         start = time.perf_counter()
-        result = run_product(
-            "features", manifest, out, cfg, build, FeatureStage.WRITES, progress=lambda _t: None
+        ds = tracks_dataset(manifest, cfg.batch_size, cfg.pools)
+        ds = map_stage(ds, FeatureStage, cfg, feature_resources(cfg), actors, (families,))
+        products = [outdir.feature_product(f) for f in families]
+        targets = tuple(
+            (f, p, product_hash(cfg, p)) for f, p in zip(families, products, strict=True)
         )
+        args = (out, targets, FeatureStage.WRITES, cfg.shard_rows)
+        totals = dict.fromkeys(products, len(manifest))
+        results = stream_to_writer(ds, FamilyShardWriter, args, totals, cfg, lambda _t: None, False)
         seconds = time.perf_counter() - start
-        assert result.n_ok == len(manifest), result
+        assert all(r.n_ok == len(manifest) for r in results), results
         return seconds
     finally:
         shutil.rmtree(out, ignore_errors=True)

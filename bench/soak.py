@@ -139,7 +139,7 @@ def run_timed(folder: Path, out: Path) -> tuple[int, float, float, str]:
     proc = start(folder, out, f"soak-ref-{time.time_ns()}")
     first_s = None
     while proc.poll() is None:
-        if first_s is None and shards.list_shards(str(out), "features"):
+        if first_s is None and shards.list_shards(str(out), "features/timbre"):
             first_s = time.perf_counter() - started
         time.sleep(0.2)
     text, _ = proc.communicate()
@@ -150,7 +150,7 @@ def run_timed(folder: Path, out: Path) -> tuple[int, float, float, str]:
 def listed_shards_readable(out: Path) -> tuple[int, list[str]]:
     """Rows in OUT's feature shards, and the listed shards that cannot be read (half files)."""
     rows, bad = 0, []
-    for shard in shards.list_shards(str(out), "features"):
+    for shard in shards.list_shards(str(out), "features/timbre"):
         try:
             rows += pd.read_parquet(shard).shape[0]
         except Exception:  # noqa: BLE001 — any unreadable listed shard is the finding
@@ -159,7 +159,7 @@ def listed_shards_readable(out: Path) -> tuple[int, list[str]]:
 
 
 def features(out: Path) -> pd.DataFrame:
-    frames = [t.to_pandas() for t in shards.iter_shard_tables(str(out), "features")]
+    frames = [t.to_pandas() for t in shards.iter_shard_tables(str(out), "features/timbre")]
     return pd.concat(frames).sort_values("track_id").reset_index(drop=True)
 
 
@@ -311,7 +311,7 @@ def disk_full(folder: Path, work: Path, n_tracks: int) -> bool | None:
         # Room for the small files written first (manifest, marker, lock, Ray's driver log) and
         # about a third of the features: the run must fail mid-way, in a shard write.
         ref_features = sum(
-            os.path.getsize(s) for s in shards.list_shards(str(work / "out_ref"), "features")
+            os.path.getsize(s) for s in shards.list_shards(str(work / "out_ref"), "features/timbre")
         )
         per_track = ref_features / len(features(work / "out_ref"))
         room = 256 * 1024 + int(per_track * n_tracks / 3)

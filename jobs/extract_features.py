@@ -4,7 +4,8 @@
         [--features timbre,classic,soundspace] [other soundclust run options]
 
 Same options as ``soundclust run``; ``--embed`` and the analysis are switched off. Rerunning
-resumes: tracks already in OUT/features are skipped.
+resumes: tracks already in a family's OUT/features/<family> are skipped, and a family new to
+OUT is computed alone.
 """
 
 import sys

@@ -479,6 +479,15 @@ def add_input_options(g: argparse._ArgumentGroup) -> None:
         "--overwrite", action="store_true", help="delete OUT's previous results instead of resuming"
     )
     g.add_argument(
+        "--recompute",
+        type=_csv_tuple,
+        default=(),
+        metavar="PRODUCT",
+        help="compute these products of OUT again with this run's settings, e.g. timbre or "
+        "embeddings/musicnn (comma-separated); every other product is kept as it is, and the "
+        "old shards are replaced only once the new ones are written",
+    )
+    g.add_argument(
         "--max-error-rate",
         type=float,
         default=run.max_error_rate,
@@ -707,6 +716,7 @@ def run_options(input_path: str, args: argparse.Namespace) -> RunOptions:
         path_col=getattr(args, "path_col", None),
         no_analysis=args.no_analysis,
         keep_clusters=getattr(args, "keep_clusters", False),
+        recompute=getattr(args, "recompute", ()),
         num_cpus=args.num_cpus,
         address=getattr(args, "address", None),
         quiet=args.quiet,

@@ -9,7 +9,9 @@ Layout::
 
     OUT/run.json                         config, hashes, inputs, counts, timings of the last run
     OUT/manifest.parquet                 every input row: track_id, path, metadata columns
-    OUT/features/part-*.parquet          track_id + flat float32 ``family__name`` columns
+    OUT/features/<family>/part-*.parquet one product per feature family: track_id + its
+                                         float32 ``family__name`` columns
+    OUT/features/part-*.parquet          an MSD run's statistics (one product)
     OUT/features_chunks/part-*.parquet   with --chunk-level: one row per classic chunk
     OUT/embeddings/<backend>/part-*.parquet   track_id + ``embedding`` [+ ``tag__*``]
     OUT/errors/<product>-*.parquet       failed tracks per product (while running)
@@ -20,6 +22,8 @@ Layout::
     OUT/index/<key>.faiss, <key>.ids.parquet, <key>.json   similar-track index (FAISS)
     OUT/duplicates.parquet               near-duplicate pairs above a cosine threshold
     OUT/fitted/                          fitted parameters for placing new tracks (no pickle)
+    OUT/recompute/<product>/             ``--recompute PRODUCT``'s new shards until they replace
+                                         the product's old ones
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ FITTED = "fitted"
 """Folder of fitted parameters (arrays + JSON, no pickle) for placing new tracks later."""
 EXPORT = "export"
 """Default folder of ``soundclust export`` (under OUT unless --to is given)."""
+RECOMPUTE = "recompute"
+"""Where ``--recompute PRODUCT`` writes the product's new shards before they replace the old."""
 
 TMP_PREFIX = ".tmp-"
 """Temporary files start with this; readers skip them, so a half write is never listed."""
@@ -63,7 +69,18 @@ TMP_PREFIX = ".tmp-"
 SHARD_PREFIX = "part-"
 CONFIG_HASH_KEY = b"soundclust.config_hash"
 
-FOLDERS = (FEATURES, FEATURE_CHUNKS, EMBEDDINGS, OOF_DIR, ERRORS_DIR, CORPUS, LOGS, INDEX, FITTED)
+FOLDERS = (
+    FEATURES,
+    FEATURE_CHUNKS,
+    EMBEDDINGS,
+    OOF_DIR,
+    ERRORS_DIR,
+    CORPUS,
+    LOGS,
+    INDEX,
+    FITTED,
+    RECOMPUTE,
+)
 """Entries of OUT that are folders."""
 
 SUMMARY_OUTPUTS = (
@@ -79,6 +96,16 @@ SUMMARY_OUTPUTS = (
     RUN,
 )
 """What a run's summary lists (when present), in this order."""
+
+
+def feature_product(family: str) -> str:
+    """The product (shard folder under OUT) of a signal feature family."""
+    return f"{FEATURES}/{family}"
+
+
+def staging_product(product: str) -> str:
+    """Where ``--recompute`` writes ``product``'s new shards until they replace the old ones."""
+    return f"{RECOMPUTE}/{product}"
 
 
 def embeddings_product(backend: str) -> str:

@@ -33,8 +33,12 @@ from soundclust_ray.errors import UserError
 MARKER = ".soundclust.json"
 LOCK = ".soundclust.lock"
 QUARANTINE = "quarantine"
-MARKER_FORMAT = 1
-"""Version of OUT's layout; a marker with a higher one was written by a newer soundclust."""
+MARKER_FORMAT = 2
+"""Version of OUT's layout; a marker with a higher one was written by a newer soundclust.
+1: every feature family in one product (``OUT/features``); 2: one product per family
+(``OUT/features/<family>``), each with its own config hash (``upgrade.py`` converts 1 → 2)."""
+ADOPTED_FORMAT = 1
+"""The layout of an OUT written before the marker existed (the same as format 1)."""
 
 OWNED_NAMES = (
     outdir.RUN,
@@ -57,6 +61,7 @@ OWNED_NAMES = (
     outdir.DUPLICATES,
     outdir.FITTED,
     outdir.EXPORT,
+    outdir.RECOMPUTE,
     QUARANTINE,
 )
 """Every top-level name a soundclust run may create in OUT: what its marker claims."""
@@ -128,9 +133,15 @@ def claim_out(out: str, inputs: list[str]) -> dict:
     held = [p for p in inputs if "://" not in p and _inside(p, base)]
     if entries and held:
         raise UserError(f"--out {out} holds the input {held[0]}: give a separate --out")
-    marker = {"format": MARKER_FORMAT, "owned": sorted(set(OWNED_NAMES))}
+    marker = {"format": ADOPTED_FORMAT if entries else MARKER_FORMAT}
+    marker["owned"] = sorted(set(OWNED_NAMES))
     if entries:
         marker["adopted"] = sorted(e for e in entries if e in OWNED_NAMES)
+    return write_marker(out, marker)
+
+
+def write_marker(out: str, marker: dict) -> dict:
+    """Write OUT's marker (atomically); returns it."""
     outdir.write_bytes(out, MARKER, json.dumps(marker, indent=2, sort_keys=True).encode())
     return marker
 

@@ -1,10 +1,13 @@
 """Run a source's products on Ray Data: manifest rows → stages → shard writer, streaming.
 
-Each *product* (``features``, ``features_chunks``, ``embeddings/<backend>``) is one streaming
-pipeline: read the manifest rows still to do → compute stage(s) → shard writer. The writer
-returns a tiny summary row per track, so the driver holds summaries, never features. Resume is a
-set difference on the ``track_id`` column of committed shards. Ray start-up is ``ray_env``'s,
-pool sizing ``stages/pools``', the writer ``stages/writer``'s, the records ``runinfo``'s.
+Each *product* (``features/<family>``, ``features_chunks``, ``embeddings/<backend>``) has its
+own shards and config hash. The pending feature families of a run share one streaming pass
+(read the rows still to do → one FeatureStage that decodes each track once for all of them →
+one writer per family); the chunk rows and each embedding backend are a pass each. A writer
+returns a tiny summary row per track, so the driver holds summaries, never features. Resume is
+a set difference, per product, on the ``track_id`` column of committed shards. Ray start-up is
+``ray_env``'s, pool sizing ``stages/pools``', the writer ``stages/writer``'s, the records
+``runinfo``'s, ``--recompute``'s staging ``staging``'s.
 """
 
 from __future__ import annotations
@@ -17,14 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from soundclust_ray import outdir, shards
+from soundclust_ray import outdir, shards, staging
 from soundclust_ray.config import RunConfig
 from soundclust_ray.errors import UserError
 from soundclust_ray.progress import TrackProgress
 from soundclust_ray.runinfo import ProductResult, check_out_dir, finish_run, product_hash
 from soundclust_ray.stages.base import NODE_FIELD
 from soundclust_ray.stages.pools import cpu_pool, map_stage, tracks_dataset, writer_pool
-from soundclust_ray.stages.writer import ColumnSpec, ShardWriter
+from soundclust_ray.stages.writer import (
+    PRODUCT_FIELD,
+    ColumnSpec,
+    FamilyShardWriter,
+    ShardWriter,
+)
 
 
 def run_product(
@@ -36,19 +44,39 @@ def run_product(
     spec: ColumnSpec,
     progress: Callable[[str], None] = print,
     bars: bool = False,
+    target: str | None = None,
 ) -> ProductResult:
     """Stream ``todo`` rows (track_id, path) through ``build(ds)`` stages and the shard writer.
 
     ``spec`` is the last stage's declared output columns (the shards' schema); ``bars``: show
-    a progress bar on a terminal (else ``progress`` gets a line now and then).
+    a progress bar on a terminal (else ``progress`` gets a line now and then); ``target``: the
+    folder the shards go to when it is not the product's own (``--recompute`` staging).
     """
-    result = ProductResult(product=product, n_todo=len(todo))
     if todo.empty:
-        return result
+        return ProductResult(product=product)
+    ds = build(tracks_dataset(todo, cfg.batch_size, cfg.pools))
+    target = target or product
+    args = (out, target, product_hash(cfg, product), spec, cfg.shard_rows)
+    totals, names = {target: len(todo)}, {target: product}
+    return stream_to_writer(ds, ShardWriter, args, totals, cfg, progress, bars, names)[0]
+
+
+def stream_to_writer(
+    ds,
+    writer_cls,
+    writer_args: tuple,
+    totals: dict[str, int],
+    cfg: RunConfig,
+    progress: Callable[[str], None],
+    bars: bool,
+    names: dict[str, str] | None = None,
+) -> list[ProductResult]:
+    """Send the computed blocks of ``ds`` to ``writer_cls`` actors and count their summaries,
+    one progress bar and one result per folder of ``totals`` (folder → tracks to do), named
+    by ``names`` (folder → product; default: the folder)."""
     import ray.data
 
     start = time.perf_counter()
-    ds = build(tracks_dataset(todo, cfg.batch_size, cfg.pools))
     low, high = writer_pool(cfg.pools)
     # The writer takes each compute block as it comes (batch_size=None: no waiting in Ray Data
     # for shard_rows tracks, which a stopped job would lose) and commits it before returning;
@@ -57,27 +85,71 @@ def run_product(
     # it streams shards out while the compute actors hold every core (with a CPU reservation
     # it would wait for them to finish).
     ds = ds.map_batches(
-        ShardWriter,
-        fn_constructor_args=(out, product, product_hash(cfg, product), spec, cfg.shard_rows),
+        writer_cls,
+        fn_constructor_args=writer_args,
         batch_size=None,
         batch_format="numpy",
         num_cpus=0,
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
     )
-    counter = TrackProgress(product, len(todo), progress, bars)
+    names = names or {}
+    results = {p: ProductResult(product=names.get(p, p), n_todo=n) for p, n in totals.items()}
+    counters = {p: TrackProgress(p, n, progress, bars) for p, n in totals.items()}
+    only = next(iter(totals)) if len(totals) == 1 else None
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ok = np.asarray(batch["ok"], dtype=bool)
-        result.n_ok += int(ok.sum())
-        result.n_failed += int((~ok).sum())
-        result.nodes.update(np.asarray(batch[NODE_FIELD]).astype(str).tolist())
-        counter.advance(len(ok))
-    counter.close()
-    result.seconds = time.perf_counter() - start
-    progress(
-        f"{product}: {result.n_ok} tracks written, {result.n_failed} failed "
-        f"in {result.seconds:.1f} s"
+        products = np.asarray(batch[PRODUCT_FIELD]) if only is None else np.full(len(ok), only)
+        nodes = np.asarray(batch[NODE_FIELD]).astype(str)
+        for product in set(products.tolist()):
+            rows = products == product
+            result = results[product]
+            result.n_ok += int(ok[rows].sum())
+            result.n_failed += int((~ok[rows]).sum())
+            result.nodes.update(nodes[rows].tolist())
+            counters[product].advance(int(rows.sum()))
+    seconds = time.perf_counter() - start
+    for product, result in results.items():
+        counters[product].close()
+        result.seconds = seconds
+        progress(
+            f"{result.product}: {result.n_ok} tracks written, {result.n_failed} failed "
+            f"in {result.seconds:.1f} s"
+        )
+    return list(results.values())
+
+
+def run_feature_pass(
+    todos: dict[str, pd.DataFrame],
+    targets: dict[str, str],
+    out: str,
+    cfg: RunConfig,
+    concurrent: bool,
+    progress: Callable[[str], None],
+    bars: bool,
+) -> list[ProductResult]:
+    """Every pending ``features/<family>`` product in one pass: each track still missing from
+    any of them is decoded once, and only its pending families are computed (its ``families``
+    column); ``targets`` maps a product to the folder its shards go to (itself, or its
+    ``--recompute`` staging folder)."""
+    from soundclust_ray.stages.features import FeatureStage
+
+    pending = {p: t for p, t in todos.items() if not t.empty}
+    if not pending:
+        return []
+    families = tuple(p.split("/", 1)[1] for p in pending)
+    todo_sets = {f: set(t["track_id"]) for f, t in zip(families, pending.values(), strict=True)}
+    rows = pd.concat(list(pending.values())).drop_duplicates("track_id")
+    rows = rows.assign(
+        families=[",".join(f for f in families if t in todo_sets[f]) for t in rows["track_id"]]
     )
-    return result
+    resources = FeatureStage.resources(cfg)
+    ds = tracks_dataset(rows, cfg.batch_size, cfg.pools, ("track_id", "path", "families"))
+    ds = map_stage(ds, FeatureStage, cfg, resources, cpu_pool(resources, concurrent), (families,))
+    triples = tuple((p.split("/", 1)[1], targets[p], product_hash(cfg, p)) for p in pending)
+    args = (out, triples, FeatureStage.WRITES, cfg.shard_rows)
+    totals = {targets[p]: len(t) for p, t in pending.items()}
+    names = {targets[p]: p for p in pending}
+    return stream_to_writer(ds, FamilyShardWriter, args, totals, cfg, progress, bars, names)
 
 
 def run_concurrently(cfg: RunConfig, products: list[str]) -> bool:
@@ -139,17 +211,26 @@ def embedding_pipeline(cfg: RunConfig, product: str):
     return build, EmbedStage.WRITES
 
 
+CLASSIC_PRODUCTS = (outdir.feature_product("classic"), outdir.FEATURE_CHUNKS)
+"""The products that depend on the classic family's corpus-level chunk cap."""
+
+
 def with_classic_chunk_cap(
-    cfg: RunConfig, valid: pd.DataFrame, out: str, progress: Callable[[str], None]
+    cfg: RunConfig,
+    valid: pd.DataFrame,
+    out: str,
+    progress: Callable[[str], None],
+    fresh: bool = False,
 ) -> RunConfig:
     """Fill the classic family's corpus-level chunk cap (seed 001: a lower quantile of durations).
 
-    The cap recorded in OUT/run.json is reused on a rerun, so adding tracks to a corpus does not
-    change the features of tracks already written.
+    The cap an earlier run on OUT used is reused, so adding tracks to a corpus does not change
+    the features of tracks already written; ``fresh`` (a classic product is recomputed) probes
+    the corpus again.
     """
     if not needs_classic_cap(cfg, valid):
         return cfg
-    cap = recorded_classic_cap(out)
+    cap = None if fresh else recorded_classic_cap(out)
     if cap is None:
         cap = probe_classic_chunk_cap(cfg, valid, progress)
     return with_classic_cap(cfg, cap)
@@ -162,11 +243,15 @@ def needs_classic_cap(cfg: RunConfig, valid: pd.DataFrame) -> bool:
 
 
 def recorded_classic_cap(out: str) -> int | None:
-    """The classic chunk cap an earlier run on OUT used (run.json), or None."""
-    from soundclust_ray.runinfo import read_run_info
+    """The classic chunk cap OUT's classic products were computed with (run.json's product
+    settings, else its last config), or None."""
+    from soundclust_ray.runinfo import PRODUCT_SETTINGS_KEY, read_run_info
 
-    previous = read_run_info(out).get("config", {}).get("features", {}).get("classic", {})
-    cap = previous.get("max_chunks")
+    info = read_run_info(out)
+    settings = info.get(PRODUCT_SETTINGS_KEY, {})
+    recorded = [settings.get(p, {}).get("classic", {}) for p in CLASSIC_PRODUCTS]
+    recorded.append(info.get("config", {}).get("features", {}).get("classic", {}))
+    cap = next((r["max_chunks"] for r in recorded if r.get("max_chunks") is not None), None)
     return None if cap is None else int(cap)
 
 
@@ -175,22 +260,36 @@ def with_classic_cap(cfg: RunConfig, cap: int) -> RunConfig:
     return dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, classic=classic))
 
 
-def pending_tracks(manifest: pd.DataFrame, out: str, cfg: RunConfig) -> int | None:
+def pending_tracks(
+    manifest: pd.DataFrame, out: str, cfg: RunConfig, recompute: tuple[str, ...] = ()
+) -> int | None:
     """(product, track) pairs the run still has to compute, from OUT's shards alone, after
-    refusing an OUT of another config (both before Ray starts). None when the classic chunk
-    cap must first be probed from the corpus (a first run): only Ray can tell then."""
+    refusing a product of OUT made with other settings (both before Ray starts). None when the
+    classic chunk cap must first be probed from the corpus (classic is new to OUT, or
+    recomputed): only Ray can tell then, and the other products are checked here."""
     valid = manifest[manifest["invalid_reason"] == ""]
-    if needs_classic_cap(cfg, valid):
-        cap = recorded_classic_cap(out)
-        if cap is None:
-            return None
-        cfg = with_classic_cap(cfg, cap)
     products = products_of(cfg)
     if not products:
         raise UserError("nothing to compute: give --features and/or --embed")
-    check_out_dir(out, cfg, products)
+    if needs_classic_cap(cfg, valid):
+        fresh = any(p in recompute for p in CLASSIC_PRODUCTS)
+        cap = None if fresh else recorded_classic_cap(out)
+        if cap is None:
+            others = [p for p in products if p not in CLASSIC_PRODUCTS]
+            check_out_dir(out, cfg, others, recompute)
+            return None
+        cfg = with_classic_cap(cfg, cap)
+    check_out_dir(out, cfg, products, recompute)
     wanted = set(valid["track_id"])
-    return sum(len(wanted - done_tracks(out, product)) for product in products)
+    pending = 0
+    for product in products:
+        target = product
+        if product in recompute:
+            staged = shards.shard_config_hashes(out, outdir.staging_product(product))
+            fresh = staged != {product_hash(cfg, product)}
+            target = None if fresh else outdir.staging_product(product)
+        pending += len(wanted - (done_tracks(out, target) if target else set()))
+    return pending
 
 
 def done_tracks(out: str, product: str) -> set[str]:
@@ -223,18 +322,21 @@ def probe_classic_chunk_cap(cfg: RunConfig, valid: pd.DataFrame, progress) -> in
 
 def products_of(cfg: RunConfig) -> list[str]:
     """The products an audio run computes, in the order they run."""
-    products = [outdir.FEATURES] if cfg.features.families else []
+    products = [outdir.feature_product(f) for f in cfg.features.families]
     products += [outdir.FEATURE_CHUNKS] if cfg.features.chunk_level else []
     products += [outdir.embeddings_product(b) for b in cfg.embed.backends]
     return products
 
 
-def build_product(cfg: RunConfig, product: str, concurrent: bool):
-    """(stages builder, declared output columns) of one product."""
-    from soundclust_ray.stages.features import ClassicChunkStage, FeatureStage
+def is_family_product(product: str) -> bool:
+    """True for a ``features/<family>`` product (computed in the run's one feature pass)."""
+    return product.startswith(outdir.FEATURES + "/")
 
-    if product == outdir.FEATURES:
-        return cpu_stage_pipeline(cfg, FeatureStage, shared=concurrent)
+
+def build_product(cfg: RunConfig, product: str):
+    """(stages builder, declared output columns) of the chunk rows or an embedding product."""
+    from soundclust_ray.stages.features import ClassicChunkStage
+
     if product == outdir.FEATURE_CHUNKS:
         return cpu_stage_pipeline(cfg, ClassicChunkStage)
     return embedding_pipeline(cfg, product)
@@ -247,8 +349,13 @@ def run_pipeline(
     input_desc: str = "",
     progress: Callable[[str], None] = print,
     bars: bool = False,
+    recompute: tuple[str, ...] = (),
 ) -> dict:
-    """Run every requested product over the manifest and consolidate errors; returns run info."""
+    """Run every requested product over the manifest and consolidate errors; returns run info.
+
+    Only what is pending is computed: the tracks missing from each product, and every track
+    of a ``recompute`` product (into its staging folder, which replaces the old shards once
+    the pass has written it)."""
     from soundclust_ray.runinfo import write_manifest
 
     products = products_of(cfg)
@@ -256,33 +363,50 @@ def run_pipeline(
         raise UserError("nothing to compute: give --features and/or --embed")
     t0 = time.perf_counter()
     valid = manifest[manifest["invalid_reason"] == ""]
-    cfg = with_classic_chunk_cap(cfg, valid, out, progress)
-    check_out_dir(out, cfg, products)
+    fresh = any(p in recompute for p in CLASSIC_PRODUCTS)
+    cfg = with_classic_chunk_cap(cfg, valid, out, progress, fresh)
+    check_out_dir(out, cfg, products, recompute)
     write_manifest(out, manifest)
     timings = {"manifest": time.perf_counter() - t0}
-    todos = {
-        p: valid[~valid["track_id"].isin(shards.read_column(out, p).to_pylist())] for p in products
+    targets = {
+        p: staging.prepare(out, p, product_hash(cfg, p)) if p in recompute else p for p in products
     }
-    concurrent = run_concurrently(cfg, [p for p in products if not todos[p].empty])
-
-    def run_one(product: str) -> ProductResult:
-        todo = todos[product]
-        skipped = len(valid) - len(todo)
+    todos = {p: valid[~valid["track_id"].isin(done_tracks(out, targets[p]))] for p in products}
+    for product in products:
+        skipped = len(valid) - len(todos[product])
         if skipped:
-            progress(f"{product}: {skipped} tracks already in {outdir.join(out, product)}, skipped")
-        if todo.empty:  # nothing to build: no model module (torch) is even imported
-            result = ProductResult(product=product)
-        else:
-            build, spec = build_product(cfg, product, concurrent)
-            result = run_product(product, todo, out, cfg, build, spec, progress, bars)
-        result.n_skipped = skipped
-        return result
+            where = outdir.join(out, targets[product])
+            progress(f"{product}: {skipped} tracks already in {where}, skipped")
+    family = {p: todos[p] for p in products if is_family_product(p)}
+    units = ([outdir.FEATURES] if any(not t.empty for t in family.values()) else []) + [
+        p for p in products if not is_family_product(p) and not todos[p].empty
+    ]
+    concurrent = run_concurrently(cfg, units)
+
+    def run_unit(unit: str) -> list[ProductResult]:
+        if unit == outdir.FEATURES:
+            return run_feature_pass(family, targets, out, cfg, concurrent, progress, bars)
+        build, spec = build_product(cfg, unit)
+        todo = todos[unit]
+        return [run_product(unit, todo, out, cfg, build, spec, progress, bars, targets[unit])]
 
     if concurrent:
-        progress(f"running {', '.join(products)} concurrently (model actors on GPUs)")
-        with ThreadPoolExecutor(max_workers=len(products)) as pool:
-            results = list(pool.map(run_one, products))
+        progress(f"running {', '.join(units)} concurrently (model actors on GPUs)")
+        with ThreadPoolExecutor(max_workers=len(units)) as pool:
+            ran = [r for rs in pool.map(run_unit, units) for r in rs]
     else:
-        results = [run_one(product) for product in products]
-    timings.update({r.product: r.seconds for r in results})
+        ran = [r for unit in units for r in run_unit(unit)]
+    by_product = {r.product: r for r in ran}
+    results = []
+    for product in products:
+        result = by_product.get(product, ProductResult(product=product))
+        result.n_skipped = len(valid) - len(todos[product])
+        results.append(result)
+        if product in recompute:
+            staging.promote(out, product)
+            progress(f"{product}: recomputed; its earlier shards were replaced")
+    timings.update({r.product: r.seconds for r in results if not is_family_product(r.product)})
+    passes = [r.seconds for r in results if is_family_product(r.product) and r.n_todo]
+    if passes:  # the families shared one pass: its time once, under "features"
+        timings[outdir.FEATURES] = max(passes)
     return finish_run(out, manifest, cfg, results, timings, input_desc)

@@ -42,6 +42,11 @@ def run_config(out: str, products: tuple[str, ...] = ()) -> RunConfig:
     if not info.get("config"):
         raise UserError(f"{out} has no run.json with a config: `soundclust run` it first")
     cfg = from_dict(RunConfig, info["config"])
+    if cfg.source == "audio" and outdir.FEATURES in products:
+        raise UserError(
+            f"{out} has every feature family in features/ (an older soundclust's layout): "
+            "`soundclust run` it once to upgrade it in place, then query again"
+        )
     for product in products:
         recorded = (info.get("product_hashes") or {}).get(product)
         if recorded and recorded != product_hash(cfg, product):
@@ -52,10 +57,10 @@ def run_config(out: str, products: tuple[str, ...] = ()) -> RunConfig:
     return cfg
 
 
-def products_of_model(model) -> list[str]:
+def products_of_model(model, out: str) -> list[str]:
     """The products whose shards the clustered matrix (the placement model's) is read from."""
-    products = [placement.feature_product(model.key)]
-    products = products if model.key.get("matrix") in ("features", "both") else []
+    features = model.key.get("matrix") in ("features", "both")
+    products = placement.feature_products(model, out) if features else []
     return products + [outdir.embeddings_product(b) for b in placement.backends_of(model.key)]
 
 
@@ -142,7 +147,10 @@ def compute_files(
 def query_vectors(model, tables: dict[str, pa.Table]) -> tuple[np.ndarray, np.ndarray]:
     """(query ids sorted, rows in the index's geometry) of the query files' shard-shaped rows:
     placement's own raw-row assembly and transform (``search_vectors``), one row per file."""
-    features = next((t for p, t in tables.items() if not p.startswith(outdir.EMBEDDINGS)), None)
+    families = [t for p, t in tables.items() if not p.startswith(outdir.EMBEDDINGS)]
+    features = families[0] if families else None
+    for table in families[1:]:
+        features = features.join(table, "track_id")
     prefix = outdir.embeddings_product("")
     embeddings = {p[len(prefix) :]: t for p, t in tables.items() if p.startswith(prefix)}
     g = placement.raw_rows_from_tables(model, features=features, embeddings=embeddings or None)
@@ -164,7 +172,7 @@ def similar_to_files(
         raise UserError(f"k must be at least 1, got {k}")
     paths = list(dict.fromkeys(str(p) for p in paths))
     model = clustered_model(out)
-    products = products_of_model(model)
+    products = products_of_model(model, out)
     cfg = run_config(out, tuple(products))
     if cfg.source != "audio":
         raise UserError(f"--audio needs a run of audio files; {out} is a {cfg.source} run")

@@ -23,6 +23,7 @@ from soundclust_ray.runinfo import (
     last_analysis_options,
     products_in_out,
     record_analysis_options,
+    staging_products,
 )
 from soundclust_ray.sources import get_source
 from soundclust_ray.sources.base import Listing, RunOptions, Say
@@ -41,11 +42,15 @@ class RunOutcome:
 
 def guard_out(opts: RunOptions, say: Say) -> None:
     """Make OUT usable before any work (see ``outguard``): a folder soundclust owns, emptied of
-    soundclust's own files with ``--overwrite``, unreadable shards moved to OUT/quarantine."""
+    soundclust's own files with ``--overwrite``, an older layout upgraded or refused
+    (``upgrade``), unreadable shards moved to OUT/quarantine."""
+    from soundclust_ray.upgrade import upgrade_out
+
     inputs = [storage.local_path(opts.input_path)]
     marker = outguard.claim_out(opts.out, inputs)
     if opts.overwrite:
         outguard.remove_owned(opts.out, marker, inputs)
+    upgrade_out(opts.out, marker, say)
     for product in products_in_out(opts.out):
         for name in outguard.quarantine_broken_shards(opts.out, product):
             say(
@@ -62,7 +67,7 @@ def forget_stale_tracks(out: str, listing: Listing, say: Say) -> None:
     changed, removed = outguard.stale_tracks(out, listing.frame)
     if not changed and not removed:
         return
-    for product in products_in_out(out):
+    for product in [*products_in_out(out), *staging_products(out)]:
         outguard.drop_tracks(out, product, changed | removed)
     say(
         f"resume: {len(changed)} changed files recomputed, {len(removed)} tracks no longer in "
@@ -156,8 +161,9 @@ def run_analysis(
 
 def analysis_inputs_key(out: str, cfg: AnalysisConfig, label_col: str | None) -> str:
     """What an analysis of OUT depends on: its options, the label column, the manifest and
-    error table as written, and every committed shard's name, size and modification time (a
-    shard is only ever replaced whole, by an atomic rename)."""
+    error table as written, every committed shard's name, size and modification time (a
+    shard is only ever replaced whole, by an atomic rename), and which feature families the
+    matrix takes (the run's ``--features``)."""
     import hashlib
     import json
 
@@ -171,7 +177,10 @@ def analysis_inputs_key(out: str, cfg: AnalysisConfig, label_col: str | None) ->
         for product in products_in_out(out)
         for paths in [shards.list_shards(out, product)]
     }
+    from soundclust_ray.analysis.gather import feature_products
+
     head = {"config": to_dict(cfg), "label_col": label_col, "shards": listing}
+    head["features"] = feature_products(out)
     digest.update(json.dumps(head, sort_keys=True, default=str).encode())
     for name in (outdir.MANIFEST, outdir.ERRORS):
         digest.update(outdir.read_bytes(out, name) or b"")
@@ -232,6 +241,7 @@ def execute(
     started = time.perf_counter()
     source = get_source(source_name)
     cfg = dataclasses.replace(cfg, source=source.name)
+    opts = dataclasses.replace(opts, recompute=check_recompute(opts.recompute, source, cfg))
     outguard.check_out_usable(opts.out)
     with outguard.hold_lock(opts.out):
         guard_out(opts, say)
@@ -267,6 +277,27 @@ def execute(
     return RunOutcome(info, metrics, seconds, error_rate_exceeded(info, cfg))
 
 
+def check_recompute(names: tuple[str, ...], source, cfg: RunConfig) -> tuple[str, ...]:
+    """``--recompute`` names as products of this run (``timbre`` → ``features/timbre``,
+    ``musicnn`` → ``embeddings/musicnn``), before any work; UserError for a name the run
+    does not compute."""
+    if not names:
+        return ()
+    products = source.products(cfg)
+    if source.name != "audio":
+        raise UserError(f"--recompute: --source {source.name} has one product; use --overwrite")
+    short = {p.rsplit("/", 1)[-1]: p for p in products}
+    resolved = []
+    for name in names:
+        product = name if name in products else short.get(name)
+        if product is None:
+            raise UserError(
+                f"--recompute {name}: not a product of this run (products: {', '.join(products)})"
+            )
+        resolved.append(product)
+    return tuple(dict.fromkeys(resolved))
+
+
 def check_keep_clusters(out: str, cfg: RunConfig, products: list[str], say: Say) -> bool:
     """``run --keep-clusters``, before any work: True when OUT's saved clustering can take
     this run's new tracks; False (a first fit, said) when OUT has none yet; UserError when the
@@ -280,7 +311,7 @@ def check_keep_clusters(out: str, cfg: RunConfig, products: list[str], say: Say)
     if model is None:
         say(f"--keep-clusters: {out} has no saved clustering yet; fitting one")
         return False
-    missing = [p for p in placing.model_products(model) if p not in products]
+    missing = [p for p in placing.model_products(model, out) if p not in products]
     if missing:
         raise UserError(
             f"--keep-clusters: the saved clustering of {out} is fitted on {', '.join(missing)}, "
@@ -459,6 +490,7 @@ def plan(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
             "written into OUT or computed in one step on the driver)"
         )
     cfg = dataclasses.replace(cfg, source=source.name)
+    opts = dataclasses.replace(opts, recompute=check_recompute(opts.recompute, source, cfg))
     state = out_state(opts.out)
     listing = source.list_inputs(opts, cfg, say)
     manifest = listing.frame
@@ -473,7 +505,7 @@ def plan(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
     removed: set[str] = set()
     broken: dict[str, list[str]] = {}
     if resuming:
-        check_out_dir(opts.out, cfg, products)
+        check_out_dir(opts.out, cfg, products, opts.recompute)
         changed, removed = outguard.stale_tracks(opts.out, manifest)
         broken = {p: outguard.broken_shards(opts.out, p) for p in products}
     cpus = opts.num_cpus or len(os.sched_getaffinity(0))
@@ -500,7 +532,8 @@ def plan(source_name: str, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
     }
     total_s = total_bytes = 0.0
     for product in products:
-        done = _readable_done_tracks(opts.out, product, broken[product]) if resuming else set()
+        fresh = not resuming or product in opts.recompute
+        done = set() if fresh else _readable_done_tracks(opts.out, product, broken[product])
         kept = (done & wanted) - changed
         todo = valid[~valid["track_id"].isin(kept)]
         entry: dict = {"todo": len(todo), "resumed": len(kept)}

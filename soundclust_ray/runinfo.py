@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from soundclust_ray import outdir, shards
+from soundclust_ray import outdir, shards, versions
 from soundclust_ray.config import AnalysisConfig, RunConfig, config_hash, to_dict
 from soundclust_ray.errors import AccountingError, ConfigMismatchError
 
@@ -43,36 +43,78 @@ class ProductResult:
         self.nodes.update(other.nodes)
 
 
+def product_settings(cfg: RunConfig, product: str) -> dict:
+    """The settings a product's values depend on, and its code version (``versions``): the
+    decode settings and the family's (or backend's) own, nothing else, so another family's
+    options or the analysis options never invalidate it."""
+    audio = to_dict(cfg.audio)
+    if product == outdir.FEATURES:
+        return {"msd": to_dict(cfg.msd), "version": versions.MSD_VERSION}
+    if product == outdir.FEATURE_CHUNKS:
+        classic = to_dict(cfg.features.classic)
+        return {"audio": audio, "classic": classic, "version": versions.CLASSIC_CHUNKS_VERSION}
+    kind, name = product.split("/", 1)
+    if kind == outdir.FEATURES:
+        family = to_dict(getattr(cfg.features, name))
+        return {"audio": audio, name: family, "version": versions.FEATURE_FAMILY_VERSIONS[name]}
+    if name == "tabular":
+        return {"tabular": to_dict(cfg.tabular), "version": versions.EMBEDDING_VERSIONS[name]}
+    if name == "clap":
+        clap = to_dict(cfg.embed.clap)
+        return {"audio": audio, name: clap, "version": versions.EMBEDDING_VERSIONS[name]}
+    musicnn = to_dict(cfg.embed.musicnn)
+    if name != "musicnn":  # msd_vgg & co. name their own weights; --musicnn-model is not theirs
+        musicnn.pop("model")
+    version = versions.EMBEDDING_VERSIONS["musicnn"]
+    return {"audio": audio, "backend": name, "musicnn": musicnn, "version": version}
+
+
 def product_hash(cfg: RunConfig, product: str) -> str:
-    """Hash of the config parts that determine a product's values (analysis options excluded)."""
-    if product in (outdir.FEATURES, outdir.FEATURE_CHUNKS):
-        parts = {
-            "features": to_dict(cfg.features),
-            "audio": to_dict(cfg.audio),
-            "source": cfg.source,
-        }
-        if cfg.source == "msd":
-            parts = {"msd": to_dict(cfg.msd), "source": cfg.source}
-    elif product == outdir.embeddings_product("tabular"):
-        return config_hash(cfg.tabular)
-    else:
-        backend = product.split("/", 1)[1]
-        embed = to_dict(cfg.embed)
-        parts = {"backend": backend, "cfg": embed.get(backend, {}), "audio": to_dict(cfg.audio)}
+    """Hash of :func:`product_settings`: what a product's shards record and a rerun compares."""
+    parts = product_settings(cfg, product)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_out_dir(out: str, cfg: RunConfig, products: list[str]) -> None:
-    """Refuse to extend OUT whose shards were made by another config."""
+def changed_setting(old: dict, new: dict, prefix: str = "") -> str | None:
+    """The first setting (dotted path, ``old → new``) that differs between two settings dicts."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = changed_setting(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key} {a} → {b}"
+    return None
+
+
+def check_out_dir(
+    out: str, cfg: RunConfig, products: list[str], recompute: tuple[str, ...] = ()
+) -> None:
+    """Refuse to extend a product of OUT whose shards were made with other settings, naming
+    the product and the first changed setting (run.json's record); ``recompute`` products are
+    rebuilt from scratch, so theirs may differ."""
+    recorded = read_run_info(out).get(PRODUCT_SETTINGS_KEY, {})
     for product in products:
+        if product in recompute:
+            continue
         expected = product_hash(cfg, product)
         found = shards.shard_config_hashes(out, product)
-        if found and found != {expected}:
-            raise ConfigMismatchError(
-                f"{outdir.join(out, product)} holds shards of another configuration "
-                f"({', '.join(sorted(found))} ≠ {expected}); "
-                "rerun with --overwrite or use a new --out"
-            )
+        if not found or found == {expected}:
+            continue
+        what = None
+        if product in recorded:
+            now = json.loads(json.dumps(product_settings(cfg, product), default=str))
+            what = changed_setting(recorded[product], now)
+        what = what or f"its settings (hash {', '.join(sorted(found))} ≠ {expected})"
+        raise ConfigMismatchError(
+            f"{product} in {out} was computed with other settings: {what}; rerun with "
+            f"--recompute {product} to recompute it alone, or use a new --out"
+        )
+
+
+PRODUCT_SETTINGS_KEY = "product_settings"
+"""run.json's record of each product's settings (what its hash covers), to name a change."""
 
 
 def _listing(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
@@ -81,13 +123,19 @@ def _listing(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
 
 def products_in_out(out: str) -> list[str]:
     """Every product with at least one committed shard in OUT."""
-    found = [p for p in (outdir.FEATURES, outdir.FEATURE_CHUNKS) if shards.list_shards(out, p)]
+    found = shards.feature_products(out)
+    found += [outdir.FEATURE_CHUNKS] if shards.list_shards(out, outdir.FEATURE_CHUNKS) else []
     fs, base = outdir.resolve(out)
     for info in _listing(fs, outdir.join(base, outdir.EMBEDDINGS)):
         product = outdir.embeddings_product(info.base_name)
         if shards.list_shards(out, product):
             found.append(product)
     return found
+
+
+def staging_products(out: str) -> list[str]:
+    """The ``--recompute`` staging products of OUT holding shards (a recompute in progress)."""
+    return [outdir.staging_product(p) for p in products_in_out(outdir.join(out, outdir.RECOMPUTE))]
 
 
 def _invalid_rows(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -218,6 +266,10 @@ def finish_run(
         "product_hashes": {
             **previous.get("product_hashes", {}),
             **{p: product_hash(cfg, p) for p in ran},
+        },
+        PRODUCT_SETTINGS_KEY: {
+            **previous.get(PRODUCT_SETTINGS_KEY, {}),
+            **{p: product_settings(cfg, p) for p in ran},
         },
         "products": {**earlier, **{r.product: product_entry(r, names) for r in results}},
         "n_input_rows": len(manifest),

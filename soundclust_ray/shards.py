@@ -4,7 +4,9 @@ Layout of an output folder::
 
     OUT/run.json                       config, config hash, inputs, counts, timings
     OUT/manifest.parquet               every input row: track_id, path, metadata columns
-    OUT/features/part-*.parquet        track_id + flat float32 ``family__name`` columns
+    OUT/features/<family>/part-*.parquet   one product per feature family: track_id + flat
+                                       float32 ``family__name`` columns
+    OUT/features/part-*.parquet        an MSD run's statistics (one product)
     OUT/embeddings/<backend>/part-*.parquet   track_id [+ window_index] + ``embedding``
                                        fixed_size_list<float32> [+ ``tag__*`` float32]
     OUT/errors/<product>-*.parquet     one row per failed track and stage (while running)
@@ -29,7 +31,9 @@ import pyarrow.parquet as pq
 
 from soundclust_ray.outdir import (  # noqa: F401 - the shard format's filesystem helpers
     CONFIG_HASH_KEY,
+    FEATURES,
     SHARD_PREFIX,
+    feature_product,
     join,
     resolve,
     write_table_atomic,
@@ -58,6 +62,20 @@ def list_shards(out: str, product: str) -> list[str]:
         for f in fs.get_file_info(sel)
         if f.type == pafs.FileType.File and f.base_name.startswith(SHARD_PREFIX)
     )
+
+
+def feature_products(out: str) -> list[str]:
+    """Every feature product of OUT with a committed shard: ``features`` itself (an MSD run's,
+    or an older OUT's not yet upgraded by a run) and each ``features/<family>``, by name.
+
+    The analysis joins them on track_id into one feature matrix."""
+    fs, base = resolve(out)
+    found = [FEATURES] if list_shards(out, FEATURES) else []
+    sel = pafs.FileSelector(join(base, FEATURES), recursive=False, allow_not_found=True)
+    families = sorted(
+        i.base_name for i in fs.get_file_info(sel) if i.type == pafs.FileType.Directory
+    )
+    return found + [feature_product(f) for f in families if list_shards(out, feature_product(f))]
 
 
 def read_column(out: str, product: str, column: str = "track_id") -> pa.Array:

@@ -218,7 +218,12 @@ def write_chunk_embeddings(out, ids, genre, d=16, windows=3, seed=1):
 def test_chunk_level_embeddings_vote_and_sanity(tmp_path):
     ids, genre, _ = make_out(tmp_path)
     write_chunk_embeddings(tmp_path, ids, genre)
-    m = analyze(str(tmp_path), config_with(k=3, pca=0.9, matrix="embeddings"), label_col="genre", progress=False)
+    m = analyze(
+        str(tmp_path),
+        config_with(k=3, pca=0.9, matrix="embeddings"),
+        label_col="genre",
+        progress=False,
+    )
     assert m["pca"]["explained_variance"] >= 0.9 and m["pca"]["n_components"] < 16
     assert m["matrix"]["matrix"] == "embeddings" and m["matrix"]["chunk_level"]
     assert m["n_tracks"] == 24 and m["n_windows"] == 72

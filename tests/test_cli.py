@@ -151,7 +151,7 @@ def test_a_run_prints_only_soundclust_lines_and_keeps_rays_in_out_logs(tmp_path)
     printed = (done.stdout + done.stderr).splitlines()
     ray_lines = [line for line in printed if any(re.search(p, line) for p in RAY_LINE_PATTERNS)]
     assert ray_lines == []
-    assert "features: 3 tracks written" in done.stdout
+    assert "features/timbre: 3 tracks written" in done.stdout
     logs = list((out / "logs").iterdir())
     assert logs and any(Path(p).stat().st_size > 0 for p in logs)
 

@@ -290,7 +290,7 @@ def test_job_on_a_two_node_cluster_reads_and_writes_s3_from_both_nodes(
     assert not [k for k in keys if ".tmp-" in k]
     with s3.fs.open_input_stream("corpus/runs/r1/run.json") as f:
         info = json.loads(f.read())
-    product = info["products"]["features"]
+    product = info["products"]["features/timbre"]
     per_node = product["tracks_per_node"]
     assert len(per_node) == 2, per_node
     assert all(n >= 1 for n in per_node.values()) and sum(per_node.values()) == len(clips) + 1

@@ -45,7 +45,7 @@ def test_dry_run_on_a_new_out_plans_without_ray_or_writing(tmp_path):
     assert "ray started: False" in text
     assert "5 rows" in text and "4 tracks, 1 bad rows" in text
     assert "not a regular file" in text and "pipe.wav" in text
-    assert product_line(text, "features") == (4, 0)
+    assert product_line(text, "features/timbre") == (4, 0)
     assert re.search(r"probe: 3 tracks, [\d.]+ s per track", text), text
     assert re.search(r"estimate: ~[\d.]+ (s|min|h) of compute and ~[\d.]+ [KMGT]?B", text), text
     assert "does not exist" in text
@@ -64,14 +64,14 @@ def test_dry_run_of_a_resumed_out_leaves_it_unchanged(tmp_path, ray_local):
     text = soundclust_probed(["run", str(clips), "--out", str(out), "--dry-run", *BASE])
     assert "ray started: False" in text
     assert "holds an earlier run: the run resumes it" in text
-    assert product_line(text, "features") == (1, 3)
+    assert product_line(text, "features/timbre") == (1, 3)
     assert re.search(r"probe: 1 tracks", text), text
     assert snapshot(out) == before
 
     overwrite = soundclust_probed(
         ["run", str(clips), "--out", str(out), "--dry-run", "--overwrite", *BASE]
     )
-    assert product_line(overwrite, "features") == (4, 0)
+    assert product_line(overwrite, "features/timbre") == (4, 0)
     assert "--overwrite would delete its results" in overwrite
     assert snapshot(out) == before
 

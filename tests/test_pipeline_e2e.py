@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ray
 
 
 def read_features(out) -> pd.DataFrame:
-    tables = list(shards.iter_shard_tables(str(out), "features"))
+    tables = list(shards.iter_shard_tables(str(out), "features/timbre"))
     return pd.concat([t.to_pandas() for t in tables]).sort_values("track_id").reset_index(drop=True)
 
 
@@ -58,7 +58,7 @@ def test_folder_run_writes_every_output_and_accounts_for_every_track(synth_run):
 
 def test_shards_are_flat_float32_with_config_hash(synth_run):
     _, out = synth_run
-    paths = shards.list_shards(str(out), "features")
+    paths = shards.list_shards(str(out), "features/timbre")
     assert paths
     schema = pq.read_schema(paths[0])
     assert schema.field("track_id").type == "string"
@@ -96,7 +96,8 @@ def test_rerun_resumes_and_different_config_is_refused(synth_run, capsys):
         ]
     )
     assert code == 2
-    assert "another configuration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "features/timbre" in err and "audio.max_duration_s 600.0 → 2.0" in err
 
 
 def before_input(out) -> str:
@@ -168,7 +169,7 @@ def test_features_and_embeddings_can_run_side_by_side(synth_corpus, tmp_path, ra
     )
     for info in (side_by_side, in_turn):
         assert {p: v["written"] for p, v in info["products"].items()} == {
-            "features": 4,
+            "features/timbre": 4,
             "embeddings/musicnn": 4,
         }
     pd.testing.assert_frame_equal(read_features(tmp_path / "a"), read_features(tmp_path / "b"))

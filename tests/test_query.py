@@ -103,7 +103,7 @@ def features_out(tmp_path_factory):
         embed=EmbedConfig(backends=()),
         analysis=CHEAP_ANALYSIS,
     )
-    return write_out(tmp / "out", cfg, paths, [outdir.FEATURES]), paths
+    return write_out(tmp / "out", cfg, paths, [outdir.feature_product("timbre")]), paths
 
 
 def test_reencoded_copies_find_their_original_first(features_out, tmp_path, capsys):
@@ -210,7 +210,7 @@ def clap_out(tmp_path_factory):
         embed=EmbedConfig(backends=("clap",), clap=clap),
         analysis=replace(CHEAP_ANALYSIS, matrix="both"),
     )
-    products = [outdir.FEATURES, outdir.embeddings_product("clap")]
+    products = [outdir.feature_product("timbre"), outdir.embeddings_product("clap")]
     return write_out(tmp / "out", cfg, paths, products), model, paths
 
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.ray
 
 
 def read_features(out: Path) -> pd.DataFrame:
-    frames = [t.to_pandas() for t in shards.iter_shard_tables(str(out), "features")]
+    frames = [t.to_pandas() for t in shards.iter_shard_tables(str(out), "features/timbre")]
     return pd.concat(frames).sort_values("track_id").reset_index(drop=True)
 
 
@@ -89,7 +89,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(
     proc = run_cli_subprocess(["run", str(corpus), "--out", str(killed_out), *common], marker)
     deadline = time.time() + 240
     try:
-        while len(shards.list_shards(str(killed_out), "features")) < 3:
+        while len(shards.list_shards(str(killed_out), "features/timbre")) < 3:
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.time() < deadline, "no shards appeared"
             time.sleep(0.2)
@@ -97,7 +97,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kill_marked_processes(marker)
-    listed = shards.list_shards(str(killed_out), "features")
+    listed = shards.list_shards(str(killed_out), "features/timbre")
     assert 3 <= len(listed) < 24
     leftovers = {str(p) for p in killed_out.glob(f"features/{outdir.TMP_PREFIX}*")}
     assert leftovers.isdisjoint(listed)
@@ -154,7 +154,7 @@ def test_killed_feature_worker_loses_nothing(corpus, tmp_path, ray_local):
     killed = None
     deadline = time.time() + 120
     while killed is None and time.time() < deadline and thread.is_alive():
-        if shards.list_shards(str(out), "features"):
+        if shards.list_shards(str(out), "features/timbre"):
             workers = busy_feature_workers()
             if workers:
                 workers[0].kill()
@@ -452,14 +452,14 @@ def test_a_truncated_shard_is_named_by_analyze_and_recomputed_by_run(tmp_path, r
     args += ["--embed", "none"]
     assert main([*args, "--no-analysis"]) == 0
     first = read_features(out)
-    shard = sorted((out / "features").iterdir())[0]
+    shard = sorted((out / "features" / "timbre").iterdir())[0]
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     capsys.readouterr()
     assert main(["analyze", str(out), "--k", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and shard.name in err and "unreadable" in err
     assert main([*args, "--no-analysis"]) == 0
-    assert (out / "quarantine" / f"features__{shard.name}").exists()
+    assert (out / "quarantine" / f"features__timbre__{shard.name}").exists()
     pd.testing.assert_frame_equal(read_features(out), first)
 
 

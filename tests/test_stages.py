@@ -18,7 +18,7 @@ from conftest import BAD, MSD, tone
 
 from soundclust_ray import outdir, shards
 from soundclust_ray.config import RunConfig
-from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD, current_node_id
+from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD, current_node_id, family_batch
 from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage, prepare_stage_name
 from soundclust_ray.stages.features import ClassicChunkStage, FeatureStage
 from soundclust_ray.stages.msd import MsdStage
@@ -80,16 +80,30 @@ def assert_errors(out: dict[str, np.ndarray], ok: set[str], failed: set[str], st
 class TestFeatureStage:
     def test_good_and_bad_tracks(self, clips):
         stage = FeatureStage(RunConfig())
-        out = stage(good_and_bad(clips))
+        out = family_batch(stage(good_and_bad(clips)), "timbre")
+        columns = stage.columns["timbre"]
         assert_errors(out, {"low.wav", "high.flac"}, {"empty.wav", "text.wav"}, stage.NAME)
-        assert set(value_columns(out)) == {"track_id", *stage.columns}
+        assert set(value_columns(out)) == {"track_id", *columns}
         assert_matches_writes(FeatureStage, out)
         ok = np.asarray(out["error_type"]) == ""
-        matrix = np.column_stack([out[c] for c in stage.columns])
+        matrix = np.column_stack([out[c] for c in columns])
         assert np.isfinite(matrix[ok]).all() and np.isnan(matrix[~ok]).all()
         low, high = (list(out["track_id"]).index(t) for t in ("low.wav", "high.flac"))
-        centroid = next(c for c in stage.columns if "centroid" in c and "mean" in c)
+        centroid = next(c for c in columns if "centroid" in c and "mean" in c)
         assert out[centroid][high] > out[centroid][low]
+
+    def test_each_row_computes_only_its_pending_families(self, clips):
+        stage = FeatureStage(RunConfig(), ("timbre", "classic"))
+        batch = batch_of([clips / "low.wav", clips / "high.flac", clips / "empty.wav"])
+        batch["families"] = np.asarray(["classic", "timbre,classic", "timbre"], dtype=object)
+        out = stage(batch)
+        timbre, classic = family_batch(out, "timbre"), family_batch(out, "classic")
+        assert timbre["track_id"].tolist() == ["high.flac", "empty.wav"]
+        assert classic["track_id"].tolist() == ["low.wav", "high.flac"]
+        assert timbre["error_type"][0] == "" and timbre["error_type"][1] != ""
+        assert (classic["error_type"] == "").all()
+        assert np.isfinite(np.column_stack([classic[c] for c in stage.columns["classic"]])).all()
+        assert not any(c.startswith("classic__") for c in timbre)
 
 
 class TestClassicChunkStage:

@@ -278,7 +278,7 @@ def test_resume_on_s3_recomputes_a_replaced_object_and_forgets_a_deleted_one(s3)
     ]
 
     def features() -> pd.DataFrame:
-        frames = [t.to_pandas() for t in shards.iter_shard_tables(out, "features")]
+        frames = [t.to_pandas() for t in shards.iter_shard_tables(out, "features/timbre")]
         return pd.concat(frames).set_index("track_id").sort_index()
 
     run_cli_with_s3(args, s3)

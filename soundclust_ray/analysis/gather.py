@@ -148,15 +148,46 @@ def _fill_matrix(
     return X
 
 
+def feature_products(out: str) -> list[str]:
+    """The feature products the analysis reads: the families OUT's last run asked for
+    (run.json's ``--features``) that have shards, else every feature product in OUT (an
+    embedding-only run after a features run; an OUT without run.json). A family another run
+    computed stays in OUT for a later run that asks for it, outside this matrix."""
+    present = shards.feature_products(out)
+    config = outdir.read_json(out, outdir.RUN).get("config") or {}
+    asked = [outdir.feature_product(f) for f in (config.get("features") or {}).get("families", [])]
+    chosen = [p for p in asked if p in present]
+    return chosen or present
+
+
 def gather_features(
     out: str,
     prefixes: tuple[str, ...] | None = None,
     progress: bool = False,
     product: str = outdir.FEATURES,
+    products: list[str] | None = None,
 ) -> Gathered:
-    """OUT/features shards → Gathered (columns whose names start with ``prefixes``, or all).
+    """The feature products of OUT (``products``, default :func:`feature_products`: one per
+    family) joined on track_id → Gathered (columns whose names start with ``prefixes``, or
+    all); a track must be in every family. ``product`` names one product instead, e.g.
+    ``features_chunks`` for the ``--chunk-level`` rows (one per classic chunk).
+    """
+    if product != outdir.FEATURES:
+        return gather_product(out, product, prefixes, progress)
+    products = products or feature_products(out)
+    if not products:
+        raise FileNotFoundError(f"no feature shards under {shards.join(out, product)}")
+    parts = [gather_product(out, p, prefixes, progress) for p in products]
+    g = parts[0]
+    for part in parts[1:]:
+        g = join_on_tracks(g, part, "feature families")
+    return g
 
-    ``product="features_chunks"`` reads the ``--chunk-level`` rows (one per classic chunk).
+
+def gather_product(
+    out: str, product: str, prefixes: tuple[str, ...] | None = None, progress: bool = False
+) -> Gathered:
+    """One feature product's shards → Gathered (columns whose names start with ``prefixes``).
 
     Columns are the intersection over shards (a shard missing a column cannot fill it); dropped
     columns are listed in ``notes``.
@@ -284,11 +315,11 @@ def join_backends(views: list[Gathered]) -> Gathered:
         return views[0]
     joined = pool_windows(views[0])
     for view in views[1:]:
-        joined = join_on_tracks(joined, pool_windows(view))
+        joined = join_on_tracks(joined, pool_windows(view), "the ensemble's backends")
     return joined
 
 
-def join_on_tracks(a: Gathered, b: Gathered) -> Gathered:
+def join_on_tracks(a: Gathered, b: Gathered, what: str = "features/embeddings") -> Gathered:
     """Columns of ``a`` and ``b`` side by side for the tracks present in both (track level)."""
     if a.chunk_level or b.chunk_level:
         raise ValueError("join_on_tracks needs track-level matrices; pool windows first")
@@ -298,7 +329,7 @@ def join_on_tracks(a: Gathered, b: Gathered) -> Gathered:
     notes = a.notes + b.notes
     dropped = len(a.track_ids) + len(b.track_ids) - 2 * len(common)
     if dropped:
-        notes.append(f"{dropped} rows present in only one of the joined matrices were dropped")
+        notes.append(f"{dropped} rows present in only one of {what} were dropped")
     X = np.empty((len(common), a.X.shape[1] + b.X.shape[1]), dtype=np.float32)
     X[:, : a.X.shape[1]] = a.X[ia]
     X[:, a.X.shape[1] :] = b.X[ib]

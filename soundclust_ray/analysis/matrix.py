@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from soundclust_ray import outdir, shards
+from soundclust_ray import outdir
 from soundclust_ray.analysis import fusion, gather, scaling
 from soundclust_ray.analysis.steps import POOL, affine_step, l2_step, scale_step
 from soundclust_ray.config import MATRIX_NAMES, AnalysisConfig
@@ -55,7 +55,7 @@ def choose_matrix(out: str, cfg: AnalysisConfig) -> dict:
         )
     candidates = asked or [b for b in present if b != TABULAR_BACKEND] or present
     tagged = [b for b in candidates if b != TABULAR_BACKEND and gather.backend_has_tags(out, b)]
-    has_features = bool(shards.list_shards(out, outdir.FEATURES))
+    has_features = bool(gather.feature_products(out))
     matrix = cfg.matrix
     if matrix == "auto":
         matrix = _auto_matrix(asked, candidates, tagged, has_features, TABULAR_BACKEND in present)

@@ -214,6 +214,18 @@ def feature_product(key: dict) -> str:
     return outdir.FEATURE_CHUNKS if chunks else outdir.FEATURES
 
 
+def feature_products(model: PlacementModel, out: str) -> list[str]:
+    """The feature products (shard folders) a model's feature columns come from: one per
+    family of its columns (``timbre__…`` → ``features/timbre``); ``features`` itself where OUT
+    keeps its features there (an MSD run); ``features_chunks`` with chunk_level."""
+    product = feature_product(model.key)
+    if product != outdir.FEATURES or shards.list_shards(out, outdir.FEATURES):
+        return [product]
+    backends = set(backends_of(model.key))
+    families = dict.fromkeys(c.split("__", 1)[0] for c in model.columns)
+    return [outdir.feature_product(f) for f in families if f not in backends]
+
+
 def backends_of(key: dict) -> list[str]:
     """The embedding backends a model's raw rows come from, in block order ([]: features)."""
     if key.get("matrix") == "tabular":
@@ -298,7 +310,11 @@ def raw_rows(out: str, model: PlacementModel, track_ids=None) -> gather.Gathered
     features = embeddings = None
     try:
         if key["matrix"] in ("features", "both"):
-            features = gather.gather_features(out, product=feature_product(key))
+            products = feature_products(model, out)
+            if products == [outdir.FEATURE_CHUNKS]:
+                features = gather.gather_features(out, product=outdir.FEATURE_CHUNKS)
+            else:
+                features = gather.gather_features(out, products=products)
         views = [backend_view(key, gather.gather_embeddings(out, b), b) for b in backends_of(key)]
     except FileNotFoundError as exc:
         raise UserError(f"the saved placement model's matrix is not in OUT: {exc}") from exc

@@ -35,12 +35,12 @@ class NothingToPlace(UserError):
     """Every track with shards in OUT is already in clusters.parquet."""
 
 
-def model_products(model: placement.PlacementModel) -> list[str]:
+def model_products(model: placement.PlacementModel, out: str) -> list[str]:
     """The shard products the model's raw rows are read from."""
     key = model.key
     products = []
     if key.get("matrix") in ("features", "both"):
-        products.append(placement.feature_product(key))
+        products.extend(placement.feature_products(model, out))
     products += [outdir.embeddings_product(b) for b in placement.backends_of(key)]
     return products
 
@@ -74,7 +74,7 @@ def rows_to_place(out: str, model: placement.PlacementModel, known: set[str]) ->
         return placement.keep_tracks(raw, new)
     others = tracks_in_shards(out) - known
     if others:
-        wanted = " and ".join(model_products(model))
+        wanted = " and ".join(model_products(model, out))
         raise UserError(
             f"{len(others)} tracks added to {out} have no {wanted} rows, the matrix the saved "
             "clustering was fitted on (another backend or features?): run them with the "

@@ -136,7 +136,7 @@ def _shard_listing(out: str) -> list[list]:
     from soundclust_ray.analysis import gather
 
     fs, base = outdir.resolve(out)
-    products = [outdir.FEATURES, outdir.FEATURE_CHUNKS]
+    products = [*shards.feature_products(out), outdir.FEATURE_CHUNKS]
     products += [outdir.embeddings_product(b) for b in gather.embedding_backends(out)]
     listing = []
     for product in products:

@@ -51,7 +51,7 @@ class AudioSource:
     def pending(self, listing: Listing, opts: RunOptions, cfg: RunConfig) -> int | None:
         from soundclust_ray.pipeline import pending_tracks
 
-        return pending_tracks(listing.frame, opts.out, cfg)
+        return pending_tracks(listing.frame, opts.out, cfg, opts.recompute)
 
     def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
         from soundclust_ray.pipeline import run_pipeline
@@ -63,6 +63,7 @@ class AudioSource:
             input_desc=opts.input_path,
             progress=say,
             bars=not opts.quiet,
+            recompute=opts.recompute,
         )
 
     def post_steps(self, opts: RunOptions, cfg: RunConfig, info: dict, say: Say) -> None:

@@ -34,6 +34,9 @@ class RunOptions:
     no_analysis: bool = False
     keep_clusters: bool = False
     """Place the new tracks into OUT's saved clustering instead of refitting (analysis/placing)."""
+    recompute: tuple[str, ...] = ()
+    """Products (``features/timbre``, ``embeddings/musicnn``…) computed again from scratch with
+    this run's settings; their old shards are replaced once the new ones are written."""
     num_cpus: int | None = None
     address: str | None = None
     quiet: bool = False

@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 from sklearn.preprocessing import StandardScaler
 
 from soundclust_ray import outdir, shards
-from soundclust_ray.config import RunConfig, TabularConfig, check_tabular_role, config_hash
+from soundclust_ray.config import RunConfig, TabularConfig, check_tabular_role
 from soundclust_ray.errors import UserError
+from soundclust_ray.runinfo import product_hash
 from soundclust_ray.sources.base import Listing, RunOptions, Say
 
 BACKEND = "tabular"
@@ -298,7 +299,7 @@ def run_tabular(table_path_or_uri: str, out: str, cfg: RunConfig) -> dict:
 
     folder = outdir.join(base, PRODUCT)
     fs.delete_dir_contents(folder, missing_dir_ok=True)
-    digest = config_hash(tab)
+    digest = product_hash(cfg, PRODUCT)
     n_parts = 0
     for start in range(0, len(ids), tab.shard_rows):
         stop = min(start + tab.shard_rows, len(ids))

@@ -26,6 +26,28 @@ TRACK_COLUMNS = ("track_id", "path")
 """What the first stage of every product reads from the manifest."""
 ERROR_FIELDS = ("error_stage", "error_type", "error_message")
 NODE_FIELD = "node_id"
+FAMILY_SEP = "@"
+"""``<family>@<field>``: a field of one family in a batch that carries several products."""
+TODO_FIELD = "todo"
+"""``<family>@todo``: the row computed that family (it was pending for the track)."""
+
+
+def family_field(family: str, name: str) -> str:
+    """Name of ``family``'s own copy of a per-row field (``timbre@error_type``)."""
+    return f"{family}{FAMILY_SEP}{name}"
+
+
+def family_batch(batch: dict[str, np.ndarray], family: str) -> dict[str, np.ndarray]:
+    """One family's product batch out of a several-family batch: the rows that computed it,
+    its ``family__*`` columns and its error fields under their usual names."""
+    rows = np.asarray(batch[family_field(family, TODO_FIELD)], dtype=bool)
+    prefix = f"{family}__"
+    part = {"track_id": np.asarray(batch["track_id"])[rows]}
+    part.update({c: np.asarray(v)[rows] for c, v in batch.items() if c.startswith(prefix)})
+    for name in ERROR_FIELDS:
+        part[name] = np.asarray(batch[family_field(family, name)])[rows]
+    part[NODE_FIELD] = np.asarray(batch[NODE_FIELD])[rows]
+    return part
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""CPU actor stage: decode each track once per sample rate, compute the requested families.
+"""CPU actor stage: decode each track once per sample rate, compute its pending families.
 
-Reads ``track_id, path``; writes ``track_id`` + every ``family__name`` column (float32) + the
-error fields. An actor (not a task) because essentia algorithm graphs and librosa's filter-bank
-caches are built once per worker and reused across tracks.
+Reads ``track_id, path`` [+ ``families``]; writes ``track_id`` + every ``family__name`` column
+(float32) + per family ``<family>@todo`` and error fields (``stages.base.family_batch`` cuts
+out one family's product batch). An actor (not a task) because essentia algorithm graphs and
+librosa's filter-bank caches are built once per worker and reused across tracks.
 """
 
 from __future__ import annotations
@@ -18,12 +19,22 @@ from soundclust_ray.config import RunConfig
 from soundclust_ray.features.classic import classic_columns, compute_classic_chunks
 from soundclust_ray.features.jit_cache import warm_jit_caches
 from soundclust_ray.features.registry import (
+    FeatureFamily,
     compute_family,
     decode_rates,
-    feature_columns,
     get_families,
 )
-from soundclust_ray.stages.base import TRACK_COLUMNS, Resources, map_tracks
+from soundclust_ray.stages.base import (
+    ERROR_FIELDS,
+    NODE_FIELD,
+    TODO_FIELD,
+    TRACK_COLUMNS,
+    Resources,
+    current_node_id,
+    error_message,
+    family_field,
+    map_tracks,
+)
 
 STAGE_NAME = outdir.FEATURES
 CHUNK_STAGE_NAME = outdir.FEATURE_CHUNKS
@@ -39,40 +50,91 @@ def feature_resources(cfg: RunConfig) -> Resources:
 
 
 class FeatureStage:
-    """Decode + signal features for a batch of tracks (the Ray Data callable-class pattern)."""
+    """Decode + signal features for a batch of tracks (the Ray Data callable-class pattern).
+
+    Each family is its own product (``features/<family>``), but one stage computes every
+    family a run still needs, from one decode per sample rate: a row's optional ``families``
+    column (comma-separated) says which families are pending for that track (default: all of
+    the stage's). The output carries each family's columns and its own ``<family>@todo`` and
+    error fields (``stages.base.family_batch`` cuts one product's batch out of it), so one
+    family's failure (a NaN feature) never costs another family its row.
+    """
 
     NAME = STAGE_NAME
     READS = TRACK_COLUMNS
     WRITES = (("track_id", pa.string()), ("*__*", pa.float32()))
     resources = staticmethod(feature_resources)
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, families: tuple[str, ...] | None = None):
         self.cfg = cfg
-        self.families = get_families(cfg.features.families)
-        self.columns = feature_columns(cfg.features)
-        self.rates = decode_rates(self.families, cfg.features)
-        warm_jit_caches(cfg.features.families)
+        names = tuple(families or cfg.features.families)
+        self.families = get_families(names)
+        self.columns = {f.name: f.columns(cfg.features) for f in self.families}
+        warm_jit_caches(names)
 
-    def compute_track(self, track_id: str, path: str) -> list[dict[str, float]]:
-        """All requested feature columns of one track; raises on any per-track problem."""
+    def compute_track(self, path: str, wanted: list[FeatureFamily]) -> dict[str, object]:
+        """family name → its columns of one track, or the exception that stopped it (a decode
+        failure stops every family)."""
         audio = self.cfg.audio
-        signals = {
-            rate: load_audio(path, rate, audio.max_duration_s, audio.min_duration_s)
-            for rate in self.rates
-        }
-        row: dict[str, float] = {}
-        for family in self.families:
-            row.update(compute_family(family, signals, self.cfg.features))
-        values = np.array([row[c] for c in self.columns], dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            names = [c for c, b in zip(self.columns, bad, strict=True) if b]
-            raise NonFiniteFeatureError(f"non-finite values in {', '.join(names[:5])}")
-        return [row]
+        try:
+            signals = {
+                rate: load_audio(path, rate, audio.max_duration_s, audio.min_duration_s)
+                for rate in decode_rates(wanted, self.cfg.features)
+            }
+        except Exception as exc:  # noqa: BLE001 - failures are data (stages/base.py)
+            return dict.fromkeys((f.name for f in wanted), exc)
+        return {f.name: self._family_row(f, signals) for f in wanted}
+
+    def _family_row(self, family: FeatureFamily, signals: dict) -> dict[str, float] | Exception:
+        try:
+            row = compute_family(family, signals, self.cfg.features)
+            columns = self.columns[family.name]
+            values = np.array([row[c] for c in columns], dtype=np.float64)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                names = [c for c, b in zip(columns, bad, strict=True) if b]
+                raise NonFiniteFeatureError(f"non-finite values in {', '.join(names[:5])}")
+            return row
+        except Exception as exc:  # noqa: BLE001 - failures are data (stages/base.py)
+            return exc
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        fill = dict.fromkeys(self.columns, float("nan"))
-        return map_tracks(batch, self.compute_track, STAGE_NAME, fill)
+        names = [f.name for f in self.families]
+        pending = batch.get("families")
+        out: dict[str, list] = {"track_id": [], NODE_FIELD: []}
+        for name in names:
+            out.update({c: [] for c in self.columns[name]})
+            for field in (TODO_FIELD, *ERROR_FIELDS):
+                out[family_field(name, field)] = []
+        node = current_node_id()
+        for i, (track_id, path) in enumerate(zip(batch["track_id"], batch["path"], strict=True)):
+            wanted = names if pending is None else str(pending[i]).split(",")
+            results = self.compute_track(str(path), [f for f in self.families if f.name in wanted])
+            out["track_id"].append(str(track_id))
+            out[NODE_FIELD].append(node)
+            for name in names:
+                self._append(out, name, results.get(name))
+        return {k: np.asarray(v, dtype=_dtype(k)) for k, v in out.items()}
+
+    def _append(self, out: dict[str, list], name: str, result) -> None:
+        """One row of family ``name``: its values (NaN when not computed or failed), whether
+        it was computed, and its error fields."""
+        row = result if isinstance(result, dict) else {}
+        for column in self.columns[name]:
+            out[column].append(row.get(column, float("nan")))
+        error = ("", "", "")
+        if isinstance(result, Exception):
+            error = (STAGE_NAME, result.__class__.__name__, error_message(result))
+        out[family_field(name, TODO_FIELD)].append(result is not None)
+        for field, value in zip(ERROR_FIELDS, error, strict=True):
+            out[family_field(name, field)].append(value)
+
+
+def _dtype(column: str) -> type:
+    """A FeatureStage output column's numpy type: features float32, todo flags bool, text."""
+    if "__" in column:
+        return np.float32
+    return bool if column.endswith(family_field("", TODO_FIELD)) else object
 
 
 class ClassicChunkStage:

@@ -24,11 +24,19 @@ def product_stage(
 
     The set-up (models, JIT caches) is the costly part; the compute callable maps a batch of
     ``track_id, path`` to the product's output batch, error fields included."""
+    from soundclust_ray.stages.base import family_batch
     from soundclust_ray.stages.features import ClassicChunkStage, FeatureStage
 
-    if product in (outdir.FEATURES, outdir.FEATURE_CHUNKS):
-        stage_cls = FeatureStage if product == outdir.FEATURES else ClassicChunkStage
-        return (lambda: stage_cls(cfg)), stage_cls.WRITES
+    if product == outdir.FEATURE_CHUNKS:
+        return (lambda: ClassicChunkStage(cfg)), ClassicChunkStage.WRITES
+    if product.startswith(outdir.FEATURES + "/"):
+        family = product.split("/", 1)[1]
+
+        def setup_family():
+            stage = FeatureStage(cfg, (family,))
+            return lambda batch: family_batch(stage(batch), family)
+
+        return setup_family, FeatureStage.WRITES
     from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage
 
     backend = product.split("/", 1)[1]

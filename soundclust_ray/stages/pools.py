@@ -38,12 +38,18 @@ def block_rows(n_rows: int, batch_size: int, workers: int, pools: PoolConfig) ->
     return max(batch_size, min(pools.max_block_rows, per_block))
 
 
-def tracks_dataset(tracks: pd.DataFrame, batch_size: int, pools: PoolConfig):
-    """A Ray Dataset of (track_id, path) rows, cut into blocks sized by :func:`block_rows`."""
+def tracks_dataset(
+    tracks: pd.DataFrame,
+    batch_size: int,
+    pools: PoolConfig,
+    columns: tuple[str, ...] = ("track_id", "path"),
+):
+    """A Ray Dataset of ``columns`` rows (track_id, path [, families]), cut into blocks sized
+    by :func:`block_rows`."""
     import ray.data
 
     rows = block_rows(len(tracks), batch_size, cluster_cpus(), pools)
-    frames = [tracks.iloc[i : i + rows][["track_id", "path"]] for i in range(0, len(tracks), rows)]
+    frames = [tracks.iloc[i : i + rows][list(columns)] for i in range(0, len(tracks), rows)]
     return ray.data.from_pandas(frames)
 
 

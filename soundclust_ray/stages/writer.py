@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from soundclust_ray import outdir, shards
 from soundclust_ray.config import RunConfig
-from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD
+from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD, family_batch
 
 EMBEDDING_TYPE = "embedding"
 """Declared type of a fixed-size list<float32> column; its size is the model's output width."""
@@ -142,3 +142,43 @@ class ShardWriter:
             else:
                 self._filling, self._filling_path = part, path
             first = last
+
+
+PRODUCT_FIELD = "product"
+"""Column of a :class:`FamilyShardWriter` summary: which product the row counts for."""
+
+
+class FamilyShardWriter:
+    """The shard writer of a several-family feature pass: each family's rows (``family_batch``)
+    go to that family's own :class:`ShardWriter`, so ``features/<family>`` shards, their
+    config hashes and their error shards stay apart although one stage computed them.
+
+    ``targets`` are (family, product, config hash) triples; the product is the family's
+    folder, or its ``--recompute`` staging folder. Returns one summary row per (product,
+    track computed for it): track_id, ok, node_id and ``product``.
+    """
+
+    def __init__(
+        self,
+        out: str,
+        targets: tuple[tuple[str, str, str], ...],
+        spec: ColumnSpec,
+        shard_rows: int = RunConfig.shard_rows,
+    ):
+        self.writers = {
+            family: (product, ShardWriter(out, product, config_hash, spec, shard_rows))
+            for family, product, config_hash in targets
+        }
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        parts = []
+        for family, (product, writer) in self.writers.items():
+            part = family_batch(batch, family)
+            if len(part["track_id"]):
+                summary = writer(part)
+                summary[PRODUCT_FIELD] = np.full(len(summary["track_id"]), product, dtype=object)
+                parts.append(summary)
+        keys = ("track_id", "ok", NODE_FIELD, PRODUCT_FIELD)
+        if not parts:
+            return {k: np.empty(0, dtype=bool if k == "ok" else object) for k in keys}
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in keys}
