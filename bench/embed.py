@@ -151,6 +151,14 @@ def timed(fn, device: str):
     return time.perf_counter() - start, result
 
 
+def timed_cpu(fn, device: str):
+    """(wall seconds, this process's CPU seconds, result): CPU time is what other jobs on a
+    shared host disturb least (with one torch thread it is the compute time)."""
+    cpu = time.process_time()
+    wall, result = timed(fn, device)
+    return wall, time.process_time() - cpu, result
+
+
 def matmul_rate(device: str) -> float:
     """FLOP/s of one float32 MATMUL_N³ product on ``device`` (the CPU's dense rate)."""
     a = torch.randn(MATMUL_N, MATMUL_N, device=device)
@@ -229,32 +237,39 @@ def main() -> None:
     run_stage(stage, batches[:1])  # warm-up: allocator, oneDNN / cuDNN kernel choice
     run_stage(reference, batches[:1])
     sides = {"reference": reference, "stage": stage}
-    seconds: dict[str, list[float]] = {"reference": [], "stage": [], "matmul": []}
+    seconds: dict[str, list[float]] = {k: [] for k in ("reference", "stage", "matmul")}
+    cpu_seconds: dict[str, list[float]] = {"reference": [], "stage": []}
     outputs = {}
     for r in range(args.rounds):
         order = list(sides) if r % 2 == 0 else list(reversed(sides))
         for name in order:
-            t, outputs[name] = timed(lambda s=sides[name]: run_stage(s, batches), args.device)
-            seconds[name].append(t / len(signals))
+            run = lambda s=sides[name]: run_stage(s, batches)  # noqa: E731
+            wall, cpu, outputs[name] = timed_cpu(run, args.device)
+            seconds[name].append(wall / len(signals))
+            cpu_seconds[name].append(cpu / len(signals))
         seconds["matmul"].append(2 * MATMUL_N**3 / matmul_rate(args.device))
         print(
-            f"round {r + 1}: reference {seconds['reference'][-1]:.3f} s/track, "
-            f"stage {seconds['stage'][-1]:.3f} s/track",
+            f"round {r + 1}: reference {seconds['reference'][-1]:.3f} s/track "
+            f"(CPU {cpu_seconds['reference'][-1]:.3f}), stage {seconds['stage'][-1]:.3f} "
+            f"s/track (CPU {cpu_seconds['stage'][-1]:.3f})",
             flush=True,
         )
     med = {k: float(np.median(v)) for k, v in seconds.items()}
+    med_cpu = {k: float(np.median(v)) for k, v in cpu_seconds.items()}
     rate = 2 * MATMUL_N**3 / med["matmul"]
     for name in sides:
         achieved = flops / med[name]
         print(
-            f"{name:<9}: {med[name]:.3f} s/track ({args.seconds / med[name]:6.1f}x real time), "
+            f"{name:<9}: {med[name]:.3f} s/track wall, {med_cpu[name]:.3f} CPU "
+            f"({args.seconds / med[name]:6.1f}x real time), "
             f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / rate:.0%} of the matmul rate"
         )
     emb_diff = np.abs(outputs["stage"][0] - outputs["reference"][0]).max()
     tag_diff = np.abs(outputs["stage"][1] - outputs["reference"][1]).max()
-    print(f"matmul {MATMUL_N}³ float32: {rate / 1e9:.1f} GFLOP/s")
+    print(f"matmul {MATMUL_N}³ float32: {rate / 1e9:.1f} GFLOP/s (median of rounds)")
     print(
-        f"ratio reference/stage: {med['reference'] / med['stage']:.2f}x faster per track; "
+        f"ratio reference/stage: {med['reference'] / med['stage']:.2f}x faster per track "
+        f"(CPU time {med_cpu['reference'] / med_cpu['stage']:.2f}x); "
         f"max |Δ embedding| {emb_diff:.1e}, max |Δ {TAG_PREFIX}*| {tag_diff:.1e}"
     )
     if args.profile:

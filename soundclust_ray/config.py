@@ -178,7 +178,7 @@ class MusicnnConfig:
     gemm_rows: int = 1024
     """Windows per matrix product of the CPU front end (embed/musicnn.py GemmMusicnn): ~1 MB of
     copied windows, in cache with its product. Measured (2026-12-02, 1 thread, 32 patches): 512
-    and 1024 within 3 %, 2048 +10 %, a whole patch per product +35 %."""
+    to 2048 within 3 % (0.93-0.95 s CPU), a whole patch per product +35 %."""
 
 
 EMBED_BACKEND_NAMES = ("clap", "musicnn", "msd_musicnn", "mtt_musicnn", "msd_vgg", "mtt_vgg")
