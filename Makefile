@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv bench lint clean
+.PHONY: demo test test-fast venv bench bench-gpu lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+# CLAP and musicnn on the GPU (batch sizes, fp16/fp32, GPU busy) next to CPU features, one
+# table, < 8 min; prints "no CUDA device: skipped" and succeeds on a host without CUDA.
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/gpu.py
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check soundclust_ray tests bench jobs

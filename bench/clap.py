@@ -12,6 +12,8 @@ Measured, in windows (10 s of 48 kHz audio) per second:
 - ``model``: the model alone on ready features at each batch size;
 - ``naive``: per window, HF numpy extractor then ``get_audio_features`` on one window.
 fp16 (autocast) rows run only on CUDA; on CUDA the GPU utilisation during the stage is sampled.
+Also printed: the audio tower's FLOPs per window (``torch.utils.flop_counter``) and the fraction
+of a float32 matmul's rate on the same device that the best stage row reaches.
 GPU figures need a GPU host; on CPU the default batch sizes are small to stay under ~3 minutes.
 
     .venv/bin/python bench/clap.py [--quick] [--batch-sizes 1,2,4,8,16,32,64] [--device cuda]
@@ -126,6 +128,22 @@ def timed(fn, device: str, reps: int, warm: bool = True) -> float:
     return best
 
 
+def flops_per_window(model, features: torch.Tensor, device: str) -> float:
+    """FLOPs of the audio tower on one window (``torch.utils.flop_counter``: matmuls, convs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    longer = torch.zeros((1, 1), dtype=torch.bool, device=device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.get_audio_features(input_features=features[:1], is_longer=longer)
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(device: str, n: int = 2048) -> float:
+    """FLOP/s of one float32 n³ matmul on ``device``, best of 3 (the dense rate to compare)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n**3 / timed(lambda: a @ b, device, 3)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -217,6 +235,13 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"best stage: {best[0]} batch {best[1]}: {best[2]:.2f} windows/s = "
         f"{best[2] / naive:.2f}x the naive loop"
+    )
+    flops = flops_per_window(model, model_in, device)
+    rate = matmul_rate(device)
+    achieved = best[2] * flops
+    print(
+        f"model: {flops / 1e9:.1f} GFLOP per window; best stage {achieved / 1e9:.1f} GFLOP/s = "
+        f"{achieved / rate:.0%} of a 2048³ float32 matmul ({rate / 1e9:.1f} GFLOP/s)"
     )
     prep_rate = n / (decode_s + window_s)
     serial = 1.0 / (1.0 / prep_rate + 1.0 / best[2])

@@ -214,3 +214,19 @@ def test_cli_run_with_tiny_clap(ray_local, tiny_dir, tmp_path):
     errors = pq.read_table(out / "errors.parquet").to_pandas()
     assert list(errors["track_id"]) == ["broken.mp3"]
     assert errors["stage"][0] == "embed_prepare:clap"
+
+
+def test_model_actor_threads_follow_its_cpus(ray_local) -> None:
+    """A Ray worker's torch threads become the CPUs it reserved; the driver's are left alone."""
+    from soundclust_ray.stages.embed import pin_torch_threads, worker_cpus
+
+    @ray_local.remote(num_cpus=2)
+    def threads_after_pin(preset: int) -> tuple[int | None, int]:
+        import torch
+
+        torch.set_num_threads(preset)
+        pin_torch_threads()
+        return worker_cpus(), torch.get_num_threads()
+
+    assert ray_local.get(threads_after_pin.remote(3)) == (2, 2)
+    assert worker_cpus() is None

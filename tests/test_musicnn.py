@@ -24,6 +24,7 @@ from soundclust_ray.embed.musicnn import (
     MUSICNN_LAYERS,
     MUSICNN_MODELS,
     VGG_LAYERS,
+    GemmMusicnn,
     LogMelFrontEnd,
     MusicnnEmbedder,
     MusicnnPreparer,
@@ -110,6 +111,35 @@ def test_every_layer_reproduces_tensorflow(model: str, golden: dict, clips: list
                 np.testing.assert_allclose(out[f"{layer}.{how}"], want, rtol=0, atol=atol)
             std = out[f"{layer}.mean_std"][ref.shape[1] :]
             np.testing.assert_allclose(std, ref.std(0), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("model", MUSICNN_MODELS)
+def test_cpu_gemm_path_computes_the_module_layers(model: str, embedders: dict) -> None:
+    """What embed_tracks runs on CPU (GemmMusicnn) equals the module's forward on every layer
+    to float32 rounding (2e-6 of the layer's largest value): full and short patches, chunks
+    of 1024 windows and odd small ones, one torch thread and patches spread over two."""
+    emb = embedders[model]
+    assert isinstance(emb.layers.__self__, GemmMusicnn)
+    odd_chunks = GemmMusicnn(emb.model, rows=100)
+    rng = np.random.default_rng(5)
+    threads = torch.get_num_threads()
+    for frames, n_threads in ((CFG.patch_frames, 1), (60, 1), (CFG.patch_frames, 2)):
+        x = torch.from_numpy(3 * rng.random((3, frames, CFG.n_mels), dtype=np.float32))
+        torch.set_num_threads(n_threads)
+        try:
+            with torch.inference_mode():
+                want = emb.model.layers(x)
+                outputs = [emb.layers(x), odd_chunks.layers(x)]
+            assert torch.get_num_threads() == n_threads
+        finally:
+            torch.set_num_threads(threads)
+        for got in outputs:
+            assert set(got) == set(want)
+            for k in want:
+                scale = float(want[k].abs().max())
+                torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=2e-6 * scale)
+    vgg = MusicnnEmbedder(replace(CFG, model="MSD_vgg"), "cpu")
+    assert vgg.layers == vgg.model.layers
 
 
 def test_overlapping_patches_and_layer_choice() -> None:

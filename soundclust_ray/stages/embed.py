@@ -18,7 +18,7 @@ from soundclust_ray.config import RunConfig
 from soundclust_ray.embed.base import WindowOutputs
 from soundclust_ray.embed.pooling import check_strategy, pool_windows
 from soundclust_ray.embed.registry import MODEL_BACKENDS, load_embedder, load_preparer
-from soundclust_ray.ray_env import cluster_cpus, cluster_gpus
+from soundclust_ray.ray_env import cluster_cpus, cluster_gpus, ray_running
 from soundclust_ray.stages.base import (
     ERROR_FIELDS,
     NODE_FIELD,
@@ -81,6 +81,34 @@ def embed_resources(cfg: RunConfig, backend: str) -> Resources:
 def embed_prepare_resources(cfg: RunConfig, backend: str) -> Resources:
     """Decode + windowing: one CPU per worker, Ray batches of ``cfg.batch_size`` tracks."""
     return Resources(num_cpus=1.0, batch_size=cfg.batch_size)
+
+
+def worker_cpus() -> int | None:
+    """Whole CPUs Ray reserved for this worker (task or actor), or None outside a Ray worker."""
+    if not ray_running():
+        return None
+    import ray
+
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except AssertionError:  # the driver process is no worker
+        return None
+    return max(1, int(cpus)) if cpus else None
+
+
+def pin_torch_threads() -> None:
+    """In a Ray worker, torch's intra-op threads = the CPUs Ray reserved for it.
+
+    Ray sets OMP_NUM_THREADS only where it is unset, and torch may size its pool before; a CPU
+    model actor with more threads than its CPUs fights the other workers for cores (bench/embed.py
+    on this 2-core host beside another job, 2026-12-02: 3.2 s per 10 s track with 2 threads,
+    0.30 s with 1). Outside Ray (stages run in-process) the caller's setting stands.
+    """
+    cpus = worker_cpus()
+    if cpus is not None:
+        import torch
+
+        torch.set_num_threads(cpus)
 
 
 class EmbedPrepareStage:
@@ -154,6 +182,8 @@ class EmbedStage:
         self.backend = backend
         self.strategy, self.pool = strategy_and_pool(cfg, backend)
         self.embedder = load_embedder(backend, cfg.embed, device)
+        if str(getattr(self.embedder, "device", "cpu")).startswith("cpu"):
+            pin_torch_threads()
         self.tag_columns = [f"{TAG_PREFIX}{name}" for name in self.embedder.tag_names]
 
     def _rows(self, outputs: WindowOutputs) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
