@@ -298,7 +298,7 @@ def test_job_on_a_two_node_cluster_reads_and_writes_s3_from_both_nodes(
     shards = [
         pq.read_table(f"corpus/runs/r1/{k}", filesystem=s3.fs).to_pandas()
         for k in keys
-        if k.startswith("features/part-")
+        if k.startswith("features/timbre/part-")
     ]
     features = pd.concat(shards)
     assert sorted(features["track_id"]) == sorted(f"audio/{c.name}" for c in clips)
