@@ -163,7 +163,8 @@ class MusicnnConfig:
     (50 pre-sigmoid tag scores); vgg: pool1 … pool5 (128-d: each block's map averaged over
     time and mel), logits. Every layer comes out of the same forward pass: no extra cost.
     Measured (2026-12-01, 1 torch thread on this 2-core host shared with other jobs, so read
-    the ratios): a 30 s track is 2.7 s with MSD_musicnn, 4.0 s with MSD_vgg (1.5x)."""
+    the ratios): a 30 s track was 2.7 s with MSD_musicnn, 4.0 s with MSD_vgg (1.5x); since the
+    CPU GEMM front end of the musicnn pair (bench/embed.py, 2026-12-02: 2.1x) vgg costs ~3x."""
     patch_hop: int = 187
     """Frames between patch starts; < patch_frames overlaps patches (the extractor's
     ``input_overlap``) and costs about patch_frames / patch_hop times the model time (measured,
@@ -192,10 +193,11 @@ test), spelled here so the CLI checks the option before importing torch or start
 DEFAULT_EMBED_BACKENDS = ("musicnn",)
 """What ``soundclust run`` embeds with when ``--embed`` is not given: musicnn (MSD_musicnn),
 whose 50 tag probabilities the ``auto`` matrix clusters (AnalysisConfig.matrix has the
-figures). Cost on one core, 30 s mp3 (bench/quality.py cache fill, 20 mer4q clips x 2 rounds):
-1.0 s CPU (MSD_musicnn) + 0.05 s (16 kHz decode) on top of the 0.10 s of timbre features that
-every run computes; the tags come from the same forward pass as the embedding, so choosing
-them costs nothing. A second model is not worth its 1.0 s here: MSD+MTT tag probabilities
+figures). Cost on one core per 30 s track (bench/embed.py, 2026-12-02, 1 thread, 8 GTZAN
+clips): 0.29 s CPU for MSD_musicnn (0.59 s before the GEMM front end of issue #17) + 0.05 s
+for its 16 kHz decode, beside the 0.10 s of timbre features that every run computes; the tags
+come from the same forward pass as the embedding, so choosing them costs nothing. A second
+model is not worth doubling the model's time here: MSD+MTT tag probabilities
 0.505 / 0.635 / 0.777 and MSD_musicnn+MSD_vgg 0.520 / 0.634 (vgg: 2.3 s a track) against the
 single model's 0.572 / 0.708 / 0.764 (mer4q genre / its 4-genre subsets / gtzan_mini)."""
 
