@@ -351,6 +351,27 @@ HDBSCAN_WARN_NOISE_FRACTION = 0.9
 nothing about the corpus, and the metrics carry a one-line warning."""
 
 
+DECODER_ORDER: dict[str, tuple[str, ...]] = {
+    ".opus": ("pyav",),
+    ".m4a": ("pyav",),
+    ".aac": ("pyav",),
+    ".mp4": ("pyav",),
+}
+"""Decoders tried first, per file extension (audio/decode.py; the other one is the fallback, so
+a file whose extension lies still decodes); an extension not listed tries
+DEFAULT_DECODER_ORDER. bench/decode.py, 2026-12-02, 6 real 30 s clips re-encoded, median ms a
+clip, soundfile vs PyAV: wav 3 vs 19, flac 16 vs 23, ogg/vorbis 21 vs 23, mp3 12 vs 21, opus
+85 vs 41, m4a/aac: soundfile cannot read it (PyAV 19)."""
+DEFAULT_DECODER_ORDER = ("soundfile", "pyav")
+"""libsndfile first: it reads wav/flac/ogg/aiff/mp3 without ffmpeg's per-frame Python loop."""
+
+
+def decoders_for(suffix: str) -> tuple[str, ...]:
+    """Both decoders, in the order to try them for a file of this extension."""
+    first = DECODER_ORDER.get(suffix.lower(), DEFAULT_DECODER_ORDER)
+    return (*first, *(d for d in DEFAULT_DECODER_ORDER if d not in first))
+
+
 RAY_ANALYSIS_MIN_ROWS = 50_000
 """From this many tracks a run's analysis sends its independent jobs (k-selection fits, OOF
 folds, out-of-sample HDBSCAN batches) to Ray tasks when Ray is up: below it the jobs take

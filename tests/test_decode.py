@@ -70,3 +70,33 @@ def test_missing_and_directory_paths(tmp_path):
     (tmp_path / "d.wav").mkdir()
     with pytest.raises(AudioDecodeError, match="directory"):
         load_audio(tmp_path / "d.wav", 22050)
+
+
+def _encode_opus(y: np.ndarray, path) -> None:
+    import av
+
+    with av.open(str(path), "w", format="ogg") as out:
+        stream = out.add_stream("libopus", rate=48000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(y[None, :], format="flt", layout="mono")
+        frame.sample_rate = 48000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def test_each_codec_tries_its_faster_decoder_first_and_a_lying_extension_still_decodes(tmp_path):
+    from soundclust_ray.config import decoders_for
+
+    assert decoders_for(".OPUS") == ("pyav", "soundfile")
+    assert decoders_for(".mp3") == ("soundfile", "pyav")
+    assert decoders_for(".xyz") == ("soundfile", "pyav")
+    _encode_opus(tone(440, 1.0, 48000), tmp_path / "t.opus")
+    y, sr = read_audio(tmp_path / "t.opus")
+    assert sr == 48000 and 0.95 < len(y) / sr < 1.1
+    sf.write(tmp_path / "wav_inside.opus", tone(440, 1.0, 22050), 22050, format="WAV")
+    y, sr = read_audio(tmp_path / "wav_inside.opus")  # PyAV first; soundfile reads it too
+    assert sr == 22050 and len(y) == 22050
+    (tmp_path / "junk.m4a").write_bytes(b"\x00junk" * 100)
+    with pytest.raises(AudioDecodeError, match="not a decodable audio file"):
+        read_audio(tmp_path / "junk.m4a")

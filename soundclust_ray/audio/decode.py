@@ -1,7 +1,8 @@
 """Decode any supported audio file to a mono float32 signal at a requested rate.
 
-soundfile (libsndfile) is tried first because it is fast and exact for wav/flac/ogg/aiff;
-PyAV (ffmpeg) handles mp3, m4a, opus and anything libsndfile refuses. Both paths stop
+Two decoders, tried in the order ``config.DECODER_ORDER`` gives for the file's extension (chosen
+by bench/decode.py), the other as fallback: soundfile (libsndfile: wav/flac/ogg/aiff/mp3) and
+PyAV (ffmpeg: every codec, and the faster one for opus). Both paths stop
 reading after ``max_duration_s`` so a two-hour file never lands whole in memory. A path may be
 an s3:// or gs:// URI (read through ranged block reads, see ``storage``) or a file:// URI.
 """
@@ -18,6 +19,7 @@ import soxr
 
 from soundclust_ray import storage
 from soundclust_ray.audio.errors import AudioDecodeError
+from soundclust_ray.config import decoders_for
 
 Source = str | IO[bytes]
 """A local path or an open, seekable binary file object (remote audio)."""
@@ -27,6 +29,8 @@ def _mono(frames: np.ndarray) -> np.ndarray:
     """Average channels (frames × channels → frames), the way librosa's ``to_mono`` does."""
     if frames.ndim == 1:
         return frames
+    if frames.shape[1] == 1:
+        return frames[:, 0]
     return frames.mean(axis=1, dtype=np.float32)
 
 
@@ -101,7 +105,7 @@ def read_audio(
         raise AudioDecodeError(f"permission denied: {path}")
     if p.stat().st_size == 0:
         raise AudioDecodeError(f"empty file (0 bytes): {path}")
-    return _decode(lambda: path, max_duration_s)
+    return _decode(lambda: path, max_duration_s, p.suffix)
 
 
 def _read_remote(uri: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
@@ -128,19 +132,33 @@ def _read_remote(uri: str, max_duration_s: float | None) -> tuple[np.ndarray, in
             reader.seek(0)
             return reader
 
-        return _decode(rewound, max_duration_s)
+        return _decode(rewound, max_duration_s, Path(uri).suffix)
+
+
+def read_with(decoder: str, source: Source, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    """One named decoder (``soundfile`` or ``pyav``) on one source, from its start."""
+    reader = _read_soundfile if decoder == "soundfile" else _read_pyav
+    return reader(source, max_duration_s)
 
 
 def _decode(
-    open_source: Callable[[], Source], max_duration_s: float | None
+    open_source: Callable[[], Source], max_duration_s: float | None, suffix: str
 ) -> tuple[np.ndarray, int]:
-    """soundfile first, PyAV when libsndfile refuses; each decoder reads from the start."""
-    try:
-        y, sr = _read_soundfile(open_source(), max_duration_s)
-    except AudioDecodeError:
-        raise
-    except Exception:
-        y, sr = _read_pyav(open_source(), max_duration_s)
+    """The codec's decoders in config.DECODER_ORDER (bench/decode.py), each from the start,
+    until one reads the file (a file whose extension lies still decodes); PyAV's error, the
+    more telling, when none does."""
+    errors: dict[str, Exception] = {}
+    for decoder in decoders_for(suffix):
+        try:
+            y, sr = read_with(decoder, open_source(), max_duration_s)
+            break
+        except Exception as exc:  # noqa: BLE001 - the next decoder may read it
+            errors[decoder] = exc
+    else:
+        error = errors.get("pyav") or next(iter(errors.values()))
+        if isinstance(error, AudioDecodeError):
+            raise error
+        raise AudioDecodeError(f"not a decodable audio file ({error})") from error
     if y.size == 0:
         raise AudioDecodeError("decoded to zero samples")
     return y, sr
