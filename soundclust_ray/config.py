@@ -470,6 +470,12 @@ class AnalysisConfig:
     duplicates_exact_max_rows: int = 20_000
     """Above this many tracks the pair search uses an IVF index (exact all-pairs costs n^2: 50k
     x 200 took 50 s on 2 cores); copies this close share a cell."""
+    duplicates_nprobe: int = 8
+    """IVF cells each track's pair search visits (the similar-track search visits
+    SearchConfig.ivf_nprobe = 32). 200k x 200 synthetic clustered rows with 2,000 planted copies
+    at cosine 0.982-0.999, 2 cores, 2026-12-02: nprobe 32 104.8 s, all 2,000 found; 8 45.7 s,
+    1,998; 4 23.7 s, 1,963. At 1M x 200 the pair search with 32 took ~20 min of a 41 min
+    analysis (bench/analysis.py)."""
     report: bool = True
     """Write OUT/report.html."""
     report_max_points: int = 20000
