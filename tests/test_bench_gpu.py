@@ -29,9 +29,14 @@ def test_gpu_bench_skips_cleanly_without_cuda() -> None:
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_target_runs_the_gpu_bench() -> None:
-    """The target's last command is the script above, run by the project's venv python."""
+    """The target's last command is the script above, run by the project's venv python (also
+    under ``make test``, where the nested make would otherwise print its directory lines)."""
     proc = subprocess.run(
-        ["make", "-n", "bench-gpu"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ["make", "--no-print-directory", "-n", "bench-gpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == ".venv/bin/python bench/gpu.py"
