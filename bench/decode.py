@@ -79,8 +79,8 @@ def librosa_load(path: str) -> tuple[np.ndarray, int]:
 
 
 DECODERS = {
-    "soundfile": lambda p: decode._read_soundfile(p, None),
-    "pyav": lambda p: decode._read_pyav(p, None),
+    "soundfile": lambda p: decode.read_with("soundfile", p, None),
+    "pyav": lambda p: decode.read_with("pyav", p, None),
     "librosa": librosa_load,
 }
 
@@ -101,8 +101,8 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
-    sources = sorted(MER4Q.rglob("*.mp3"))[:: max(1, len(list(MER4Q.rglob("*.mp3"))) // a.clips)]
-    sources = sources[: a.clips]
+    every = sorted(MER4Q.rglob("*.mp3"))
+    sources = every[:: max(1, len(every) // a.clips)][: a.clips]  # spread over the genres
     work = Path(tempfile.mkdtemp(prefix="bench_decode_"))
     try:
         files: dict[str, list[str]] = {ext: [] for ext in CODECS}

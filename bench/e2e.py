@@ -1,7 +1,7 @@
 """End to end: ``soundclust run`` against the seed-002 serial loop doing the same work, one run.
 
 Both sides start as fresh processes on the same real clips (default: every mp3 of
-``shared/data/mer4q_genre``, 30 s each; ``--clips DIR_OR_MANIFEST``), and both are timed from
+``shared/data/mer4q_genre``, 30 s each; ``--clips DIR``), and both are timed from
 process start to the last output, imports and compilation included:
 
 - ``timbre``: ``soundclust run CLIPS --out OUT --features timbre --embed none --k K`` against
@@ -54,14 +54,14 @@ def seed_loop(paths: list[str], k: int, musicnn: bool) -> None:
     rows, embedder = [], None
     if musicnn:
         from soundclust_ray.audio import load_audio
-        from soundclust_ray.config import MusicnnConfig
+        from soundclust_ray.config import AudioConfig, MusicnnConfig
         from soundclust_ray.embed.musicnn import MusicnnEmbedder
 
         embedder = MusicnnEmbedder(MusicnnConfig(), "cpu")
     for path in paths:
         row = list(timbre_from_path(path).values())
         if embedder is not None:
-            y = load_audio(path, embedder.sample_rate, 600.0, 0.0)
+            y = load_audio(path, embedder.sample_rate, AudioConfig().max_duration_s)
             row += list(embedder.embed_tracks([embedder.prepare(y)])[0].embeddings.mean(axis=0))
         rows.append(row)
     with warnings.catch_warnings():

@@ -51,6 +51,7 @@ from soundclust_ray import outdir, shards
 from soundclust_ray.analysis import gather
 from soundclust_ray.analysis.clustering import HdbscanTree, assign_hdbscan, vote_windows
 from soundclust_ray.analysis.matrix import BACKEND_MATRICES, TABULAR_BACKEND, requested_backends
+from soundclust_ray.analysis.scaling import column_family
 from soundclust_ray.analysis.steps import (  # noqa: F401 - re-exported: the placement API
     STEP_KINDS,
     Step,
@@ -222,7 +223,7 @@ def feature_products(model: PlacementModel, out: str) -> list[str]:
     if product != outdir.FEATURES or shards.list_shards(out, outdir.FEATURES):
         return [product]
     backends = set(backends_of(model.key))
-    families = dict.fromkeys(c.split("__", 1)[0] for c in model.columns)
+    families = dict.fromkeys(column_family(c) for c in model.columns)
     return [outdir.feature_product(f) for f in families if f not in backends]
 
 
@@ -323,37 +324,39 @@ def raw_rows(out: str, model: PlacementModel, track_ids=None) -> gather.Gathered
     return assemble_raw(model, features, embeddings, track_ids)
 
 
-def _sorted_order(table: pa.Table) -> np.ndarray:
-    """Row order of a shard-shaped table by track id (and window), as gathering sorts."""
+def _sorted_gathered(
+    table: pa.Table, X: np.ndarray, columns: list[str], tags: pd.DataFrame | None = None
+) -> gather.Gathered:
+    """A shard-shaped table's rows (``X`` and ``tags`` row-aligned with it) sorted by track id
+    and window, as gathering sorts them."""
     ids = np.asarray(table.column("track_id").to_pylist()).astype(str)
     window_col = next((c for c in gather.WINDOW_COLUMNS if c in table.column_names), None)
-    if window_col:
-        window = np.asarray(table.column(window_col).to_pylist(), dtype=np.int32)
-        return np.lexsort((window, ids))
-    return np.argsort(ids, kind="stable")
-
-
-def _sorted_gathered(table: pa.Table, X: np.ndarray, columns: list[str]) -> gather.Gathered:
-    ids = np.asarray(table.column("track_id").to_pylist()).astype(str)
-    window_col = next((c for c in gather.WINDOW_COLUMNS if c in table.column_names), None)
-    order = _sorted_order(table)
     window = None
     if window_col:
-        window = np.asarray(table.column(window_col).to_pylist(), dtype=np.int32)[order]
-    return gather.Gathered(ids[order].astype(object), X[order], columns, window, None, [])
+        window = np.asarray(table.column(window_col).to_pylist(), dtype=np.int32)
+        order = np.lexsort((window, ids))
+        window = window[order]
+    else:
+        order = np.argsort(ids, kind="stable")
+    if tags is not None:
+        tags = tags.iloc[order].reset_index(drop=True)
+    return gather.Gathered(ids[order].astype(object), X[order], columns, window, tags, [])
 
 
 def _table_view(key: dict, table: pa.Table, backend: str) -> gather.Gathered:
     """An embed stage's output table of one backend as the model's matrix reads it."""
     X = shards.embedding_matrix(table.column(shards.EMBEDDING_COLUMN))
-    g = _sorted_gathered(table, X, [f"{backend}__emb_{i:03d}" for i in range(X.shape[1])])
+    columns = [f"{backend}__emb_{i:03d}" for i in range(X.shape[1])]
     if key.get("matrix") != "tags":
-        return g
+        return _sorted_gathered(table, X, columns)
     tag_cols = [c for c in table.column_names if c.startswith(gather.TAG_PREFIX)]
-    values = {c: table.column(c).to_numpy(zero_copy_only=False) for c in tag_cols}
-    tags = pd.DataFrame({c[len(gather.TAG_PREFIX) :]: v for c, v in values.items()})
-    g.tags = tags.iloc[_sorted_order(table)].reset_index(drop=True)
-    return gather.tags_view(g, backend)
+    tags = pd.DataFrame(
+        {
+            c[len(gather.TAG_PREFIX) :]: table.column(c).to_numpy(zero_copy_only=False)
+            for c in tag_cols
+        }
+    )
+    return gather.tags_view(_sorted_gathered(table, X, columns, tags), backend)
 
 
 def raw_rows_from_tables(
