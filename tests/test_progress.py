@@ -58,6 +58,8 @@ def test_off_a_terminal_the_analysis_prints_plain_step_lines_and_no_bar(
     lines = captured.out.strip().splitlines()
     assert re.fullmatch(rf"analysis: gather \(step 1/{STEP_COUNT}, \d+ s so far\)", lines[0])
     assert lines[-1].startswith("analysis: write ("), lines
+    steps = [int(re.search(r"\(step (\d+)/", line).group(1)) for line in lines]
+    assert steps == sorted(steps) and steps[-1] > 1, lines  # the count advances
 
 
 def test_off_a_terminal_a_short_analysis_prints_nothing(tmp_path, capsys):

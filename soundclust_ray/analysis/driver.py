@@ -62,6 +62,8 @@ class _Steps:
         self.peak_rss_gib: dict[str, float] = {}
         self.plain = progress and not sys.stdout.isatty()
         self.started = time.perf_counter()
+        self.done = 0
+        """Steps finished (a disabled tqdm bar, the plain mode's, does not count them)."""
         self.bar = tqdm(
             total=total, desc="analysis", disable=not progress or self.plain, unit="step"
         )
@@ -71,7 +73,7 @@ class _Steps:
         self.bar.set_description(f"analysis: {name}")
         elapsed = time.perf_counter() - self.started
         if self.plain and elapsed >= PLAIN_PROGRESS_EVERY_S:
-            step = f"step {self.bar.n + 1}/{self.bar.total}"
+            step = f"step {self.done + 1}/{self.bar.total}"
             print(f"analysis: {name} ({step}, {eta_text(elapsed)} so far)", flush=True)
 
     @contextmanager
@@ -83,6 +85,7 @@ class _Steps:
         finally:
             self.seconds[name] = round(time.perf_counter() - t0, 4)
             self.peak_rss_gib[name] = _peak_rss_gib()
+            self.done += 1
             self.bar.update(1)
 
     def close(self) -> None:
