@@ -123,6 +123,7 @@ def worker_ours(out: str, k: int | str, neighbours: bool) -> dict:
         "nmi": m.get("nmi"),
         "hdbscan": m.get("hdbscan"),
         "umap": m.get("umap"),
+        "peak_after_step": (m.get("memory") or {}).get("peak_rss_gib_after_step", {}),
     }
 
 
@@ -241,6 +242,23 @@ def bench_out_of_sample(fit_rows: int, query_rows: int, ref_rows: int, dims: int
     )
 
 
+def every_step(r: dict) -> str:
+    """Each analysis step's seconds in the order it ran, and what no step accounts for."""
+    steps = {k: v for k, v in r["seconds"].items() if k not in ("features", "manifest")}
+    rest = r["total"] - sum(steps.values())
+    return ", ".join(f"{k} {v:.1f}" for k, v in steps.items()) + f"; outside the steps {rest:.1f} s"
+
+
+def peak_steps(after: dict) -> str:
+    """The steps that raised the process's peak RSS, by how much (GiB)."""
+    raised, last = [], 0.0
+    for step, peak in after.items():
+        if peak is not None and peak > last + 0.05:
+            raised.append(f"{step} +{peak - last:.2f} -> {peak:.2f}")
+            last = peak
+    return ", ".join(raised) or "none"
+
+
 def gib(b: float) -> str:
     return f"{b / 2**30:.2f} GiB"
 
@@ -312,8 +330,8 @@ def main() -> None:
             r = run_worker(["ours", str(out), str(a.k), "1"], None)
             ours[n] = r
             matrix = n * a.dims * 4
-            steps = ", ".join(f"{s} {r['seconds'].get(s, 0):.1f}" for s in OUR_STEPS)
-            print(f"  ours: total {r['total']:.1f} s ({steps})")
+            print(f"  ours: total {r['total']:.1f} s; every step: {every_step(r)}")
+            print(f"        peak RSS raised by: {peak_steps(r['peak_after_step'])}")
             for name in ("hdbscan", "umap"):
                 info = r.get(name) or {}
                 if info.get("seconds_out_of_sample") is not None:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 LOCAL_IP = "127.0.0.1"
@@ -63,14 +64,15 @@ def ray_output_to(log_dir: str | None) -> Iterator[None]:
 
 def init_ray(
     num_cpus: int | None = None, verbose: bool = False, address: str | None = None
-) -> None:
+) -> bool:
     """Join ``address`` (``--address``) or RAY_ADDRESS when given, else start an embedded local
     Ray using all cores, private to this process and reachable on 127.0.0.1 only. Workers' output
-    and Ray Data's progress bars reach the terminal only when ``verbose``."""
+    and Ray Data's progress bars reach the terminal only when ``verbose``. True when this call
+    started an embedded Ray (this process may stop it: ``stop_ray_in_background``)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     kwargs: dict = {"log_to_driver": verbose, "logging_level": logging.WARNING}
     joined = address or os.environ.get("RAY_ADDRESS")
     if joined:
@@ -87,6 +89,19 @@ def init_ray(
             )
         start_reaper()
     configure_data_context(verbose)
+    return not joined
+
+
+def stop_ray_in_background() -> threading.Thread:
+    """``ray.shutdown`` in a thread, for a run whose analysis needs no Ray: the analysis runs
+    meanwhile instead of after it. Shutdown stops Ray's daemons one at a time, each polled until
+    it exits (1.3 s on 2 cores, measured), and the idle daemons and workers stop taking CPU
+    from the analysis. The caller joins the thread before it returns."""
+    import ray
+
+    thread = threading.Thread(target=ray.shutdown, name="soundclust-ray-shutdown", daemon=True)
+    thread.start()
+    return thread
 
 
 @contextlib.contextmanager

@@ -7,16 +7,21 @@ compute the products → the source's post-steps → the analysis → the error-
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from soundclust_ray import outdir, outguard, storage
 from soundclust_ray.analysis.executor import SERIAL
-from soundclust_ray.config import AnalysisConfig, RunConfig
+from soundclust_ray.config import RAY_ANALYSIS_MIN_ROWS, AnalysisConfig, RunConfig
 from soundclust_ray.errors import UserError
-from soundclust_ray.ray_env import init_ray, ray_output_to
+from soundclust_ray.ray_env import init_ray, ray_output_to, stop_ray_in_background
 from soundclust_ray.runinfo import (
     check_accounting,
     error_rate_exceeded,
@@ -255,26 +260,73 @@ def execute(
         if source.needs_ray and pending == 0:
             say(f"nothing left to compute: every track is already in {opts.out}")
         with ray_output_to(None if opts.verbose else ray_log_dir(opts.out)):
+            started = False
             if source.needs_ray and pending != 0:
-                init_ray(num_cpus=opts.num_cpus, verbose=opts.verbose, address=opts.address)
+                stages = [
+                    functools.partial(importlib.import_module, m) for m in source.stage_modules(cfg)
+                ]
+                analysis = [] if opts.no_analysis else [import_analysis]
+                with loading_meanwhile(*stages, *analysis):
+                    started = init_ray(
+                        num_cpus=opts.num_cpus, verbose=opts.verbose, address=opts.address
+                    )
             info = source.compute(listing, opts, cfg, say)
             source.post_steps(opts, cfg, info, say)
-        metrics = None
-        if opts.no_analysis:
-            record_analysis_options(opts.out, cfg.analysis, opts.label_col)
-        elif keep:
-            metrics = place_into_saved_fit(opts.out, say)
-        else:
-            metrics = current_metrics(opts.out, cfg.analysis, opts.label_col)
-            if metrics is None:
-                metrics = run_analysis(
-                    opts.out, cfg.analysis, opts.label_col, not opts.quiet, k_given=k_given
-                )
-            else:
-                say(f"analysis: inputs and options unchanged; {opts.out} is current")
+            stopping = None
+            if started and (opts.no_analysis or out_tracks(opts.out) < RAY_ANALYSIS_MIN_ROWS):
+                stopping = stop_ray_in_background()  # the analysis runs serially meanwhile
+            try:
+                metrics = analysis_of_run(opts, cfg, keep, k_given, say)
+            finally:
+                if stopping is not None:
+                    stopping.join()
         check_accounting(opts.out, source.products(cfg), analysed=metrics is not None)
     seconds = time.perf_counter() - started
     return RunOutcome(info, metrics, seconds, error_rate_exceeded(info, cfg))
+
+
+@contextlib.contextmanager
+def loading_meanwhile(*loaders: Callable[[], object]) -> Iterator[None]:
+    """Call ``loaders`` (imports) in a thread while the block runs: the driver mostly waits
+    while Ray starts (on its daemons) and while tracks compute (on the workers), so the
+    imports of the next step fit beside it (bench/e2e.py). A module that fails to import
+    fails again, with its error, where the run imports it."""
+
+    def load() -> None:
+        for loader in loaders:
+            with contextlib.suppress(Exception):
+                loader()
+
+    thread = threading.Thread(target=load, name="soundclust-imports", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
+def import_analysis() -> None:
+    """The analysis's libraries (``analysis.driver.preload_libraries``)."""
+    from soundclust_ray.analysis.driver import preload_libraries
+
+    preload_libraries()
+
+
+def analysis_of_run(
+    opts: RunOptions, cfg: RunConfig, keep: bool, k_given: bool, say: Say
+) -> dict | None:
+    """A run's last step: none (``--no-analysis``), the new tracks placed into the saved fit
+    (``--keep-clusters``), the last analysis when nothing changed, else a fresh analysis."""
+    if opts.no_analysis:
+        record_analysis_options(opts.out, cfg.analysis, opts.label_col)
+        return None
+    if keep:
+        return place_into_saved_fit(opts.out, say)
+    metrics = current_metrics(opts.out, cfg.analysis, opts.label_col)
+    if metrics is not None:
+        say(f"analysis: inputs and options unchanged; {opts.out} is current")
+        return metrics
+    return run_analysis(opts.out, cfg.analysis, opts.label_col, not opts.quiet, k_given=k_given)
 
 
 def check_recompute(names: tuple[str, ...], source, cfg: RunConfig) -> tuple[str, ...]:

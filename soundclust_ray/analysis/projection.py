@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from sklearn.decomposition import PCA
 
+from soundclust_ray import numba_cache
 from soundclust_ray.analysis.clustering import out_of_sample_batches, seeded_sample
 from soundclust_ray.config import AnalysisConfig
 
@@ -86,6 +87,15 @@ def fit_pca_2d_model(X: np.ndarray, cfg: AnalysisConfig) -> tuple[np.ndarray, di
     return Y.astype(np.float32), info, pca
 
 
+def load_umap():
+    """The umap module, imported with numba's on-disk cache enabled (``numba_cache``) and under
+    its compile lock (pynndescent compiles its typed functions at import)."""
+    numba_cache.enable()
+    with numba_cache.compile_lock():
+        import umap
+    return umap
+
+
 def fit_umap_2d(
     X: np.ndarray, cfg: AnalysisConfig, progress: bool = False
 ) -> tuple[np.ndarray, dict]:
@@ -95,12 +105,7 @@ def fit_umap_2d(
     spectral init needs more points than dimensions); fewer than 3 rows is a ValueError.
     Numba's compiled code is cached across runs (``numba_cache``), compiled under its lock.
     """
-    from soundclust_ray import numba_cache
-
-    numba_cache.enable()
-    with numba_cache.compile_lock():  # pynndescent compiles its typed functions at import
-        import umap
-
+    umap = load_umap()
     n_neighbors, min_dist, random_state = cfg.umap_n_neighbors, cfg.umap_min_dist, cfg.random_state
     n = X.shape[0]
     if n < 3:

@@ -53,6 +53,12 @@ class AudioSource:
 
         return pending_tracks(listing.frame, opts.out, cfg, opts.recompute)
 
+    def stage_modules(self, cfg: RunConfig) -> tuple[str, ...]:
+        """The feature stages (scipy.signal, librosa: 1.2 s on the 2-core machine), and the
+        embedding stages when a model runs."""
+        embed = ("soundclust_ray.stages.embed",) if cfg.embed.backends else ()
+        return ("soundclust_ray.pipeline", "soundclust_ray.stages.features", *embed)
+
     def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
         from soundclust_ray.pipeline import run_pipeline
 

@@ -72,6 +72,10 @@ class Source(Protocol):
         """(product, track) pairs still to compute, known from OUT without Ray (an OUT of
         another config is refused here, before Ray); None when only computing can tell."""
 
+    def stage_modules(self, cfg: RunConfig) -> tuple[str, ...]:
+        """The modules ``compute`` imports on the driver (its stage classes, which Ray Data
+        sends to workers by reference); ``run`` imports them while Ray starts."""
+
     def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
         """Compute every product and write run.json; returns the run info."""
 

@@ -126,6 +126,9 @@ class MsdSource:
         """Not known before computing (the listing streams through the pipeline)."""
         return None
 
+    def stage_modules(self, cfg: RunConfig) -> tuple[str, ...]:
+        return ("soundclust_ray.stages.msd",)
+
     def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
         return run_msd_pipeline(listing.path, opts.out, cfg, progress=say)
 

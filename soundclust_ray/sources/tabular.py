@@ -347,6 +347,10 @@ class TabularSource:
         """The table is computed on the driver; nothing to gain from knowing it early."""
         return None
 
+    def stage_modules(self, cfg: RunConfig) -> tuple[str, ...]:
+        """No stages: the table is computed on the driver."""
+        return ()
+
     def compute(self, listing: Listing, opts: RunOptions, cfg: RunConfig, say: Say) -> dict:
         from soundclust_ray.runinfo import ProductResult, finish_run
 
