@@ -14,8 +14,11 @@ process start to the last output, imports and compilation included:
 
 Rounds alternate seed loop and ours so that load from other processes hits both alike; the
 ratio is the median seed time over the median of ours (issue #17: timbre ≥ 3.5× on 2 cores).
+``--clip-seconds 60`` makes the issue's corpus of 60 s mp3s first (once, under bench/.work/):
+each clip two consecutive mer4q clips joined, 44.1 kHz stereo, 192 kbit/s, encoded with PyAV.
 
     .venv/bin/python bench/e2e.py [--mode timbre|default|both] [--limit N] [--rounds 2] [--k 7]
+        [--clip-seconds 60]
 """
 
 from __future__ import annotations
@@ -40,6 +43,52 @@ def clip_paths(source: Path, limit: int | None) -> list[str]:
     exts = {".mp3", ".wav", ".flac", ".ogg"}
     paths = sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in exts)
     return paths[:limit] if limit else paths
+
+
+LONG_CLIPS = REPO / "bench" / ".work" / "e2e_clips"
+
+
+def encode_mp3(path: Path, y, sr: int) -> None:
+    """Write stereo float32 samples (frames x 2) as a 192 kbit/s mp3."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mp3", rate=sr)
+        stream.layout = "stereo"
+        stream.bit_rate = 192_000
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(y.T, dtype=np.float32), format="fltp", layout="stereo"
+        )
+        frame.sample_rate = sr
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def long_clips(source: Path, seconds: float, count: int) -> Path:
+    """``count`` clips of ``seconds``: each joins consecutive source clips of the first one's
+    sample rate (mer4q mixes 32, 22.05 and 44.1 kHz), made once."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = LONG_CLIPS / f"{int(seconds)}s"
+    if len(list(folder.glob("*.mp3"))) >= count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = clip_paths(source, None)
+    rates = [sf.info(q).samplerate for q in paths]
+    for i in range(count):
+        sr = rates[i % len(paths)]
+        same = [q for q, r in zip(paths, rates, strict=True) if r == sr]
+        start, parts, total = same.index(paths[i % len(paths)]), [], 0
+        while total < seconds * sr:
+            y, _ = sf.read(same[(start + len(parts)) % len(same)], dtype="float32", always_2d=True)
+            parts.append(y if y.shape[1] == 2 else np.repeat(y[:, :1], 2, axis=1))
+            total += len(parts[-1])
+        encode_mp3(folder / f"clip_{i:04d}.mp3", np.concatenate(parts)[: int(seconds * sr)], sr)
+    return folder
 
 
 def seed_loop(paths: list[str], k: int, musicnn: bool) -> None:
@@ -112,6 +161,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="at most this many clips")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--k", type=int, default=7)
+    p.add_argument("--clip-seconds", type=float, help="make clips this long from --clips first")
     p.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
@@ -119,6 +169,8 @@ def main() -> None:
         paths = Path(paths_file).read_text().split("\n")
         seed_loop([q for q in paths if q], int(k), mode == "default")
         return
+    if a.clip_seconds:
+        a.clips = long_clips(a.clips, a.clip_seconds, a.limit or 300)
     paths = clip_paths(a.clips, a.limit)
     work = Path(tempfile.mkdtemp(prefix="bench_e2e_list_"))
     manifest = work / "clips.csv"  # the same files for both sides
