@@ -338,3 +338,15 @@ def test_summaries_sizes_means_top_values_nearest_and_tags():
     )
     assert given[0]["nearest_tracks"][0]["track_id"] == "b"
     assert given[1]["nearest_tracks"][0]["track_id"] == "e"
+
+
+def test_dispersion_scores_are_sklearns_without_copying_the_rows():
+    from sklearn import metrics as skm
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=3000, centers=5, n_features=12, random_state=3)
+    X = X.astype(np.float32)
+    for rows in (np.arange(len(y)), np.flatnonzero(y != 2)):
+        db, ch = metrics.dispersion_scores(X, rows, y[rows])
+        assert db == pytest.approx(skm.davies_bouldin_score(X[rows], y[rows]), rel=1e-6)
+        assert ch == pytest.approx(skm.calinski_harabasz_score(X[rows], y[rows]), rel=1e-6)
