@@ -452,6 +452,16 @@ class AnalysisConfig:
     """Above this many rows HDBSCAN and UMAP are fitted on a seeded sample."""
     predict_batch: int = 50000
     """Rows per out-of-sample assignment batch (bounds temporary memory)."""
+    hdbscan_ivf_above: int = 20000
+    """From this many fitted points HDBSCAN's out-of-sample rows search an IVF index of them
+    instead of all of them (clustering.with_search_index; exact below)."""
+    hdbscan_ivf_lists_per_sqrt_point: float = 4.0
+    """IVF cells: this x sqrt(fitted points) (800 at the 50k-row fit sample)."""
+    hdbscan_ivf_nprobe: int = 16
+    """IVF cells each out-of-sample row visits. 50k fitted x 200k new rows of 32 PCA columns
+    (bench/analysis.py's clustered data), 2 cores, 2026-12-02: exact search 0.105 ms a row,
+    approximate_predict 0.248; IVF nprobe 8 0.0051, 16 0.0071, 32 0.0120 ms a row, each with
+    the exact search's label on every row (1.00000)."""
     silhouette_sample: int = 10000
     """Rows of the seeded sample that silhouette (and k="auto") is computed on."""
     summary_nearest: int = 5

@@ -260,20 +260,20 @@ def execute(
         if source.needs_ray and pending == 0:
             say(f"nothing left to compute: every track is already in {opts.out}")
         with ray_output_to(None if opts.verbose else ray_log_dir(opts.out)):
-            started = False
+            ray_started = False
             if source.needs_ray and pending != 0:
                 stages = [
                     functools.partial(importlib.import_module, m) for m in source.stage_modules(cfg)
                 ]
                 analysis = [] if opts.no_analysis else [import_analysis]
                 with loading_meanwhile(*stages, *analysis):
-                    started = init_ray(
+                    ray_started = init_ray(
                         num_cpus=opts.num_cpus, verbose=opts.verbose, address=opts.address
                     )
             info = source.compute(listing, opts, cfg, say)
             source.post_steps(opts, cfg, info, say)
             stopping = None
-            if started and (opts.no_analysis or out_tracks(opts.out) < RAY_ANALYSIS_MIN_ROWS):
+            if ray_started and (opts.no_analysis or out_tracks(opts.out) < RAY_ANALYSIS_MIN_ROWS):
                 stopping = stop_ray_in_background()  # the analysis runs serially meanwhile
             try:
                 metrics = analysis_of_run(opts, cfg, keep, k_given, say)

@@ -42,3 +42,20 @@ def test_fit_hdbscan_sampled_labels_every_row_deterministically():
     assert info["out_of_sample_rows"] == 2000
     assert labels.shape == (3000,) and (labels >= 0).mean() > 0.9
     np.testing.assert_array_equal(labels, again)
+
+
+def test_the_ivf_search_of_a_large_fit_assigns_as_the_exact_one(fitted):
+    model, Xq = fitted
+    tree = clustering.hdbscan_tree(model, 2)
+    cfg = dataclasses.replace(AnalysisConfig(), hdbscan_ivf_above=1000)
+    fast = clustering.with_search_index(tree, cfg)
+    assert fast.search_index is not None and fast.search_nprobe == cfg.hdbscan_ivf_nprobe
+    exact_labels, exact_prob = clustering.assign_hdbscan(tree, Xq)
+    labels, prob = clustering.assign_hdbscan(fast, Xq)
+    assert np.mean(labels == exact_labels) >= 0.995
+    same = labels == exact_labels
+    np.testing.assert_allclose(prob[same], exact_prob[same], atol=1e-4)
+    again, _ = clustering.assign_hdbscan(clustering.with_search_index(tree, cfg), Xq)
+    np.testing.assert_array_equal(labels, again)
+    small = dataclasses.replace(cfg, hdbscan_ivf_above=len(tree.points) + 1)
+    assert clustering.with_search_index(tree, small) is tree

@@ -41,10 +41,10 @@ def test_the_analysis_bar_ends_at_100_percent_with_no_nested_bar(tmp_path, capsy
     make_out(tmp_path)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # the bar is drawn on terminals
     analyze(str(tmp_path), config_with(k=3), progress=True)
-    err = capsys.readouterr().err
-    final = err.replace("\r", "\n").strip().splitlines()[-1]
+    drawn = capsys.readouterr().out  # stdout: a run's stderr goes to OUT/logs while Ray is up
+    final = drawn.replace("\r", "\n").strip().splitlines()[-1]
     assert f"{STEP_COUNT}/{STEP_COUNT}" in final and "100%" in final, final
-    assert "\x1b[A" not in err  # a nested bar moves the cursor up and leaves residue
+    assert "\x1b[A" not in drawn  # a nested bar moves the cursor up and leaves residue
 
 
 def test_off_a_terminal_the_analysis_prints_plain_step_lines_and_no_bar(

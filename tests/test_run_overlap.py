@@ -3,6 +3,7 @@ shutdown while a small analysis runs. Same outputs, and no Ray left behind."""
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 
@@ -29,6 +30,8 @@ def test_a_run_that_started_ray_stops_it_before_it_returns_and_still_analyses(tm
     assert "ray imported: True" in text and "ray started: False" in text
     assert (out / "clusters.parquet").exists() and (out / "metrics.json").exists()
     assert (out / "logs" / "ray-driver.log").exists()
+    total = re.search(r"total time ([\d.]+) s", text)
+    assert total and float(total[1]) < 300, text  # the run's own clock, not the machine's uptime
 
 
 def test_loaders_run_beside_the_block_and_a_failing_one_costs_nothing():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -161,6 +161,7 @@ def fit_hdbscan_tree(
     tree = hdbscan_tree(model, min_samples if min_samples is not None else min_cluster_size)
     if not sampled:
         return fit_labels.astype(np.int32), info, tree
+    tree = with_search_index(tree, cfg)
     labels = np.empty(n, dtype=np.int32)
     labels[idx] = fit_labels
     t0 = time.perf_counter()
@@ -194,6 +195,10 @@ class HdbscanTree:
     cluster_max_lambda: np.ndarray
     root: int
     min_samples: int
+    search_index: np.ndarray | None = None
+    """A serialized FAISS IVF index of ``points`` (``with_search_index``) for a large
+    out-of-sample assignment; None: exact search (small fits, a placement model read back)."""
+    search_nprobe: int = 0
 
 
 def hdbscan_tree(model, min_samples: int) -> HdbscanTree:
@@ -231,17 +236,46 @@ def hdbscan_tree(model, min_samples: int) -> HdbscanTree:
     )
 
 
-def assign_hdbscan(tree: HdbscanTree, Xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(labels int32, probabilities) of new rows, as ``hdbscan.approximate_predict`` computes
-    them but for all rows at once: one exact FAISS search for the 2 x min_samples nearest fitted
-    points, the nearest by mutual reachability, then a vectorized walk up the condensed tree
-    (the library loops over rows in Python at ~1 ms each)."""
+def with_search_index(tree: HdbscanTree, cfg: AnalysisConfig) -> HdbscanTree:
+    """``tree`` with an IVF index of its points when they are many (``cfg.hdbscan_ivf_above``):
+    an exact search compares every new row with every fitted point, and at 50k points that
+    selection was most of the assignment's time (bench/analysis.py --oos). Trained once, with
+    FAISS's seeded k-means, and carried serialized so that every executor job reads it."""
     import faiss
 
-    ms = tree.min_samples
-    index = faiss.IndexFlatL2(tree.points.shape[1])
+    n, d = tree.points.shape
+    if n < cfg.hdbscan_ivf_above:
+        return tree
+    nlist = int(round(cfg.hdbscan_ivf_lists_per_sqrt_point * np.sqrt(n)))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+    index.cp.seed = cfg.random_state
+    index.train(tree.points)
     index.add(tree.points)
-    sq, nbr = index.search(np.ascontiguousarray(Xq, dtype=np.float32), 2 * ms)
+    blob = faiss.serialize_index(index)
+    return replace(tree, search_index=blob, search_nprobe=cfg.hdbscan_ivf_nprobe)
+
+
+def _nearest_fitted(tree: HdbscanTree, Xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(squared distances, ids) of the ``k`` nearest fitted points of each row of ``Xq``."""
+    import faiss
+
+    if tree.search_index is not None:
+        index = faiss.deserialize_index(tree.search_index)
+        index.nprobe = tree.search_nprobe
+    else:
+        index = faiss.IndexFlatL2(tree.points.shape[1])
+        index.add(tree.points)
+    return index.search(np.ascontiguousarray(Xq, dtype=np.float32), k)
+
+
+def assign_hdbscan(tree: HdbscanTree, Xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int32, probabilities) of new rows, as ``hdbscan.approximate_predict`` computes
+    them but for all rows at once: one FAISS search for the 2 x min_samples nearest fitted
+    points (exact, or the tree's IVF index), the nearest by mutual reachability, then a
+    vectorized walk up the condensed tree (the library loops over rows in Python at ~1 ms each)."""
+    ms = tree.min_samples
+    sq, nbr = _nearest_fitted(tree, Xq, 2 * ms)
+    nbr = np.where(nbr < 0, nbr.max(axis=1, keepdims=True), nbr)  # IVF: fewer than k found
     dist = np.sqrt(np.maximum(sq, 0.0).astype(np.float64))
     mr = np.maximum(np.maximum(tree.core_distances[nbr], dist[:, ms : ms + 1]), dist)
     best = mr.argmin(axis=1)

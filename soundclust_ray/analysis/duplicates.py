@@ -61,14 +61,13 @@ def pair_index(si, cfg: AnalysisConfig, search: SearchConfig):
     """The index to range-search: the search index itself, or above
     ``duplicates_exact_max_rows`` tracks an in-memory IVF over its rows when it is exact; an
     IVF visits ``duplicates_nprobe`` cells (copies this close share a cell)."""
-    from soundclust_ray.analysis.search import build_faiss_index
+    from soundclust_ray.analysis.search import ivf_of_exact_index
 
     if si.exact and si.index.ntotal <= cfg.duplicates_exact_max_rows:
         return si.index
     index = si.index
     if si.exact:
-        X = si.index.reconstruct_n(0, si.index.ntotal)
-        index = build_faiss_index(X, False, search, cfg.random_state)
+        index = ivf_of_exact_index(si.index, search, cfg.random_state)
     index.nprobe = min(cfg.duplicates_nprobe, index.nlist)
     return index
 

@@ -195,20 +195,40 @@ def build_faiss_index(X: np.ndarray, exact: bool, search: SearchConfig, random_s
     """
     import faiss
 
-    n, d = X.shape
     if exact:
-        index = faiss.IndexFlatIP(d)
+        index = faiss.IndexFlatIP(X.shape[1])
     else:
-        nlist = int(max(1, min(n // 2, round(search.ivf_cells_per_sqrt_row * np.sqrt(n)))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.spherical = True
-        index.cp.seed = random_state
-        rng = np.random.default_rng(random_state)
-        size = min(n, nlist * search.ivf_train_per_cell)
-        index.train(X[np.sort(rng.choice(n, size, replace=False))])
-        index.make_direct_map()
+        index, sample = _empty_ivf(X.shape, search, random_state)
+        index.train(X[sample])
     index.add(X)
     return index
+
+
+def ivf_of_exact_index(flat, search: SearchConfig, random_state: int):
+    """The IVF index ``build_faiss_index`` makes of the rows an exact index holds, read from
+    it a block at a time: the same cells and rows without a full copy of the matrix beside
+    both indexes (that copy raised the 1M x 200 analysis's peak memory, bench/analysis.py)."""
+    index, sample = _empty_ivf((flat.ntotal, flat.d), search, random_state)
+    index.train(flat.reconstruct_batch(sample))
+    for start in range(0, flat.ntotal, search.query_batch):
+        index.add(flat.reconstruct_n(start, min(search.query_batch, flat.ntotal - start)))
+    return index
+
+
+def _empty_ivf(shape: tuple[int, int], search: SearchConfig, random_state: int):
+    """(untrained IVF-Flat inner-product index with a direct map, sorted seeded ids of the rows
+    to train it on) for ``shape`` rows x columns."""
+    import faiss
+
+    n, d = shape
+    nlist = int(max(1, min(n // 2, round(search.ivf_cells_per_sqrt_row * np.sqrt(n)))))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.spherical = True
+    index.cp.seed = random_state
+    rng = np.random.default_rng(random_state)
+    size = min(n, nlist * search.ivf_train_per_cell)
+    index.make_direct_map()
+    return index, np.sort(rng.choice(n, size, replace=False))
 
 
 def _set_nprobe(index, nprobe: int) -> None:
