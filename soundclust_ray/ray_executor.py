@@ -36,12 +36,19 @@ class RayExecutor:
         return ray.get([_call.remote(fn_ref, item) for item in items])
 
 
+def analysis_uses_ray(n_rows: int) -> bool:
+    """True when an analysis of ``n_rows`` tracks is big enough to send its jobs to Ray
+    (config.RAY_ANALYSIS_MIN_ROWS): the one rule, for the executor and for a run deciding
+    whether it may stop its Ray before the analysis."""
+    return n_rows >= RAY_ANALYSIS_MIN_ROWS
+
+
 def analysis_executor(n_rows: int) -> Executor:
     """The executor of an analysis of ``n_rows`` tracks: Ray tasks when this process has Ray up
     (a ``soundclust run`` that computed something, or a job on a cluster) with more than one
     CPU and the analysis is big enough to pay for putting the matrix in the object store
     (config.RAY_ANALYSIS_MIN_ROWS); else the serial executor (``soundclust analyze`` alone
     never starts Ray for it)."""
-    if n_rows < RAY_ANALYSIS_MIN_ROWS or not ray.is_initialized():
+    if not analysis_uses_ray(n_rows) or not ray.is_initialized():
         return SERIAL
     return RayExecutor() if ray.cluster_resources().get("CPU", 0) > 1 else SERIAL

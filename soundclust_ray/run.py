@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from soundclust_ray import outdir, outguard, storage
 from soundclust_ray.analysis.executor import SERIAL
-from soundclust_ray.config import RAY_ANALYSIS_MIN_ROWS, AnalysisConfig, RunConfig
+from soundclust_ray.config import AnalysisConfig, RunConfig
 from soundclust_ray.errors import UserError
 from soundclust_ray.ray_env import init_ray, ray_output_to, stop_ray_in_background
 from soundclust_ray.runinfo import (
@@ -273,7 +273,7 @@ def execute(
             info = source.compute(listing, opts, cfg, say)
             source.post_steps(opts, cfg, info, say)
             stopping = None
-            if ray_started and (opts.no_analysis or out_tracks(opts.out) < RAY_ANALYSIS_MIN_ROWS):
+            if ray_started and analysis_needs_no_ray(opts):
                 stopping = stop_ray_in_background()  # the analysis runs serially meanwhile
             try:
                 metrics = analysis_of_run(opts, cfg, keep, k_given, say)
@@ -303,6 +303,14 @@ def loading_meanwhile(*loaders: Callable[[], object]) -> Iterator[None]:
         yield
     finally:
         thread.join()
+
+
+def analysis_needs_no_ray(opts: RunOptions) -> bool:
+    """True when this run's analysis runs without Ray: none, or one too small for Ray tasks
+    (``ray_executor.analysis_uses_ray``, the executor's own rule). Only asked with Ray up."""
+    from soundclust_ray.ray_executor import analysis_uses_ray
+
+    return opts.no_analysis or not analysis_uses_ray(out_tracks(opts.out))
 
 
 def import_analysis() -> None:

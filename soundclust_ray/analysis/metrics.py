@@ -13,14 +13,13 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from soundclust_ray.analysis.clustering import seeded_sample
+from soundclust_ray.analysis.scaling import BLOCK_ROWS
 from soundclust_ray.config import AnalysisConfig
-
-SCORE_BLOCK_ROWS = 16_384
-"""Rows per block of ``dispersion_scores`` (a float64 block of 200 columns is 26 MB)."""
 
 
 def _blocks(n: int):
-    return (slice(i, min(i + SCORE_BLOCK_ROWS, n)) for i in range(0, n, SCORE_BLOCK_ROWS))
+    """Row slices of ``scaling.BLOCK_ROWS``, the analysis's block size for float64 temporaries."""
+    return (slice(i, min(i + BLOCK_ROWS, n)) for i in range(0, n, BLOCK_ROWS))
 
 
 def dispersion_scores(X: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
