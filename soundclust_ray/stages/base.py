@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soundclust_ray.audio import load_audio_rates
+from soundclust_ray.config import AudioConfig
 from soundclust_ray.ray_env import ray_running
 
 TRACK_COLUMNS = ("track_id", "path")
@@ -50,6 +52,14 @@ def family_batch(batch: dict[str, np.ndarray], family: str) -> dict[str, np.ndar
     return part
 
 
+def ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    """An object array of per-track arrays (np.stack would fail or pad when shapes differ)."""
+    column = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        column[i] = a
+    return column
+
+
 @dataclass(frozen=True)
 class Resources:
     """Resources one worker of a stage asks Ray for, declared next to the stage."""
@@ -59,6 +69,19 @@ class Resources:
     batch_size: int = 4
     concurrency: int | tuple[int, int] | None = None
     """Actor pool size (fixed or (min, max)); None lets the pipeline pick from the cluster."""
+
+
+Decoded = dict[int, np.ndarray] | Exception
+"""One track decoded once (sample rate → samples), or the exception that stopped its decode."""
+
+
+def decode_track(path: str, rates, audio: AudioConfig) -> Decoded:
+    """``path`` decoded once and resampled to each of ``rates`` (``audio``'s duration limits),
+    or the exception: a failure is data for every product that wanted the track."""
+    try:
+        return load_audio_rates(path, rates, audio.max_duration_s, audio.min_duration_s)
+    except Exception as exc:  # noqa: BLE001 - failures are data, see module docstring
+        return exc
 
 
 def current_node_id() -> str:

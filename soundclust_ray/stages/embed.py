@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from soundclust_ray.audio import load_audio
 from soundclust_ray.config import RunConfig
 from soundclust_ray.embed.base import WindowOutputs
 from soundclust_ray.embed.pooling import check_strategy, pool_windows
@@ -23,9 +22,12 @@ from soundclust_ray.stages.base import (
     ERROR_FIELDS,
     NODE_FIELD,
     TRACK_COLUMNS,
+    Decoded,
     Resources,
     current_node_id,
+    decode_track,
     error_message,
+    ragged,
 )
 from soundclust_ray.stages.writer import EMBEDDING_TYPE
 
@@ -127,41 +129,41 @@ class EmbedPrepareStage:
         probe = self.preparer.prepare(np.zeros(self.preparer.sample_rate, dtype=np.float32))
         self.fill = np.zeros((0,) * probe.ndim, dtype=np.float32)
 
-    def prepare_track(self, path: str) -> np.ndarray:
-        """Decoded and windowed input of one track; raises on any per-track problem."""
-        audio = self.cfg.audio
-        y = load_audio(path, self.preparer.sample_rate, audio.max_duration_s, audio.min_duration_s)
-        return np.ascontiguousarray(self.preparer.prepare(y), dtype=np.float32)
+    @property
+    def sample_rate(self) -> int:
+        """The rate the backend's model reads."""
+        return self.preparer.sample_rate
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rates = (self.sample_rate,)
+        decoded = [decode_track(str(p), rates, self.cfg.audio) for p in batch["path"]]
+        return self.prepared_batch(batch, decoded)
+
+    def prepared_batch(self, batch: dict[str, np.ndarray], decoded: list[Decoded]) -> dict:
+        """The stage's output for tracks already decoded (at :attr:`sample_rate` at least)."""
         node = current_node_id()
         stage = prepare_stage_name(self.backend)
         out: dict[str, list] = {
             k: [] for k in ("track_id", "path", PREPARED, *ERROR_FIELDS, NODE_FIELD)
         }
-        for track_id, path in zip(batch["track_id"], batch["path"], strict=True):
-            track_id, path = str(track_id), str(path)
+        for track_id, path, signals in zip(batch["track_id"], batch["path"], decoded, strict=True):
             try:
-                prepared, error = self.prepare_track(path), ("", "", "")
+                if isinstance(signals, Exception):
+                    raise signals
+                y = signals[self.sample_rate]
+                prepared = np.ascontiguousarray(self.preparer.prepare(y), dtype=np.float32)
+                error = ("", "", "")
             except Exception as exc:  # noqa: BLE001 - failures are data, see stages/base.py
                 prepared, error = self.fill, (stage, exc.__class__.__name__, error_message(exc))
-            out["track_id"].append(track_id)
-            out["path"].append(path)
+            out["track_id"].append(str(track_id))
+            out["path"].append(str(path))
             out[PREPARED].append(prepared)
             for name, value in zip(ERROR_FIELDS, error, strict=True):
                 out[name].append(value)
             out[NODE_FIELD].append(node)
         return {
-            k: _ragged(v) if k == PREPARED else np.asarray(v, dtype=object) for k, v in out.items()
+            k: ragged(v) if k == PREPARED else np.asarray(v, dtype=object) for k, v in out.items()
         }
-
-
-def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
-    """An object array of per-track arrays (np.stack would fail or pad when shapes differ)."""
-    column = np.empty(len(arrays), dtype=object)
-    for i, a in enumerate(arrays):
-        column[i] = a
-    return column
 
 
 class EmbedStage:

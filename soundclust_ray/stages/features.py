@@ -1,4 +1,4 @@
-"""CPU actor stage: decode each track once per sample rate, compute its pending families.
+"""CPU actor stage: decode each track once, compute its pending families.
 
 Reads ``track_id, path`` [+ ``families``]; writes ``track_id`` + every ``family__name`` column
 (float32) + per family ``<family>@todo`` and error fields (``stages.base.family_batch`` cuts
@@ -29,8 +29,10 @@ from soundclust_ray.stages.base import (
     NODE_FIELD,
     TODO_FIELD,
     TRACK_COLUMNS,
+    Decoded,
     Resources,
     current_node_id,
+    decode_track,
     error_message,
     family_field,
     map_tracks,
@@ -53,11 +55,11 @@ class FeatureStage:
     """Decode + signal features for a batch of tracks (the Ray Data callable-class pattern).
 
     Each family is its own product (``features/<family>``), but one stage computes every
-    family a run still needs, from one decode per sample rate: a row's optional ``families``
-    column (comma-separated) says which families are pending for that track (default: all of
-    the stage's). The output carries each family's columns and its own ``<family>@todo`` and
-    error fields (``stages.base.family_batch`` cuts one product's batch out of it), so one
-    family's failure (a NaN feature) never costs another family its row.
+    family a run still needs, from one decode (resampled to each rate the families read): a
+    row's optional ``families`` column (comma-separated) says which families are pending for
+    that track (default: all of the stage's). The output carries each family's columns and its
+    own ``<family>@todo`` and error fields (``stages.base.family_batch`` cuts one product's
+    batch out of it), so one family's failure (a NaN feature) never costs another family its row.
     """
 
     NAME = STAGE_NAME
@@ -72,18 +74,17 @@ class FeatureStage:
         self.columns = {f.name: f.columns(cfg.features) for f in self.families}
         warm_jit_caches(names)
 
-    def compute_track(self, path: str, wanted: list[FeatureFamily]) -> dict[str, object]:
-        """family name → its columns of one track, or the exception that stopped it (a decode
-        failure stops every family)."""
-        audio = self.cfg.audio
-        try:
-            signals = {
-                rate: load_audio(path, rate, audio.max_duration_s, audio.min_duration_s)
-                for rate in decode_rates(wanted, self.cfg.features)
-            }
-        except Exception as exc:  # noqa: BLE001 - failures are data (stages/base.py)
-            return dict.fromkeys((f.name for f in wanted), exc)
-        return {f.name: self._family_row(f, signals) for f in wanted}
+    def rates(self, wanted: list[str] | None = None) -> list[int]:
+        """The sample rates the stage's families read (only those named in ``wanted``)."""
+        families = [f for f in self.families if wanted is None or f.name in wanted]
+        return decode_rates(families, self.cfg.features)
+
+    def compute_track(self, decoded: Decoded, wanted: list[FeatureFamily]) -> dict[str, object]:
+        """family name → its columns of one decoded track, or the exception that stopped it
+        (a decode failure, ``decoded`` an exception, stops every family)."""
+        if isinstance(decoded, Exception):
+            return dict.fromkeys((f.name for f in wanted), decoded)
+        return {f.name: self._family_row(f, decoded) for f in wanted}
 
     def _family_row(self, family: FeatureFamily, signals: dict) -> dict[str, float] | Exception:
         try:
@@ -99,6 +100,13 @@ class FeatureStage:
             return exc
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rates = self.rates()
+        decoded = [decode_track(str(p), rates, self.cfg.audio) for p in batch["path"]]
+        return self.family_columns(batch, decoded)
+
+    def family_columns(self, batch: dict[str, np.ndarray], decoded: list[Decoded]) -> dict:
+        """The output batch of tracks already decoded (``decoded[i]``: rate → samples at
+        :meth:`rates` at least, or the decode's exception), one row per track."""
         names = [f.name for f in self.families]
         pending = batch.get("families")
         out: dict[str, list] = {"track_id": [], NODE_FIELD: []}
@@ -107,9 +115,9 @@ class FeatureStage:
             for field in (TODO_FIELD, *ERROR_FIELDS):
                 out[family_field(name, field)] = []
         node = current_node_id()
-        for i, (track_id, path) in enumerate(zip(batch["track_id"], batch["path"], strict=True)):
+        for i, track_id in enumerate(batch["track_id"]):
             wanted = names if pending is None else str(pending[i]).split(",")
-            results = self.compute_track(str(path), [f for f in self.families if f.name in wanted])
+            results = self.compute_track(decoded[i], [f for f in self.families if f.name in wanted])
             out["track_id"].append(str(track_id))
             out[NODE_FIELD].append(node)
             for name in names:
@@ -151,16 +159,23 @@ class ClassicChunkStage:
         warm_jit_caches(("classic",))
 
     def compute_track(self, track_id: str, path: str) -> list[dict[str, float]]:
+        audio, rate = self.cfg.audio, self.cfg.features.classic.sample_rate
+        y = load_audio(path, rate, audio.max_duration_s, audio.min_duration_s)
+        return self.chunk_rows(y)
+
+    def chunk_rows(self, y: np.ndarray) -> list[dict[str, float]]:
+        """One row per classic chunk of a track decoded at the classic rate."""
         classic = self.cfg.features.classic
-        y = load_audio(
-            path, classic.sample_rate, self.cfg.audio.max_duration_s, self.cfg.audio.min_duration_s
-        )
         rows = compute_classic_chunks(y, classic.sample_rate, classic)
         return [{"chunk_index": i, **row} for i, row in enumerate(rows)]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        fill = {"chunk_index": -1, **dict.fromkeys(self.columns, float("nan"))}
-        return map_tracks(batch, self.compute_track, CHUNK_STAGE_NAME, fill)
+        return map_tracks(batch, self.compute_track, CHUNK_STAGE_NAME, self.fill)
+
+    @property
+    def fill(self) -> dict[str, object]:
+        """The columns of a failed track's row (see ``stages.base.map_tracks``)."""
+        return {"chunk_index": -1, **dict.fromkeys(self.columns, float("nan"))}
 
 
 def probe_durations(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
