@@ -1,15 +1,16 @@
 """Ray overhead and scaling of the feature pipeline, against a serial in-process loop.
 
 On the same real clips (default: the 315 mp3s of shared/data/mer4q_genre, 30 s each), in one
-process: (1) a plain loop calling the feature stage's per-track function on one core, (2) the
-Ray Data pipeline with one feature actor, (3) with one actor per core. Each pipeline runs twice,
+process: (1) a plain loop calling the pass's stage (stages/track.py: one decode, every product)
+on one track at a time on one core, (2) the run's Ray Data pass with one actor, (3) with one
+actor per core. Each pipeline runs twice,
 on half the clips and on all of them: the difference is the time of the second half's tracks
 alone, so the *rate* (tracks/s) comes without the fixed start-up (actor pools, Ray Data's own
 actors), which is printed apart as the intercept; bench/e2e.py times start-up and all end to end.
 Prints the 1-actor overhead per track (goal ≤ 10 %) and the all-core speed-up over the loop
 (goal ≥ 0.8 × cores). Ray start-up is excluded.
 
-    python bench/pipeline.py [--families timbre] [--clips DIR] [--limit N]
+    python bench/pipeline.py [--families timbre] [--embed musicnn] [--clips DIR] [--limit N]
 """
 
 from __future__ import annotations
@@ -24,45 +25,55 @@ from pathlib import Path
 
 import pandas as pd
 
-from soundclust_ray import outdir
 from soundclust_ray.config import RunConfig
 from soundclust_ray.manifest import build_manifest
-from soundclust_ray.pipeline import stream_to_writer
+from soundclust_ray.pipeline import pass_target, products_of, stream_to_writer
 from soundclust_ray.ray_env import cluster_cpus, init_ray
-from soundclust_ray.runinfo import product_hash
-from soundclust_ray.stages.features import FeatureStage, feature_resources
+from soundclust_ray.stages.passes import PRODUCTS_FIELD, pass_key
 from soundclust_ray.stages.pools import map_stage, tracks_dataset
-from soundclust_ray.stages.writer import FamilyShardWriter
+from soundclust_ray.stages.track import TrackStage
+from soundclust_ray.stages.writer import PassShardWriter
 
 MER4Q = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mer4q_genre" / "audio"
+PASS_COLUMNS = ("track_id", "path", PRODUCTS_FIELD)
+
+
+def pass_rows(manifest: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:
+    keys = ",".join(pass_key(p) for p in products_of(cfg))
+    return manifest[["track_id", "path"]].assign(**{PRODUCTS_FIELD: keys})
+
+
+def pass_stage_args(cfg: RunConfig) -> tuple:
+    """(product keys, backends whose model runs in the actor): the CPU default."""
+    return tuple(pass_key(p) for p in products_of(cfg)), cfg.embed.backends
 
 
 def serial_loop(manifest: pd.DataFrame, cfg: RunConfig) -> float:
     """One core, like one actor: Ray pins an actor's BLAS/OpenMP pools to its one CPU."""
+    import torch
     from threadpoolctl import threadpool_limits
 
-    stage = FeatureStage(cfg)
+    torch.set_num_threads(1)
+    stage = TrackStage(cfg, *pass_stage_args(cfg))
+    rows = pass_rows(manifest, cfg)
     start = time.perf_counter()
     with threadpool_limits(limits=1):
-        for path in manifest["path"]:
-            stage.compute_track(path, stage.families)
+        for i in range(len(rows)):
+            stage({k: rows[k].to_numpy()[i : i + 1] for k in rows})
     return time.perf_counter() - start
 
 
 def ray_run(manifest: pd.DataFrame, cfg: RunConfig, actors: int) -> float:
     out = tempfile.mkdtemp(prefix="bench_pipeline_")
     try:
-        families = cfg.features.families
         start = time.perf_counter()
-        ds = tracks_dataset(manifest, cfg.batch_size, cfg.pools)
-        ds = map_stage(ds, FeatureStage, cfg, feature_resources(cfg), actors, (families,))
-        products = [outdir.feature_product(f) for f in families]
-        targets = tuple(
-            (f, p, product_hash(cfg, p)) for f, p in zip(families, products, strict=True)
-        )
-        args = (out, targets, FeatureStage.WRITES, cfg.shard_rows)
+        ds = tracks_dataset(pass_rows(manifest, cfg), cfg.batch_size, cfg.pools, PASS_COLUMNS)
+        resources = TrackStage.resources(cfg)
+        ds = map_stage(ds, TrackStage, cfg, resources, actors, pass_stage_args(cfg))
+        products = products_of(cfg)
+        args = (out, tuple(pass_target(cfg, p, p) for p in products), cfg.shard_rows)
         totals = dict.fromkeys(products, len(manifest))
-        results = stream_to_writer(ds, FamilyShardWriter, args, totals, cfg, lambda _t: None, False)
+        results = stream_to_writer(ds, PassShardWriter, args, totals, cfg, lambda _t: None, False)
         seconds = time.perf_counter() - start
         assert all(r.n_ok == len(manifest) for r in results), results
         return seconds
@@ -83,18 +94,23 @@ def marginal(manifest: pd.DataFrame, cfg: RunConfig, actors: int) -> tuple[float
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="timbre")
+    parser.add_argument("--embed", default="", help="backends whose model runs in the actors")
     parser.add_argument("--clips", type=Path, default=MER4Q, help="folder of clips")
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
     args = parser.parse_args()
     base = RunConfig()
+    families = tuple(args.families.split(","))
+    backends = tuple(b for b in args.embed.split(",") if b)
     cfg = dataclasses.replace(
-        base, features=dataclasses.replace(base.features, families=tuple(args.families.split(",")))
+        base,
+        features=dataclasses.replace(base.features, families=families),
+        embed=dataclasses.replace(base.embed, backends=backends),
     )
     manifest = build_manifest(str(args.clips), allow_outside_root=True, limit=args.limit)
     init_ray()
     cores = cluster_cpus()
     n = len(manifest)
-    print(f"{n} tracks from {args.clips}, families={args.families}, {cores} cores")
+    print(f"{n} tracks from {args.clips}, {', '.join(products_of(cfg))}, {cores} cores")
     ray_run(manifest.iloc[: min(4, n)], cfg, 1)  # warm Ray Data and the worker pool
     loop = serial_loop(manifest, cfg) / n
     one, one_start = marginal(manifest, cfg, 1)

@@ -18,7 +18,7 @@ Every run is the real CLI in its own process (its own embedded Ray), features on
    each kill: the driver's leftover Ray processes after 30 s (must be none), and every shard
    OUT lists must be readable (no half file). Each time the run is started again, it resumes.
 4. Actor killed mid-batch: a run into OUT_actor whose busy feature actor (a Ray worker running
-   a FeatureStage batch) is SIGKILLed; the run must finish (exit 0).
+   a TrackStage batch) is SIGKILLed; the run must finish (exit 0).
 5. Compare OUT_soak and OUT_actor with OUT_ref: features row for row (sorted by track_id) and
    errors.parquet (empty for these clean clips) must be equal.
 6. Disk full (when ``mount -t tmpfs`` works, i.e. as root; else skipped and said so): a run of
@@ -251,14 +251,14 @@ def kill_and_resume(
 
 
 def busy_feature_workers(marker: str) -> list[psutil.Process]:
-    """The run's Ray workers running a FeatureStage batch right now (Ray sets their title)."""
+    """The run's Ray workers running a TrackStage batch right now (Ray sets their title)."""
     busy = []
     for p in marked(marker):
         try:
             title = " ".join(p.cmdline())
         except psutil.NoSuchProcess:
             continue
-        if "FeatureStage" in title and ".submit" in title:
+        if "TrackStage" in title and ".submit" in title:
             busy.append(p)
     return busy
 

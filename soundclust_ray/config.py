@@ -190,6 +190,13 @@ MUSICNN_MODEL_NAMES = ("MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg")
 """The bundled ``--musicnn-model`` weights (embed/musicnn.py's MODEL_NAMES, checked equal by a
 test), spelled here so the CLI checks the option before importing torch or starting Ray."""
 
+EMBED_BACKENDS_IN_CPU_ACTORS = ("musicnn", "msd_musicnn", "mtt_musicnn", "msd_vgg", "mtt_vgg")
+"""Backends whose model runs inside every CPU actor of a run's pass on a host without GPUs
+(stages/track.py): the musicnn weights are 2.4-3.2 MB, so a copy per actor costs nothing, and
+the decoded track then never crosses the object store to a model pool sized against the
+decode pool (on 2 cores that pool kept one core idle: bench/e2e.py --mode default, 2026-12-03,
+1.00x the seed loop before). CLAP (~0.8 GB) keeps actors of its own."""
+
 DEFAULT_EMBED_BACKENDS = ("musicnn",)
 """What ``soundclust run`` embeds with when ``--embed`` is not given: musicnn (MSD_musicnn),
 whose 50 tag probabilities the ``auto`` matrix clusters (AnalysisConfig.matrix has the
@@ -580,8 +587,10 @@ class RunConfig:
     """audio, msd or tabular."""
     batch_size: int = 4
     """Tracks per Ray Data batch in CPU stages (small: one track is seconds of work)."""
-    concurrent_products: bool | None = None
-    """Run features and embeddings side by side; None: only when model actors use GPUs."""
+    separate_model_actors: bool | None = None
+    """Run every embedding model in actors of its own, fed by the pass's CPU actors (True), or
+    inside them (False); None: own actors for a model on GPUs or not in
+    EMBED_BACKENDS_IN_CPU_ACTORS (stages/track.py). Outputs are the same either way."""
     shard_rows: int = 64
     """Tracks per Parquet shard at most (files in OUT vs. their size). Not a bound on lost work:
     the writer commits every block it receives before returning (the shard being filled is

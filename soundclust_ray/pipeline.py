@@ -1,13 +1,14 @@
 """Run a source's products on Ray Data: manifest rows → stages → shard writer, streaming.
 
 Each *product* (``features/<family>``, ``features_chunks``, ``embeddings/<backend>``) has its
-own shards and config hash. The pending feature families of a run share one streaming pass
-(read the rows still to do → one FeatureStage that decodes each track once for all of them →
-one writer per family); the chunk rows and each embedding backend are a pass each. A writer
-returns a tiny summary row per track, so the driver holds summaries, never features. Resume is
-a set difference, per product, on the ``track_id`` column of committed shards. Ray start-up is
-``ray_env``'s, pool sizing ``stages/pools``', the writer ``stages/writer``'s, the records
-``runinfo``'s, ``--recompute``'s staging ``staging``'s.
+own shards and config hash. An audio run's pending products share one streaming pass
+(``stages.passes``): the rows still to do → CPU actors that decode each track once for all of
+its pending products (``stages.track.TrackStage``) → model actors of their own for the
+backends that need them (GPUs, CLAP) → one writer per product. A writer returns a tiny summary
+row per track, so the driver holds summaries, never features. Resume is a set difference, per
+product, on the ``track_id`` column of committed shards. Ray start-up is ``ray_env``'s, pool
+sizing ``stages/pools``', the writer ``stages/writer``'s, the records ``runinfo``'s,
+``--recompute``'s staging ``staging``'s.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -25,14 +25,18 @@ from soundclust_ray.config import RunConfig
 from soundclust_ray.errors import UserError
 from soundclust_ray.progress import TrackProgress
 from soundclust_ray.runinfo import ProductResult, check_out_dir, finish_run, product_hash
-from soundclust_ray.stages.base import NODE_FIELD
+from soundclust_ray.stages.base import NODE_FIELD, Resources
 from soundclust_ray.stages.pools import cpu_pool, map_stage, tracks_dataset, writer_pool
 from soundclust_ray.stages.writer import (
     PRODUCT_FIELD,
     ColumnSpec,
-    FamilyShardWriter,
+    PassShardWriter,
+    PassTarget,
     ShardWriter,
 )
+
+PASS_TIMING = "pass"
+"""``seconds_per_stage`` key of the run's pass (decode and every product, written)."""
 
 
 def run_product(
@@ -118,97 +122,76 @@ def stream_to_writer(
     return list(results.values())
 
 
-def run_feature_pass(
+def run_pass(
     todos: dict[str, pd.DataFrame],
     targets: dict[str, str],
     out: str,
     cfg: RunConfig,
-    concurrent: bool,
     progress: Callable[[str], None],
     bars: bool,
 ) -> list[ProductResult]:
-    """Every pending ``features/<family>`` product in one pass: each track still missing from
-    any of them is decoded once, and only its pending families are computed (its ``families``
-    column); ``targets`` maps a product to the folder its shards go to (itself, or its
-    ``--recompute`` staging folder)."""
-    from soundclust_ray.stages.features import FeatureStage
+    """Every pending product of an audio run in one streaming pass (``stages.passes``): each
+    track still missing from any of them is decoded once, and only its pending products are
+    computed (its ``products`` column); ``targets`` maps a product to the folder its shards go
+    to (itself, or its ``--recompute`` staging folder). One progress bar per product."""
+    from soundclust_ray.stages.passes import PRODUCTS_FIELD, pass_key
+    from soundclust_ray.stages.track import PassEmbedStage, TrackStage, separate_model_actors
 
     pending = {p: t for p, t in todos.items() if not t.empty}
     if not pending:
         return []
-    families = tuple(p.split("/", 1)[1] for p in pending)
-    todo_sets = {f: set(t["track_id"]) for f, t in zip(families, pending.values(), strict=True)}
+    keys = tuple(pass_key(p) for p in pending)
+    todo_sets = {pass_key(p): set(t["track_id"]) for p, t in pending.items()}
     rows = pd.concat(list(pending.values())).drop_duplicates("track_id")
-    rows = rows.assign(
-        families=[",".join(f for f in families if t in todo_sets[f]) for t in rows["track_id"]]
-    )
-    resources = FeatureStage.resources(cfg)
-    ds = tracks_dataset(rows, cfg.batch_size, cfg.pools, ("track_id", "path", "families"))
-    ds = map_stage(ds, FeatureStage, cfg, resources, cpu_pool(resources, concurrent), (families,))
-    triples = tuple((p.split("/", 1)[1], targets[p], product_hash(cfg, p)) for p in pending)
-    args = (out, triples, FeatureStage.WRITES, cfg.shard_rows)
+    pending_of = [",".join(k for k in keys if t in todo_sets[k]) for t in rows["track_id"]]
+    rows = rows.assign(**{PRODUCTS_FIELD: pending_of})
+    backends = [pass_key(p) for p in pending if p.startswith(outdir.EMBEDDINGS + "/")]
+    separate = tuple(b for b in backends if separate_model_actors(cfg, b))
+    in_cpu_actors = tuple(b for b in backends if b not in separate)
+    ds = tracks_dataset(rows, cfg.batch_size, cfg.pools, ("track_id", "path", PRODUCTS_FIELD))
+    resources = TrackStage.resources(cfg)
+    pool = track_pool(cfg, resources.num_cpus, separate)
+    ds = map_stage(ds, TrackStage, cfg, resources, pool, (keys, in_cpu_actors))
+    for backend in separate:
+        model = PassEmbedStage.resources(cfg, backend)
+        ds = map_stage(ds, PassEmbedStage, cfg, model, model.concurrency or 1, (backend,))
+    plan = tuple(pass_target(cfg, p, targets[p]) for p in pending)
     totals = {targets[p]: len(t) for p, t in pending.items()}
     names = {targets[p]: p for p in pending}
-    return stream_to_writer(ds, FamilyShardWriter, args, totals, cfg, progress, bars, names)
+    args = (out, plan, cfg.shard_rows)
+    return stream_to_writer(ds, PassShardWriter, args, totals, cfg, progress, bars, names)
 
 
-def run_concurrently(cfg: RunConfig, products: list[str]) -> bool:
-    """Run products side by side when embeddings go to GPUs (auto) or when asked to.
-
-    With model actors on GPUs, the feature actors' CPUs and the GPUs work at the same time
-    instead of one product after the other; on CPU-only clusters the products would only
-    compete for the same cores, so they run in turn.
-    """
-    if len(products) < 2:
-        return False
-    if cfg.concurrent_products is not None:
-        return cfg.concurrent_products
-    from soundclust_ray.stages.embed import EmbedStage
-
-    return any(
-        EmbedStage.resources(cfg, p.split("/", 1)[1]).num_gpus > 0
-        for p in products
-        if p.startswith(outdir.EMBEDDINGS + "/")
-    )
-
-
-def cpu_stage_pipeline(cfg: RunConfig, stage_cls, shared: bool = False):
-    """A one-stage CPU product (features, classic chunks): one actor per CPU of the stage.
-
-    ``shared``: another product runs at the same time, so the pool scales between one actor
-    and the cores, leaving room for that product's CPU workers.
-    """
-
-    def build(ds):
-        resources = stage_cls.resources(cfg)
-        return map_stage(ds, stage_cls, cfg, resources, cpu_pool(resources, shared))
-
-    return build, stage_cls.WRITES
-
-
-def embedding_pipeline(cfg: RunConfig, product: str):
-    """An embedding product's stages: CPU prepare actors, then model actors (GPU when present).
-
-    The prepare pool is capped so the model actors' CPUs stay free: otherwise decode workers
-    can take every core and the model actor waits for them to finish (no streaming).
-    """
+def track_pool(cfg: RunConfig, num_cpus: float, separate: tuple[str, ...]):
+    """The pass's CPU actors: one per CPU slot; with model actors of their own, (1, the CPUs
+    their smallest pools leave), or the decode actors take every core and the model actors
+    wait for them to finish (no streaming)."""
     from soundclust_ray.ray_env import cluster_cpus
-    from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage
+    from soundclust_ray.stages.track import PassEmbedStage
 
-    backend = product.split("/", 1)[1]
+    if not separate:
+        return cpu_pool(dataclasses.replace(Resources(), num_cpus=num_cpus))
+    spare = cluster_cpus()
+    for backend in separate:
+        model = PassEmbedStage.resources(cfg, backend)
+        actors = model.concurrency or 1
+        spare -= (actors[0] if isinstance(actors, tuple) else actors) * model.num_cpus
+    return (1, max(1, int(spare // num_cpus)))
 
-    def build(ds):
-        model = EmbedStage.resources(cfg, backend)
-        model_actors = model.concurrency or 1
-        min_model_actors = model_actors[0] if isinstance(model_actors, tuple) else model_actors
-        prepare = EmbedPrepareStage.resources(cfg, backend)
-        spare = cluster_cpus() - min_model_actors * model.num_cpus
-        prepare_pool = (1, max(1, int(spare // prepare.num_cpus)))
-        prepare = dataclasses.replace(prepare, concurrency=prepare_pool)
-        ds = map_stage(ds, EmbedPrepareStage, cfg, prepare, 1, args=(backend,))
-        return map_stage(ds, EmbedStage, cfg, model, model_actors, args=(backend,))
 
-    return build, EmbedStage.WRITES
+def pass_target(cfg: RunConfig, product: str, folder: str) -> PassTarget:
+    """Where and how the pass writes ``product``: its key, folder, hash and stage's columns."""
+    from soundclust_ray.stages.embed import EmbedStage
+    from soundclust_ray.stages.features import ClassicChunkStage, FeatureStage
+    from soundclust_ray.stages.passes import pass_key
+
+    if product.startswith(outdir.FEATURES + "/"):
+        spec, nested = FeatureStage.WRITES, False
+    elif product == outdir.FEATURE_CHUNKS:
+        spec, nested = ClassicChunkStage.WRITES, True
+    else:
+        spec, nested = EmbedStage.WRITES, True
+    return PassTarget(pass_key(product), folder, product_hash(cfg, product), spec, nested)
 
 
 CLASSIC_PRODUCTS = (outdir.feature_product("classic"), outdir.FEATURE_CHUNKS)
@@ -328,20 +311,6 @@ def products_of(cfg: RunConfig) -> list[str]:
     return products
 
 
-def is_family_product(product: str) -> bool:
-    """True for a ``features/<family>`` product (computed in the run's one feature pass)."""
-    return product.startswith(outdir.FEATURES + "/")
-
-
-def build_product(cfg: RunConfig, product: str):
-    """(stages builder, declared output columns) of the chunk rows or an embedding product."""
-    from soundclust_ray.stages.features import ClassicChunkStage
-
-    if product == outdir.FEATURE_CHUNKS:
-        return cpu_stage_pipeline(cfg, ClassicChunkStage)
-    return embedding_pipeline(cfg, product)
-
-
 def run_pipeline(
     manifest: pd.DataFrame,
     out: str,
@@ -377,25 +346,7 @@ def run_pipeline(
         if skipped:
             where = outdir.join(out, targets[product])
             progress(f"{product}: {skipped} tracks already in {where}, skipped")
-    family = {p: todos[p] for p in products if is_family_product(p)}
-    units = ([outdir.FEATURES] if any(not t.empty for t in family.values()) else []) + [
-        p for p in products if not is_family_product(p) and not todos[p].empty
-    ]
-    concurrent = run_concurrently(cfg, units)
-
-    def run_unit(unit: str) -> list[ProductResult]:
-        if unit == outdir.FEATURES:
-            return run_feature_pass(family, targets, out, cfg, concurrent, progress, bars)
-        build, spec = build_product(cfg, unit)
-        todo = todos[unit]
-        return [run_product(unit, todo, out, cfg, build, spec, progress, bars, targets[unit])]
-
-    if concurrent:
-        progress(f"running {', '.join(units)} concurrently (model actors on GPUs)")
-        with ThreadPoolExecutor(max_workers=len(units)) as pool:
-            ran = [r for rs in pool.map(run_unit, units) for r in rs]
-    else:
-        ran = [r for unit in units for r in run_unit(unit)]
+    ran = run_pass(todos, targets, out, cfg, progress, bars)
     by_product = {r.product: r for r in ran}
     results = []
     for product in products:
@@ -405,8 +356,6 @@ def run_pipeline(
         if product in recompute:
             staging.promote(out, product)
             progress(f"{product}: recomputed; its earlier shards were replaced")
-    timings.update({r.product: r.seconds for r in results if not is_family_product(r.product)})
-    passes = [r.seconds for r in results if is_family_product(r.product) and r.n_todo]
-    if passes:  # the families shared one pass: its time once, under "features"
-        timings[outdir.FEATURES] = max(passes)
+    if ran:  # the products shared one pass: its time once
+        timings[PASS_TIMING] = max(r.seconds for r in ran)
     return finish_run(out, manifest, cfg, results, timings, input_desc)

@@ -18,8 +18,13 @@ pytestmark = pytest.mark.ray
 
 
 def read_features(out) -> pd.DataFrame:
-    tables = list(shards.iter_shard_tables(str(out), "features/timbre"))
-    return pd.concat([t.to_pandas() for t in tables]).sort_values("track_id").reset_index(drop=True)
+    return read_product(out, "features/timbre")
+
+
+def read_product(out, product: str, *order: str) -> pd.DataFrame:
+    tables = list(shards.iter_shard_tables(str(out), product))
+    frame = pd.concat([t.to_pandas() for t in tables])
+    return frame.sort_values(["track_id", *order]).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -141,44 +146,45 @@ def test_gtzan_manifest_with_labels(tmp_path, ray_local, shared_data):
     for key in ("n_tracks", "n_failed", "k", "silhouette", "seconds_per_stage", "nmi", "ari"):
         assert key in metrics, key
     assert metrics["n_tracks"] == len(labels)
-    assert {"features", "kmeans", "hdbscan", "umap"} <= set(metrics["seconds_per_stage"])
+    assert {"pass", "kmeans", "hdbscan", "umap"} <= set(metrics["seconds_per_stage"])
     assert 0.0 <= metrics["nmi"] <= 1.0 and -1.0 <= metrics["ari"] <= 1.0
 
 
-def test_features_and_embeddings_can_run_side_by_side(synth_corpus, tmp_path, ray_local):
-    """The concurrent path (automatic when model actors use GPUs) gives the same shards."""
+def test_model_in_cpu_actors_or_its_own_gives_the_same_shards(synth_corpus, tmp_path, ray_local):
+    """musicnn in the pass's CPU actors (the CPU default) and in model actors of its own (the
+    GPU and CLAP layout) write the same shards, classic chunks and errors included."""
     import dataclasses
 
-    from soundclust_ray.config import EmbedConfig, RunConfig
+    from soundclust_ray.config import EmbedConfig, FeaturesConfig, RunConfig
     from soundclust_ray.manifest import build_manifest
     from soundclust_ray.pipeline import run_pipeline
 
     manifest = build_manifest(str(synth_corpus), limit=4)
-    base = dataclasses.replace(RunConfig(), embed=EmbedConfig(backends=("musicnn",)))
+    base = dataclasses.replace(
+        RunConfig(),
+        embed=EmbedConfig(backends=("musicnn",)),
+        features=FeaturesConfig(families=("timbre",), chunk_level=True),
+    )
     side_by_side = run_pipeline(
         manifest,
         str(tmp_path / "a"),
-        dataclasses.replace(base, concurrent_products=True),
+        dataclasses.replace(base, separate_model_actors=True),
         progress=lambda _t: None,
     )
     in_turn = run_pipeline(
         manifest,
         str(tmp_path / "b"),
-        dataclasses.replace(base, concurrent_products=False),
+        dataclasses.replace(base, separate_model_actors=False),
         progress=lambda _t: None,
     )
     for info in (side_by_side, in_turn):
         assert {p: v["written"] for p, v in info["products"].items()} == {
             "features/timbre": 4,
+            "features_chunks": 4,
             "embeddings/musicnn": 4,
         }
     pd.testing.assert_frame_equal(read_features(tmp_path / "a"), read_features(tmp_path / "b"))
-    emb = [
-        pd.concat(
-            t.to_pandas() for t in shards.iter_shard_tables(str(tmp_path / o), "embeddings/musicnn")
-        )
-        .sort_values("track_id")
-        .reset_index(drop=True)
-        for o in "ab"
-    ]
+    chunks = [read_product(tmp_path / o, "features_chunks", "chunk_index") for o in "ab"]
+    pd.testing.assert_frame_equal(*chunks)
+    emb = [read_product(tmp_path / o, "embeddings/musicnn") for o in "ab"]
     np.testing.assert_array_equal(np.stack(emb[0]["embedding"]), np.stack(emb[1]["embedding"]))

@@ -118,11 +118,11 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(
 
 
 def busy_feature_workers() -> list[psutil.Process]:
-    """Ray worker processes currently running a FeatureStage batch (Ray sets their title)."""
+    """Ray worker processes currently running a TrackStage batch (Ray sets their title)."""
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         title = " ".join(p.info["cmdline"] or [])
-        if "FeatureStage" in title and ".submit" in title:
+        if "TrackStage" in title and ".submit" in title:
             found.append(p)
     return found
 

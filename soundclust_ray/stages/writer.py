@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ import pyarrow as pa
 from soundclust_ray import outdir, shards
 from soundclust_ray.config import RunConfig
 from soundclust_ray.stages.base import ERROR_FIELDS, NODE_FIELD, family_batch
+from soundclust_ray.stages.passes import unnest
 
 EMBEDDING_TYPE = "embedding"
 """Declared type of a fixed-size list<float32> column; its size is the model's output width."""
@@ -145,39 +147,49 @@ class ShardWriter:
 
 
 PRODUCT_FIELD = "product"
-"""Column of a :class:`FamilyShardWriter` summary: which product the row counts for."""
+"""Column of a :class:`PassShardWriter` summary: which product folder the row counts for."""
 
 
-class FamilyShardWriter:
-    """The shard writer of a several-family feature pass: each family's rows (``family_batch``)
-    go to that family's own :class:`ShardWriter`, so ``features/<family>`` shards, their
-    config hashes and their error shards stay apart although one stage computed them.
+@dataclass(frozen=True)
+class PassTarget:
+    """Where one product of a pass is written."""
 
-    ``targets`` are (family, product, config hash) triples; the product is the family's
-    folder, or its ``--recompute`` staging folder. Returns one summary row per (product,
-    track computed for it): track_id, ok, node_id and ``product``.
+    key: str
+    """The product's key in the pass batch (``stages.passes.pass_key``)."""
+    folder: str
+    """Its folder under OUT: the product's own, or its ``--recompute`` staging folder."""
+    config_hash: str
+    spec: ColumnSpec
+    """The columns its own stage declares (FeatureStage, ClassicChunkStage or EmbedStage)."""
+    nested: bool
+    """Its rows are nested per track (``stages.passes.nest``); False for a feature family."""
+
+
+class PassShardWriter:
+    """The shard writer of a run's pass (``stages.passes``): each product's batch, taken back
+    out of the pass batch, goes to that product's own :class:`ShardWriter`, so its shards,
+    config hash and error shards stay apart although one decode fed them all.
+
+    Returns one summary row per (product folder, track computed for it): track_id, ok,
+    node_id and ``product``.
     """
 
     def __init__(
-        self,
-        out: str,
-        targets: tuple[tuple[str, str, str], ...],
-        spec: ColumnSpec,
-        shard_rows: int = RunConfig.shard_rows,
+        self, out: str, targets: tuple[PassTarget, ...], shard_rows: int = RunConfig.shard_rows
     ):
-        self.writers = {
-            family: (product, ShardWriter(out, product, config_hash, spec, shard_rows))
-            for family, product, config_hash in targets
-        }
+        self.writers = [
+            (t, ShardWriter(out, t.folder, t.config_hash, t.spec, shard_rows)) for t in targets
+        ]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         parts = []
-        for family, (product, writer) in self.writers.items():
-            part = family_batch(batch, family)
+        for target, writer in self.writers:
+            key = target.key
+            part = unnest(batch, key) if target.nested else family_batch(batch, key)
             if len(part["track_id"]):
                 summary = writer(part)
-                summary[PRODUCT_FIELD] = np.full(len(summary["track_id"]), product, dtype=object)
-                parts.append(summary)
+                folder = np.full(len(summary["track_id"]), target.folder, dtype=object)
+                parts.append({**summary, PRODUCT_FIELD: folder})
         keys = ("track_id", "ok", NODE_FIELD, PRODUCT_FIELD)
         if not parts:
             return {k: np.empty(0, dtype=bool if k == "ok" else object) for k in keys}
