@@ -91,6 +91,22 @@ def test_adding_a_family_computes_only_that_family(both_out):
     assert families == {"timbre", "classic"} and g.X.shape == (4, 180 + 33)
 
 
+def test_a_new_model_and_a_new_track_compute_only_what_is_new(clips, timbre_out, tmp_path):
+    """One pass: the old tracks are decoded for the model alone, the new one for both."""
+    more = Path(shutil.copytree(clips, tmp_path / "clips"))
+    sf.write(more / "t4.wav", tone(900.0, 3.0, 22050, noise=0.05, seed=4), 22050)
+    out = copy_out(timbre_out, tmp_path / "out")
+    before = shard_state(out, TIMBRE)
+    assert run(more, out, "--features", "timbre", "--embed", "musicnn") == 0
+    after = shard_state(out, TIMBRE)
+    assert {k: after[k] for k in before} == before and len(after) == len(before) + 1
+    info = json.loads((out / "run.json").read_text())["products"]
+    musicnn = outdir.embeddings_product("musicnn")
+    assert (info[TIMBRE]["written"], info[TIMBRE]["skipped"]) == (1, 4)
+    assert (info[musicnn]["written"], info[musicnn]["skipped"]) == (5, 0)
+    assert set(values(out, musicnn).index) == {f"t{i}.wav" for i in range(5)}
+
+
 def test_the_analysis_takes_the_families_the_run_asked_for(clips, both_out, tmp_path):
     out = copy_out(both_out[0], tmp_path / "out")
     assert run(clips, out, "--features", "timbre") == 0  # nothing to compute: no Ray work
