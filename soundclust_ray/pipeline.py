@@ -134,8 +134,9 @@ def run_pass(
     track still missing from any of them is decoded once, and only its pending products are
     computed (its ``products`` column); ``targets`` maps a product to the folder its shards go
     to (itself, or its ``--recompute`` staging folder). One progress bar per product."""
+    from soundclust_ray.stages.embed import PassEmbedStage, separate_model_actors
     from soundclust_ray.stages.passes import PRODUCTS_FIELD, pass_key
-    from soundclust_ray.stages.track import PassEmbedStage, TrackStage, separate_model_actors
+    from soundclust_ray.stages.track import TrackStage
 
     pending = {p: t for p, t in todos.items() if not t.empty}
     if not pending:
@@ -167,7 +168,7 @@ def track_pool(cfg: RunConfig, num_cpus: float, separate: tuple[str, ...]):
     their smallest pools leave), or the decode actors take every core and the model actors
     wait for them to finish (no streaming)."""
     from soundclust_ray.ray_env import cluster_cpus
-    from soundclust_ray.stages.track import PassEmbedStage
+    from soundclust_ray.stages.embed import PassEmbedStage
 
     if not separate:
         return cpu_pool(dataclasses.replace(Resources(), num_cpus=num_cpus))

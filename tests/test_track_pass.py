@@ -7,6 +7,8 @@ the same rows whether a model runs in the CPU actors or in actors of its own.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -17,10 +19,15 @@ from conftest import tone
 from soundclust_ray.audio import decode, load_audio, load_audio_rates
 from soundclust_ray.config import FeaturesConfig, RunConfig
 from soundclust_ray.stages.base import ERROR_FIELDS, TODO_FIELD, family_batch, family_field
-from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage, prepare_stage_name
+from soundclust_ray.stages.embed import (
+    EmbedPrepareStage,
+    EmbedStage,
+    PassEmbedStage,
+    prepare_stage_name,
+)
 from soundclust_ray.stages.features import ClassicChunkStage, FeatureStage
 from soundclust_ray.stages.passes import PRODUCTS_FIELD, nest, unnest
-from soundclust_ray.stages.track import PassEmbedStage, TrackStage
+from soundclust_ray.stages.track import TrackStage
 
 SR = 22050
 KEYS = ("timbre", "classic", "features_chunks", "musicnn")
@@ -155,3 +162,16 @@ def test_a_track_is_decoded_once_for_all_its_products(clips, cfg, monkeypatch):
     assert sorted(calls) == sorted(str(clips / n) for n in ("low.wav", "high.flac"))
     assert out[family_field("musicnn", TODO_FIELD)].tolist() == [True, False, False]
     assert not out[family_field("timbre", TODO_FIELD)][2]
+
+
+def test_a_features_only_pass_never_imports_torch():
+    """torch doubles a features-only actor's memory (stages/track.py's docstring)."""
+    code = (
+        "import sys\n"
+        "from soundclust_ray.config import RunConfig\n"
+        "from soundclust_ray.stages.track import TrackStage\n"
+        "TrackStage(RunConfig(), ('timbre', 'features_chunks'))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -5,7 +5,9 @@ ragged float32 array per track: CLAP windows, musicnn padded signal) + the error
 ``EmbedStage`` reads that and writes ``track_id, path`` [+ ``window_index`` for chunk_level]
 + ``embedding`` (n, dim) float32 + ``tag__<name>`` float32 (backends with tags) + the error
 fields + ``node_id``. Rows that failed in prepare pass through with their error. Works for any
-backend in ``embed.registry``; the model is loaded once per actor.
+backend in ``embed.registry``; the model is loaded once per actor. In a run's pass
+(``stages.track``), ``PassEmbedStage`` is a backend's model actor when the model does not run
+inside the pass's CPU actors (:func:`separate_model_actors`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from soundclust_ray.config import RunConfig
+from soundclust_ray.config import EMBED_BACKENDS_IN_CPU_ACTORS, RunConfig
 from soundclust_ray.embed.base import WindowOutputs
 from soundclust_ray.embed.pooling import check_strategy, pool_windows
 from soundclust_ray.embed.registry import MODEL_BACKENDS, load_embedder, load_preparer
@@ -21,14 +23,17 @@ from soundclust_ray.ray_env import cluster_cpus, cluster_gpus, ray_running
 from soundclust_ray.stages.base import (
     ERROR_FIELDS,
     NODE_FIELD,
+    TODO_FIELD,
     TRACK_COLUMNS,
     Decoded,
     Resources,
     current_node_id,
     decode_track,
     error_message,
+    family_field,
     ragged,
 )
+from soundclust_ray.stages.passes import nest, track_rows
 from soundclust_ray.stages.writer import EMBEDDING_TYPE
 
 PREPARED = "prepared"
@@ -299,3 +304,57 @@ class EmbedStage:
         for name in (*ERROR_FIELDS, NODE_FIELD):
             out[name] = np.asarray(cols[name], dtype=object)
         return out
+
+
+def separate_model_actors(cfg: RunConfig, backend: str) -> bool:
+    """Whether ``backend``'s model runs in actors of its own rather than in the CPU actors.
+
+    Its own actors when they get GPUs, or when the model is large (CLAP: one copy per CPU
+    actor would not fit a many-core host; its threaded actors use the cores well). A small
+    model (``config.EMBED_BACKENDS_IN_CPU_ACTORS``) on CPUs runs inside every CPU actor: no
+    prepared audio crosses the object store and no pool is sized against another.
+    ``RunConfig.separate_model_actors`` forces either way.
+    """
+    if cfg.separate_model_actors is not None:
+        return cfg.separate_model_actors
+    if EmbedStage.resources(cfg, backend).num_gpus > 0:
+        return True
+    return backend not in EMBED_BACKENDS_IN_CPU_ACTORS
+
+
+class PassEmbedStage:
+    """Model actor of one backend in a pass: embeds the tracks whose ``<backend>@prepared`` the
+    CPU actors made, and hands every other column on unchanged."""
+
+    NAME = EmbedStage.NAME
+    resources = staticmethod(EmbedStage.resources)
+
+    def __init__(self, cfg: RunConfig, backend: str):
+        self.backend = backend
+        self.model = EmbedStage(cfg, backend)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        key = self.backend
+        todo = np.asarray(batch[family_field(key, TODO_FIELD)], dtype=bool)
+        rows = track_rows(batch, todo)
+        rows[PREPARED] = np.asarray(batch.pop(family_field(key, PREPARED)), dtype=object)[todo]
+        for name in ERROR_FIELDS:
+            rows[name] = np.asarray(batch[family_field(key, name)], dtype=object)[todo]
+        batch.update(nest(key, len(todo), todo, self.model(rows)))
+        return batch
+
+
+def prepared_columns(backend: str, todo: np.ndarray, prepared: dict, fill: np.ndarray) -> dict:
+    """Pass columns of a backend whose model runs in its own actors: its model input (``fill``,
+    an empty input of the same rank, for the tracks not computed for it), its todo flags and
+    the prepare step's errors."""
+    where = np.flatnonzero(todo)
+    inputs = [fill] * len(todo)
+    for row, track in enumerate(where):
+        inputs[track] = prepared[PREPARED][row]
+    out = {family_field(backend, TODO_FIELD): todo, family_field(backend, PREPARED): ragged(inputs)}
+    for name in ERROR_FIELDS:
+        column = np.full(len(todo), "", dtype=object)
+        column[where] = prepared[name]
+        out[family_field(backend, name)] = column
+    return out

@@ -91,3 +91,8 @@ def unnest(batch: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
     for column in nested:
         out[column[len(prefix) :]] = np.concatenate([np.asarray(batch[column][i]) for i in rows])
     return out
+
+
+def track_rows(batch: dict[str, np.ndarray], todo: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``track_id, path`` batch of the ``todo`` rows: a product stage's input."""
+    return {k: np.asarray(batch[k], dtype=object)[todo] for k in ("track_id", "path")}

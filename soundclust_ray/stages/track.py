@@ -3,11 +3,15 @@
 ``TrackStage`` (CPU actors) decodes a track once, resamples it to every rate its pending
 products read, and computes them: its feature families, its classic chunks, each embedding
 backend's model input and, for backends whose model runs in the CPU actors
-(:func:`separate_model_actors` false: small models on a host without GPUs), the model itself.
-``PassEmbedStage`` runs a backend's model in actors of its own (GPUs, or a large model's
-threaded CPU actors) on the model input the CPU actors prepared. Both reuse the products' own
-stages (``FeatureStage``, ``ClassicChunkStage``, ``EmbedPrepareStage``, ``EmbedStage``), so a
-product computes the same values whichever way the pass is laid out.
+(``stages.embed.separate_model_actors`` false: small models on a host without GPUs), the
+model itself; ``stages.embed.PassEmbedStage`` runs the others' models in actors of their own
+(GPUs, or a large model's threaded CPU actors) on the model input prepared here. Both reuse the
+products' own stages (``FeatureStage``, ``ClassicChunkStage``, ``EmbedPrepareStage``,
+``EmbedStage``), so a product computes the same values whichever way the pass is laid out.
+
+``stages.embed`` is imported only when the pass has a backend: it imports torch, which doubles
+a features-only actor's memory (peak RSS after one track, 2026-12-03: 204 MiB without, 428 MiB
+with) and adds 0.7 s to its start.
 """
 
 from __future__ import annotations
@@ -15,44 +19,23 @@ from __future__ import annotations
 import numpy as np
 
 from soundclust_ray import outdir
-from soundclust_ray.config import EMBED_BACKENDS_IN_CPU_ACTORS, FEATURE_FAMILY_NAMES, RunConfig
+from soundclust_ray.config import FEATURE_FAMILY_NAMES, RunConfig
 from soundclust_ray.stages.base import (
-    ERROR_FIELDS,
     NODE_FIELD,
-    TODO_FIELD,
     Decoded,
     current_node_id,
     decode_track,
-    family_field,
     map_tracks,
-    ragged,
 )
-from soundclust_ray.stages.embed import PREPARED, EmbedPrepareStage, EmbedStage
 from soundclust_ray.stages.features import (
     STAGE_NAME,
     ClassicChunkStage,
     FeatureStage,
     feature_resources,
 )
-from soundclust_ray.stages.passes import PRODUCTS_FIELD, nest, pending_keys
+from soundclust_ray.stages.passes import PRODUCTS_FIELD, nest, pending_keys, track_rows
 
 CHUNKS_KEY = outdir.FEATURE_CHUNKS
-
-
-def separate_model_actors(cfg: RunConfig, backend: str) -> bool:
-    """Whether ``backend``'s model runs in actors of its own rather than in the CPU actors.
-
-    Its own actors when they get GPUs, or when the model is large (CLAP: one copy per CPU
-    actor would not fit a many-core host; its threaded actors use the cores well). A small
-    model (``config.EMBED_BACKENDS_IN_CPU_ACTORS``) on CPUs runs inside every CPU actor: no
-    prepared audio crosses the object store and no pool is sized against another.
-    ``RunConfig.separate_model_actors`` forces either way.
-    """
-    if cfg.separate_model_actors is not None:
-        return cfg.separate_model_actors
-    if EmbedStage.resources(cfg, backend).num_gpus > 0:
-        return True
-    return backend not in EMBED_BACKENDS_IN_CPU_ACTORS
 
 
 class TrackStage:
@@ -73,8 +56,12 @@ class TrackStage:
         self.features = FeatureStage(cfg, families) if families else None
         self.chunks = ClassicChunkStage(cfg) if CHUNKS_KEY in keys else None
         backends = [k for k in keys if k not in families and k != CHUNKS_KEY]
-        self.preparers = {b: EmbedPrepareStage(cfg, b) for b in backends}
-        self.models = {b: EmbedStage(cfg, b) for b in models}
+        self.preparers, self.models = {}, {}
+        if backends:
+            from soundclust_ray.stages.embed import EmbedPrepareStage, EmbedStage
+
+            self.preparers = {b: EmbedPrepareStage(cfg, b) for b in backends}
+            self.models = {b: EmbedStage(cfg, b) for b in models}
 
     def rates(self, wanted: list[str]) -> list[int]:
         """The sample rates the track's pending products read."""
@@ -118,60 +105,19 @@ class TrackStage:
                 raise signal
             return self.chunks.chunk_rows(signal[rate])
 
-        part = map_tracks(_rows_of(batch, todo), rows, CHUNKS_KEY, self.chunks.fill)
+        part = map_tracks(track_rows(batch, todo), rows, CHUNKS_KEY, self.chunks.fill)
         return nest(CHUNKS_KEY, len(todo), todo, part)
 
     def _backend(self, batch, backend: str, todo: np.ndarray, decoded: list[Decoded]) -> dict:
         """A backend's embedded rows (model here), or its model input for its own actors."""
+        from soundclust_ray.stages.embed import prepared_columns
+
         picked = [decoded[i] for i in np.flatnonzero(todo)]
-        prepared = self.preparers[backend].prepared_batch(_rows_of(batch, todo), picked)
+        prepared = self.preparers[backend].prepared_batch(track_rows(batch, todo), picked)
         if backend in self.models:
             return nest(backend, len(todo), todo, self.models[backend](prepared))
         return prepared_columns(backend, todo, prepared, self.preparers[backend].fill)
 
 
-class PassEmbedStage:
-    """Model actor of one backend in a pass: embeds the tracks whose ``<backend>@prepared`` the
-    CPU actors made, and hands every other column on unchanged."""
-
-    NAME = EmbedStage.NAME
-    resources = staticmethod(EmbedStage.resources)
-
-    def __init__(self, cfg: RunConfig, backend: str):
-        self.backend = backend
-        self.model = EmbedStage(cfg, backend)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        key = self.backend
-        todo = np.asarray(batch[family_field(key, TODO_FIELD)], dtype=bool)
-        rows = _rows_of(batch, todo)
-        rows[PREPARED] = np.asarray(batch.pop(family_field(key, PREPARED)), dtype=object)[todo]
-        for name in ERROR_FIELDS:
-            rows[name] = np.asarray(batch[family_field(key, name)], dtype=object)[todo]
-        batch.update(nest(key, len(todo), todo, self.model(rows)))
-        return batch
-
-
-def prepared_columns(backend: str, todo: np.ndarray, prepared: dict, fill: np.ndarray) -> dict:
-    """Pass columns of a backend whose model runs in its own actors: its model input (``fill``,
-    an empty input of the same rank, for the tracks not computed for it), its todo flags and
-    the prepare step's errors."""
-    where = np.flatnonzero(todo)
-    inputs = [fill] * len(todo)
-    for row, track in enumerate(where):
-        inputs[track] = prepared[PREPARED][row]
-    out = {family_field(backend, TODO_FIELD): todo, family_field(backend, PREPARED): ragged(inputs)}
-    for name in ERROR_FIELDS:
-        column = np.full(len(todo), "", dtype=object)
-        column[where] = prepared[name]
-        out[family_field(backend, name)] = column
-    return out
-
-
 def _todo(wanted: list[list[str]], key: str) -> np.ndarray:
     return np.array([key in keys for keys in wanted], dtype=bool)
-
-
-def _rows_of(batch: dict[str, np.ndarray], todo: np.ndarray) -> dict[str, np.ndarray]:
-    """The ``track_id, path`` batch of the ``todo`` rows."""
-    return {k: np.asarray(batch[k], dtype=object)[todo] for k in ("track_id", "path")}
