@@ -3,10 +3,10 @@
 On the same real clips (default: the 315 mp3s of shared/data/mer4q_genre, 30 s each), in one
 process: (1) a plain loop calling the pass's stage (stages/track.py: one decode, every product)
 on one track at a time on one core, (2) the run's Ray Data pass with one actor, (3) with one
-actor per core. Each pipeline runs twice,
-on half the clips and on all of them: the difference is the time of the second half's tracks
-alone, so the *rate* (tracks/s) comes without the fixed start-up (actor pools, Ray Data's own
-actors), which is printed apart as the intercept; bench/e2e.py times start-up and all end to end.
+actor per core. Each pipeline runs twice, on half the clips and on all of them: the difference
+is the time of the second half's tracks alone, so the *rate* (tracks/s) comes without the fixed
+start-up (actor pools, Ray Data's own actors), which is printed apart as the intercept;
+bench/e2e.py times start-up and all end to end.
 Prints the 1-actor overhead per track (goal ≤ 10 %) and the all-core speed-up over the loop
 (goal ≥ 0.8 × cores). Ray start-up is excluded.
 
@@ -60,11 +60,11 @@ def serial_loop(manifest: pd.DataFrame, cfg: RunConfig) -> float:
 
     torch.set_num_threads(1)
     stage = TrackStage(cfg, *pass_stage_args(cfg))
-    rows = pass_rows(manifest, cfg)
+    columns = {k: v.to_numpy() for k, v in pass_rows(manifest, cfg).items()}
     start = time.perf_counter()
     with threadpool_limits(limits=1):
-        for i in range(len(rows)):
-            stage({k: rows[k].to_numpy()[i : i + 1] for k in rows})
+        for i in range(len(manifest)):
+            stage({k: v[i : i + 1] for k, v in columns.items()})
     return time.perf_counter() - start
 
 

@@ -151,10 +151,10 @@ def run_pass(
     in_cpu_actors = tuple(b for b in backends if b not in separate)
     ds = tracks_dataset(rows, cfg.batch_size, cfg.pools, ("track_id", "path", PRODUCTS_FIELD))
     resources = TrackStage.resources(cfg)
-    pool = track_pool(cfg, resources.num_cpus, separate)
+    models = {b: PassEmbedStage.resources(cfg, b) for b in separate}
+    pool = track_pool(resources, list(models.values()))
     ds = map_stage(ds, TrackStage, cfg, resources, pool, (keys, in_cpu_actors))
-    for backend in separate:
-        model = PassEmbedStage.resources(cfg, backend)
+    for backend, model in models.items():
         ds = map_stage(ds, PassEmbedStage, cfg, model, model.concurrency or 1, (backend,))
     plan = tuple(pass_target(cfg, p, targets[p]) for p in pending)
     totals = {targets[p]: len(t) for p, t in pending.items()}
@@ -163,21 +163,19 @@ def run_pass(
     return stream_to_writer(ds, PassShardWriter, args, totals, cfg, progress, bars, names)
 
 
-def track_pool(cfg: RunConfig, num_cpus: float, separate: tuple[str, ...]):
-    """The pass's CPU actors: one per CPU slot; with model actors of their own, (1, the CPUs
-    their smallest pools leave), or the decode actors take every core and the model actors
-    wait for them to finish (no streaming)."""
+def track_pool(resources: Resources, models: list[Resources]) -> int | tuple[int, int]:
+    """The pass's CPU actors: one per CPU slot; beside model actors of their own (``models``),
+    (1, the CPUs their smallest pools leave), or the decode actors take every core and the
+    model actors wait for them to finish (no streaming)."""
     from soundclust_ray.ray_env import cluster_cpus
-    from soundclust_ray.stages.embed import PassEmbedStage
 
-    if not separate:
-        return cpu_pool(dataclasses.replace(Resources(), num_cpus=num_cpus))
+    if not models:
+        return cpu_pool(resources)
     spare = cluster_cpus()
-    for backend in separate:
-        model = PassEmbedStage.resources(cfg, backend)
+    for model in models:
         actors = model.concurrency or 1
         spare -= (actors[0] if isinstance(actors, tuple) else actors) * model.num_cpus
-    return (1, max(1, int(spare // num_cpus)))
+    return (1, max(1, int(spare // resources.num_cpus)))
 
 
 def pass_target(cfg: RunConfig, product: str, folder: str) -> PassTarget:

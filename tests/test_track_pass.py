@@ -175,3 +175,24 @@ def test_a_features_only_pass_never_imports_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_track_is_resampled_only_to_the_rates_of_its_pending_families(clips, monkeypatch):
+    rates = []
+    resample = decode.resample
+
+    def recording(y, sr, rate):
+        rates.append(rate)
+        return resample(y, sr, rate)
+
+    monkeypatch.setattr(decode, "resample", recording)
+    stage = FeatureStage(RunConfig(), ("timbre", "soundspace"))
+    batch = {
+        "track_id": np.asarray(["low.wav"], dtype=object),
+        "path": np.asarray([str(clips / "low.wav")], dtype=object),
+        "families": np.asarray(["timbre"], dtype=object),
+    }
+    out = stage(batch)
+    assert rates == [RunConfig().features.timbre.sample_rate]
+    assert out[family_field("timbre", TODO_FIELD)].tolist() == [True]
+    assert out[family_field("soundspace", TODO_FIELD)].tolist() == [False]

@@ -99,25 +99,36 @@ class FeatureStage:
         except Exception as exc:  # noqa: BLE001 - failures are data (stages/base.py)
             return exc
 
+    def pending(self, batch: dict[str, np.ndarray]) -> list[list[str]]:
+        """Per row, the names of the families pending for the track (its ``families`` column,
+        or all of the stage's)."""
+        names = [f.name for f in self.families]
+        pending = batch.get("families")
+        if pending is None:
+            return [names] * len(batch["track_id"])
+        return [str(p).split(",") for p in pending]
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rates = self.rates()
-        decoded = [decode_track(str(p), rates, self.cfg.audio) for p in batch["path"]]
+        decoded = [
+            decode_track(str(path), self.rates(wanted), self.cfg.audio)
+            for path, wanted in zip(batch["path"], self.pending(batch), strict=True)
+        ]
         return self.family_columns(batch, decoded)
 
     def family_columns(self, batch: dict[str, np.ndarray], decoded: list[Decoded]) -> dict:
         """The output batch of tracks already decoded (``decoded[i]``: rate → samples at
-        :meth:`rates` at least, or the decode's exception), one row per track."""
+        :meth:`rates` of its pending families at least, or the decode's exception), one row
+        per track."""
         names = [f.name for f in self.families]
-        pending = batch.get("families")
         out: dict[str, list] = {"track_id": [], NODE_FIELD: []}
         for name in names:
             out.update({c: [] for c in self.columns[name]})
             for field in (TODO_FIELD, *ERROR_FIELDS):
                 out[family_field(name, field)] = []
         node = current_node_id()
-        for i, track_id in enumerate(batch["track_id"]):
-            wanted = names if pending is None else str(pending[i]).split(",")
-            results = self.compute_track(decoded[i], [f for f in self.families if f.name in wanted])
+        rows = zip(batch["track_id"], self.pending(batch), decoded, strict=True)
+        for track_id, wanted, signals in rows:
+            results = self.compute_track(signals, [f for f in self.families if f.name in wanted])
             out["track_id"].append(str(track_id))
             out[NODE_FIELD].append(node)
             for name in names:

@@ -53,10 +53,9 @@ def tracks_dataset(
     return ray.data.from_pandas(frames)
 
 
-def cpu_pool(resources: Resources, shared: bool = False) -> int | tuple[int, int]:
-    """One actor per ``num_cpus`` of the cluster; (1, that) when another product runs beside."""
-    size = max(1, int(cluster_cpus() / resources.num_cpus))
-    return (1, size) if shared else size
+def cpu_pool(resources: Resources) -> int:
+    """One actor per ``num_cpus`` of the cluster."""
+    return max(1, int(cluster_cpus() / resources.num_cpus))
 
 
 def writer_pool(pools: PoolConfig) -> tuple[int, int]:
